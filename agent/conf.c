@@ -1,0 +1,1043 @@
+/*
+ * conf — loads the INI file into a struct conf, driven by one schema table.
+ *
+ * inih splits the lines; our reader sits in front of it so that we know the
+ * line number of every key it hands the handler, and so that problems inih
+ * would only count (over-long lines, syntax errors) are each reported with
+ * their own line. Values are checked as they arrive; after the last line come
+ * missing required keys, defaults (some from the platform profile), paths
+ * resolved under [system] root, the rules between keys and the file mode.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "conf.h"
+#include "platform.h"
+
+#define SEC	1000ull
+#define MINUTE	(60 * SEC)
+#define HOUR	(60 * MINUTE)
+#define KIB	1024ull
+#define MIB	(1024 * KIB)
+#define GIB	(1024 * MIB)
+
+#define PATH_CAP	4096	/* PATH_MAX on Linux, with the NUL */
+#define NAME_MAX_INI	49	/* inih cuts longer names (MAX_NAME 50) */
+
+enum ktype { T_STRING, T_URL, T_HOSTPORT, T_DURATION, T_SIZE, T_ENUM, T_PATH };
+
+#define F_ID		0x01	/* charset [A-Za-z0-9._-] */
+#define F_SECRET	0x02	/* never echoed; makes world-readable an error */
+#define F_ABSOLUTE	0x04	/* must be absolute (root itself) */
+#define F_PLATFORM	0x08	/* default comes from the platform profile */
+#define F_NOCOLON	0x10	/* Basic auth user-ids cannot hold ':' */
+
+struct key_spec {
+	const char *section;
+	const char *key;
+	enum ktype type;
+	bool required;
+	const char *def;	/* default text; NULL: none or F_PLATFORM */
+	uint64_t min, max;	/* ms, bytes, or characters for text types */
+	unsigned flags;
+	const char *const *words;	/* T_ENUM, NULL-terminated */
+};
+
+static const char *const profile_words[] = { "ip500v2", "linux", NULL };
+/* Same order as enum log_level, so conf_num() is the level. */
+static const char *const level_words[] = { "error", "info", "debug", NULL };
+
+#define DUR(sec, name, d, lo, hi) \
+	{ sec, name, T_DURATION, false, d, lo, hi, 0, NULL }
+
+/* Bounds and defaults as documented in config/comagent.ini.example. */
+static const struct key_spec schema[CONF__COUNT] = {
+	[CONF_COM_URL] = { "com", "url", T_URL, true, NULL, 1, 255, 0, NULL },
+	[CONF_COM_CA_FILE] = { "com", "ca_file", T_PATH, true, NULL, 1, 255,
+			       0, NULL },
+	[CONF_COM_PROXY] = { "com", "proxy", T_HOSTPORT, false, NULL, 0, 255,
+			     0, NULL },
+	[CONF_COM_PROXY_USER] = { "com", "proxy_user", T_STRING, false, NULL,
+				  0, 255, F_NOCOLON, NULL },
+	[CONF_COM_PROXY_PASSWORD] = { "com", "proxy_password", T_STRING,
+				      false, NULL, 0, 255, F_SECRET, NULL },
+	[CONF_COM_PING_INTERVAL] = DUR("com", "ping_interval", "30s",
+				       SEC, HOUR),
+	[CONF_COM_IDLE_TIMEOUT] = DUR("com", "idle_timeout", "90s",
+				      2 * SEC, 2 * HOUR),
+	[CONF_COM_CONNECT_TIMEOUT] = DUR("com", "connect_timeout", "20s",
+					 SEC, 5 * MINUTE),
+	[CONF_COM_RETRY_MIN] = DUR("com", "retry_min", "1s", 100, HOUR),
+	[CONF_COM_RETRY_MAX] = DUR("com", "retry_max", "5m", SEC, 24 * HOUR),
+	[CONF_COM_AUTH_RETRY_MIN] = DUR("com", "auth_retry_min", "5m",
+					SEC, 24 * HOUR),
+	[CONF_COM_AUTH_RETRY_MAX] = DUR("com", "auth_retry_max", "1h",
+					SEC, 24 * HOUR),
+	[CONF_COM_GRACE] = DUR("com", "grace", "60s", SEC, HOUR),
+	[CONF_SYSTEM_PROFILE] = { "system", "profile", T_ENUM, false, "linux",
+				  0, 0, 0, profile_words },
+	[CONF_SYSTEM_CUSTOMER_ID] = { "system", "customer_id", T_STRING, true,
+				      NULL, 1, 64, F_ID, NULL },
+	[CONF_SYSTEM_SYSTEM_NAME] = { "system", "system_name", T_STRING, true,
+				      NULL, 1, 64, F_ID, NULL },
+	[CONF_SYSTEM_VERSION] = { "system", "version", T_STRING, false, "",
+				  0, 255, 0, NULL },
+	[CONF_SYSTEM_ROOT] = { "system", "root", T_PATH, false, "/", 1, 255,
+			       F_ABSOLUTE, NULL },
+	[CONF_SYSTEM_STATE_DIR] = { "system", "state_dir", T_PATH, false,
+				    NULL, 1, 255, F_PLATFORM, NULL },
+	[CONF_SYSTEM_CONTROL_SOCKET] = { "system", "control_socket", T_PATH,
+					 false, NULL, 1, 255, F_PLATFORM,
+					 NULL },
+	[CONF_SERVICE_USER_NAME] = { "service_user", "name", T_STRING, false,
+				     "COMAdmin", 1, 255, 0, NULL },
+	[CONF_SERVICE_USER_PASSWORD] = { "service_user", "password", T_STRING,
+					 true, NULL, 1, 128, F_SECRET, NULL },
+	[CONF_LOG_LEVEL] = { "log", "level", T_ENUM, false, "info", 0, 0, 0,
+			     level_words },
+	/* Empty is allowed: it means "no log file". */
+	[CONF_LOG_FILE] = { "log", "file", T_PATH, false, NULL, 0, 255,
+			    F_PLATFORM, NULL },
+	[CONF_LOG_MAX_SIZE] = { "log", "max_size", T_SIZE, false, NULL,
+				64 * KIB, GIB, F_PLATFORM, NULL },
+};
+
+struct unit {
+	const char *name;
+	uint64_t mul;
+};
+
+/* Largest first: bounds are printed in the largest unit that fits. */
+static const struct unit dur_units[] = {
+	{ "h", HOUR }, { "m", MINUTE }, { "s", SEC }, { "ms", 1 }, { NULL, 0 }
+};
+static const struct unit size_units[] = {
+	{ "G", GIB }, { "M", MIB }, { "K", KIB }, { "", 1 }, { NULL, 0 }
+};
+
+struct val {
+	char *str;
+	uint64_t num;
+	unsigned line;	/* where it was in the file; 0: not there */
+	bool ok;	/* holds a valid value (from the file or a default) */
+};
+
+struct conf {
+	char *path;
+	const struct platform_ops *plat;
+	struct val v[CONF__COUNT];
+};
+
+struct parse {
+	struct conf *c;
+	FILE *f;
+	FILE *errs;
+	mode_t mode;
+	unsigned line;		/* the line the reader returned last */
+	unsigned nerr;		/* problems that make the file invalid */
+	bool secret;		/* a password is in the file */
+	err_t fatal;		/* ERR_NOMEM or ERR_IO: stop reading */
+	int read_errno;
+};
+
+/* ---- messages ---------------------------------------------------------- */
+
+__attribute__((format(printf, 3, 0)))
+static void vsay(struct parse *p, unsigned line, const char *fmt,
+		 va_list ap)
+{
+	if (!p->errs)
+		return;
+	if (line)
+		fprintf(p->errs, "%s:%u: ", p->c->path, line);
+	else
+		fprintf(p->errs, "%s: ", p->c->path);
+	vfprintf(p->errs, fmt, ap);
+	fputc('\n', p->errs);
+}
+
+/* A message that does not by itself make the file invalid. */
+__attribute__((format(printf, 3, 4)))
+static void say(struct parse *p, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsay(p, line, fmt, ap);
+	va_end(ap);
+}
+
+/* A problem with the file: line 0 means "the file as a whole". */
+__attribute__((format(printf, 3, 4)))
+static void report(struct parse *p, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+
+	p->nerr++;
+	va_start(ap, fmt);
+	vsay(p, line, fmt, ap);
+	va_end(ap);
+}
+
+/* n in the largest unit of the table that divides it exactly. */
+static void fmt_units(uint64_t n, const struct unit *u, char *buf, size_t len)
+{
+	for (; u->name; u++)
+		if (u->mul == 1 || (n != 0 && n % u->mul == 0))
+			break;
+	snprintf(buf, len, "%" PRIu64 "%s", u->name ? n / u->mul : n,
+		 u->name ? u->name : "");
+}
+
+static const struct unit *units_of(enum ktype t)
+{
+	return t == T_DURATION ? dur_units : size_units;
+}
+
+/* ---- small parsers ----------------------------------------------------- */
+
+static bool is_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n' ||
+	       ch == '\v' || ch == '\f';
+}
+
+static const char *skip_space(const char *s)
+{
+	while (is_space(*s))
+		s++;
+	return s;
+}
+
+static bool is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+static bool is_alnum(char ch)
+{
+	return is_digit(ch) || (ch >= 'a' && ch <= 'z') ||
+	       (ch >= 'A' && ch <= 'Z');
+}
+
+static bool is_id_char(char ch)
+{
+	return is_alnum(ch) || ch == '.' || ch == '_' || ch == '-';
+}
+
+/*
+ * Leading decimal digits of s. strtoull alone would also take white space,
+ * a sign (it negates "-1" into a huge value) and "0x"; those are refused by
+ * requiring a digit first. false on overflow; *end is after the digits.
+ */
+static bool parse_digits(const char *s, uint64_t *n, const char **end)
+{
+	char *e;
+	unsigned long long v;
+
+	_Static_assert(sizeof(v) == sizeof(*n), "strtoull must give 64 bits");
+
+	*n = 0;
+	*end = s;
+	if (!is_digit(*s))
+		return true;
+	errno = 0;
+	v = strtoull(s, &e, 10);
+	*end = e;
+	if (errno == ERANGE)
+		return false;
+	*n = v;
+	return true;
+}
+
+/* ---- host:port --------------------------------------------------------- */
+
+enum hp_result { HP_OK, HP_BAD, HP_PORT };
+
+static enum hp_result parse_port(const char *s, size_t n)
+{
+	uint64_t port;
+	const char *end;
+	bool fits = parse_digits(s, &port, &end);
+
+	/* strtoull cannot run past n: what follows a port (NUL, '/', '?',
+	 * '#') is never a digit. */
+	if (n == 0 || end != s + n)
+		return HP_BAD;
+	if (!fits || port < 1 || port > 65535)
+		return HP_PORT;
+	return HP_OK;
+}
+
+/* "[v6]" of n characters: the address must parse. */
+static bool v6_ok(const char *s, size_t n)
+{
+	char addr[64];
+	unsigned char bin[16];
+
+	if (n < 3 || n - 2 >= sizeof(addr) || s[n - 1] != ']')
+		return false;
+	memcpy(addr, s + 1, n - 2);
+	addr[n - 2] = '\0';
+	return inet_pton(AF_INET6, addr, bin) == 1;
+}
+
+static bool hostname_ok(const char *s, size_t n)
+{
+	if (n == 0 || n > 253)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!is_alnum(s[i]) && s[i] != '.' && s[i] != '-' &&
+		    s[i] != '_')
+			return false;
+	return true;
+}
+
+/*
+ * host:port in the n characters at s; the port may be left out when
+ * need_port is false. The port's text is left in *port_at, *port_len.
+ */
+static enum hp_result parse_hostport(const char *s, size_t n, bool need_port,
+				     const char **port_at, size_t *port_len)
+{
+	const char *colon;
+	size_t hlen;
+
+	if (n > 0 && s[0] == '[') {
+		const char *rb = memchr(s, ']', n);
+
+		hlen = rb ? (size_t)(rb - s) + 1 : n;
+		if (!v6_ok(s, hlen))
+			return HP_BAD;
+	} else {
+		colon = memchr(s, ':', n);
+		hlen = colon ? (size_t)(colon - s) : n;
+		if (!hostname_ok(s, hlen))
+			return HP_BAD;
+	}
+	if (hlen == n)
+		return need_port ? HP_BAD : HP_OK;
+	if (s[hlen] != ':')
+		return HP_BAD;
+	*port_at = s + hlen + 1;
+	*port_len = n - hlen - 1;
+	return parse_port(*port_at, *port_len);
+}
+
+/* ---- value checks, one per type ---------------------------------------- */
+
+static bool has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* Checks shared by every text type. Secrets are never echoed. */
+static bool check_text(struct parse *p, unsigned line,
+		       const struct key_spec *s, const char *text)
+{
+	size_t len = strlen(text);
+
+	if (has_control(text)) {
+		report(p, line, "%s: contains a control character", s->key);
+		return false;
+	}
+	if (len > s->max) {
+		report(p, line, "%s: too long (%zu characters, max %" PRIu64
+		       ")", s->key, len, s->max);
+		return false;
+	}
+	return true;
+}
+
+static bool check_string(struct parse *p, unsigned line,
+			 const struct key_spec *s, const char *text)
+{
+	if (s->flags & F_ID) {
+		for (const char *t = text; *t; t++) {
+			if (is_id_char(*t))
+				continue;
+			report(p, line, "%s: '%s' may only contain letters, "
+			       "digits, '.', '_' and '-'", s->key, text);
+			return false;
+		}
+	}
+	if ((s->flags & F_NOCOLON) && strchr(text, ':')) {
+		report(p, line, "%s: must not contain ':' (Basic "
+		       "authentication cannot carry it)", s->key);
+		return false;
+	}
+	return true;
+}
+
+static bool check_hostport(struct parse *p, unsigned line,
+			   const struct key_spec *s, const char *text)
+{
+	const char *port = "";
+	size_t plen = 0;
+
+	switch (parse_hostport(text, strlen(text), true, &port, &plen)) {
+	case HP_OK:
+		return true;
+	case HP_PORT:
+		report(p, line, "%s: port %.*s is out of range 1..65535",
+		       s->key, (int)plen, port);
+		return false;
+	case HP_BAD:
+		break;
+	}
+	report(p, line, "%s: '%s' is not host:port", s->key, text);
+	return false;
+}
+
+static bool check_url(struct parse *p, unsigned line,
+		      const struct key_spec *s, const char *text)
+{
+	const char *auth = text + 6, *port = "";
+	size_t alen, plen = 0;
+
+	if (strncmp(text, "wss://", 6) != 0) {
+		report(p, line, "%s: '%s' must start with wss://", s->key, text);
+		return false;
+	}
+	if (strchr(text, ' ')) {
+		report(p, line, "%s: '%s' contains a space", s->key, text);
+		return false;
+	}
+	alen = strcspn(auth, "/?#");
+	if (alen == 0) {
+		report(p, line, "%s: '%s' has no host", s->key, text);
+		return false;
+	}
+	switch (parse_hostport(auth, alen, false, &port, &plen)) {
+	case HP_OK:
+		return true;
+	case HP_PORT:
+		report(p, line, "%s: port %.*s is out of range 1..65535",
+		       s->key, (int)plen, port);
+		return false;
+	case HP_BAD:
+		break;
+	}
+	report(p, line, "%s: '%s' has an invalid host or port", s->key, text);
+	return false;
+}
+
+static bool check_path(struct parse *p, unsigned line,
+		       const struct key_spec *s, const char *text)
+{
+	if ((s->flags & F_ABSOLUTE) && text[0] != '/') {
+		report(p, line, "%s: '%s' is not an absolute path", s->key,
+		       text);
+		return false;
+	}
+	return true;
+}
+
+/* A number and a unit from the table ("" is a unit: plain bytes). */
+static bool check_scaled(struct parse *p, unsigned line,
+			 const struct key_spec *s, const char *text,
+			 uint64_t *num)
+{
+	const struct unit *u = units_of(s->type);
+	const char *end;
+	uint64_t n;
+	bool fits = parse_digits(text, &n, &end);
+	char lo[32], hi[32];
+
+	while (u->name && strcmp(end, u->name) != 0)
+		u++;
+	if (end == text || !u->name) {
+		report(p, line, s->type == T_DURATION ?
+		       "%s: '%s' is not a duration (a number and a unit: "
+		       "ms, s, m or h)" :
+		       "%s: '%s' is not a size (a number, optionally with "
+		       "K, M or G)", s->key, text);
+		return false;
+	}
+	if (fits && n <= UINT64_MAX / u->mul)
+		*num = n * u->mul;
+	if (!fits || n > UINT64_MAX / u->mul || *num < s->min ||
+	    *num > s->max) {
+		fmt_units(s->min, units_of(s->type), lo, sizeof(lo));
+		fmt_units(s->max, units_of(s->type), hi, sizeof(hi));
+		report(p, line, "%s: %s is out of range %s..%s", s->key, text,
+		       lo, hi);
+		return false;
+	}
+	return true;
+}
+
+static bool check_enum(struct parse *p, unsigned line,
+		       const struct key_spec *s, const char *text,
+		       uint64_t *num)
+{
+	char list[128];
+	size_t used = 0;
+
+	for (size_t i = 0; s->words[i]; i++) {
+		if (strcmp(text, s->words[i]) == 0) {
+			*num = i;
+			return true;
+		}
+	}
+	list[0] = '\0';
+	for (size_t i = 0; s->words[i] && used < sizeof(list); i++) {
+		int w = snprintf(list + used, sizeof(list) - used, "%s%s",
+				 i ? ", " : "", s->words[i]);
+
+		if (w < 0)
+			break;
+		used += (size_t)w;
+	}
+	report(p, line, "%s: '%s' is not one of %s", s->key, text, list);
+	return false;
+}
+
+static bool is_text(enum ktype t)
+{
+	return t == T_STRING || t == T_URL || t == T_HOSTPORT || t == T_PATH;
+}
+
+/* Empty text: fine only for optional text keys that allow length 0. */
+static bool check_empty(struct parse *p, unsigned line,
+			const struct key_spec *s)
+{
+	if (s->required)
+		report(p, line, "%s: empty value (required key)", s->key);
+	else if (is_text(s->type) && s->min == 0)
+		return true;
+	else
+		report(p, line, "%s: empty value", s->key);
+	return false;
+}
+
+static bool check_value(struct parse *p, unsigned line, enum conf_key k,
+			const char *text, uint64_t *num)
+{
+	const struct key_spec *s = &schema[k];
+
+	*num = 0;
+	if (text[0] == '\0')
+		return check_empty(p, line, s);
+	if (is_text(s->type) && !check_text(p, line, s, text))
+		return false;
+	switch (s->type) {
+	case T_STRING:		return check_string(p, line, s, text);
+	case T_URL:		return check_url(p, line, s, text);
+	case T_HOSTPORT:	return check_hostport(p, line, s, text);
+	case T_PATH:		return check_path(p, line, s, text);
+	case T_DURATION:
+	case T_SIZE:		return check_scaled(p, line, s, text, num);
+	case T_ENUM:		return check_enum(p, line, s, text, num);
+	}
+	return false;
+}
+
+/* Stores a checked value; the only allocation per key. */
+static void set_val(struct parse *p, enum conf_key k, const char *text,
+		    uint64_t num)
+{
+	struct val *v = &p->c->v[k];
+	char *copy = strdup(text);
+
+	if (!copy) {
+		p->fatal = ERR_NOMEM;
+		return;
+	}
+	free(v->str);
+	v->str = copy;
+	v->num = num;
+	v->ok = true;
+}
+
+/* ---- the reader: line numbers, long lines, syntax ---------------------- */
+
+static bool section_known(const char *name, size_t n)
+{
+	for (size_t k = 0; k < CONF__COUNT; k++)
+		if (strlen(schema[k].section) == n &&
+		    memcmp(schema[k].section, name, n) == 0)
+			return true;
+	return false;
+}
+
+static void syntax_error(struct parse *p)
+{
+	report(p, p->line, "syntax error: expected [section] or key = value");
+}
+
+/* "[name]" with nothing after it; an unknown name is reported here, once,
+ * and its keys are then skipped by the handler. */
+static bool check_section_line(struct parse *p, const char *s)
+{
+	const char *rb = strchr(s, ']');
+
+	if (!rb || rb == s + 1 || *skip_space(rb + 1) != '\0') {
+		syntax_error(p);
+		return false;
+	}
+	if (!section_known(s + 1, (size_t)(rb - s - 1)))
+		report(p, p->line, "unknown section %.*s", (int)(rb - s + 1), s);
+	return true;
+}
+
+/* "name = value". inih splits at the first '=' or ':', so a ':' in front
+ * of the '=' would give a different key than the one the operator meant. */
+static bool check_key_line(struct parse *p, const char *s)
+{
+	const char *eq = strchr(s, '='), *colon = strchr(s, ':');
+	const char *end = eq;
+
+	if (!eq || (colon && colon < eq)) {
+		syntax_error(p);
+		return false;
+	}
+	while (end > s && is_space(end[-1]))
+		end--;
+	if (end == s) {
+		syntax_error(p);
+		return false;
+	}
+	if (end - s > NAME_MAX_INI) {
+		report(p, p->line, "key name too long (max %d characters)",
+		       NAME_MAX_INI);
+		return false;
+	}
+	return true;
+}
+
+/* Classifies a line as inih will read it; false: do not pass it on. */
+static bool check_line(struct parse *p, const char *s)
+{
+	if (p->line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
+		s += 3;	/* UTF-8 BOM, which inih skips too */
+	s = skip_space(s);
+	if (*s == '\0' || *s == '#' || *s == ';')
+		return true;
+	if (*s == '[')
+		return check_section_line(p, s);
+	return check_key_line(p, s);
+}
+
+struct raw_line {
+	size_t len;	/* bytes read, without the '\n' */
+	bool nul;	/* held a NUL byte */
+};
+
+/*
+ * One physical line into buf (at most cap - 1 bytes kept, the rest read
+ * and dropped), like fgets but counting what was read, so an over-long
+ * line or a NUL byte is seen exactly and the next call starts on the next
+ * line. false at the end of the file (or on a read error).
+ */
+static bool get_line(FILE *f, char *buf, size_t cap, struct raw_line *rl)
+{
+	size_t kept = 0;
+	bool eol = false;
+	int ch;
+
+	rl->len = 0;
+	rl->nul = false;
+	while ((ch = getc(f)) != EOF) {
+		if (ch == '\n') {
+			eol = true;
+			break;
+		}
+		rl->nul |= ch == '\0';
+		if (kept + 1 < cap)
+			buf[kept++] = (char)ch;
+		rl->len++;
+	}
+	buf[kept] = '\0';
+	return eol || rl->len > 0;
+}
+
+/* inih's ini_reader: the next line, or "" in place of a bad one. */
+static char *reader(char *str, int num, void *stream)
+{
+	struct parse *p = stream;
+	struct raw_line rl;
+	size_t max;
+
+	/* inih needs room for "\r\n" and the NUL after the longest line. */
+	if (p->fatal != ERR_OK || num < 4)
+		return NULL;
+	max = (size_t)num - 3;
+	if (!get_line(p->f, str, (size_t)num, &rl)) {
+		if (ferror(p->f)) {
+			p->read_errno = errno;
+			p->fatal = ERR_IO;
+		}
+		return NULL;
+	}
+	p->line++;
+	if (rl.len > 0 && rl.len <= (size_t)num - 1 && str[rl.len - 1] == '\r')
+		rl.len--;
+	if (rl.len > max)
+		report(p, p->line, "line too long (max %zu characters)", max);
+	else if (rl.nul)
+		report(p, p->line, "line contains a NUL byte");
+	else if (check_line(p, str))
+		return str;
+	str[0] = '\0';
+	return str;
+}
+
+/* ---- the handler: one call per key line -------------------------------- */
+
+static int find_key(const char *section, const char *name)
+{
+	for (int k = 0; k < CONF__COUNT; k++)
+		if (strcmp(schema[k].section, section) == 0 &&
+		    strcmp(schema[k].key, name) == 0)
+			return k;
+	return -1;
+}
+
+static void unknown_key(struct parse *p, const char *section, const char *name)
+{
+	if (section[0] == '\0')
+		report(p, p->line, "key '%s' is outside any section", name);
+	else if (section_known(section, strlen(section)))
+		report(p, p->line, "unknown key '%s' in [%s]", name, section);
+	/* else: the section was reported already */
+}
+
+/* Called by inih right after reader() returned this key's line. */
+static int handler(void *user, const char *section, const char *name,
+		   const char *value)
+{
+	struct parse *p = user;
+	int k;
+	uint64_t num;
+
+	if (!value)	/* no-value lines are off; never happens */
+		return 1;
+	k = find_key(section, name);
+	if (k < 0) {
+		unknown_key(p, section, name);
+		return 1;
+	}
+	if (p->c->v[k].line) {
+		report(p, p->line, "duplicate key '%s' (first at line %u)",
+		       name, p->c->v[k].line);
+		return 1;
+	}
+	p->c->v[k].line = p->line;
+	if ((schema[k].flags & F_SECRET) && value[0])
+		p->secret = true;
+	if (check_value(p, p->line, (enum conf_key)k, value, &num))
+		set_val(p, (enum conf_key)k, value, num);
+	return 1;
+}
+
+/*
+ * Debian's libinih (55-1) turns its compile-time options into run-time
+ * variables and defaults to inline ';' comments and indented continuation
+ * lines. Both change values silently (a password "a ;b" would become "a"),
+ * so the dialect is pinned here. conf is the agent's only inih user.
+ */
+static void pin_ini_dialect(void)
+{
+	ini_allow_inline_comments = false;
+	ini_allow_multiline = false;
+	ini_allow_no_value = false;
+	ini_allow_bom = true;
+	ini_stop_on_first_error = false;
+}
+
+static err_t parse_file(struct parse *p)
+{
+	int r;
+
+	pin_ini_dialect();
+	r = ini_parse_stream(reader, p, handler, p);
+	if (p->fatal == ERR_IO)
+		say(p, 0, "read error: %s", strerror(p->read_errno));
+	if (p->fatal != ERR_OK)
+		return p->fatal;
+	if (r == -2)
+		return ERR_NOMEM;
+	/* The reader passes inih only lines it accepts; should inih still
+	 * disagree, the file is not let through unreported. */
+	if (r > 0 && p->nerr == 0)
+		report(p, (unsigned)r, "syntax error");
+	return ERR_OK;
+}
+
+/* ---- after the last line ----------------------------------------------- */
+
+static void check_required(struct parse *p)
+{
+	for (int k = 0; k < CONF__COUNT; k++)
+		if (schema[k].required && !p->c->v[k].line)
+			report(p, 0, "missing required key [%s] %s",
+			       schema[k].section, schema[k].key);
+}
+
+static void apply_defaults(struct parse *p)
+{
+	uint64_t num;
+
+	for (int k = 0; k < CONF__COUNT && !p->fatal; k++) {
+		if (p->c->v[k].line || !schema[k].def)
+			continue;
+		if (check_value(p, 0, (enum conf_key)k, schema[k].def, &num))
+			set_val(p, (enum conf_key)k, schema[k].def, num);
+	}
+}
+
+/* The profile's values for keys the file left out; needs a valid profile. */
+static void apply_platform(struct parse *p)
+{
+	const struct platform_ops *pl;
+	struct val *v = p->c->v;
+	char size[32];
+
+	if (!v[CONF_SYSTEM_PROFILE].ok)
+		return;
+	pl = platform_find(v[CONF_SYSTEM_PROFILE].str);
+	if (!pl) {	/* the schema's words and platform.c disagree */
+		report(p, v[CONF_SYSTEM_PROFILE].line,
+		       "profile: '%s' has no platform table",
+		       v[CONF_SYSTEM_PROFILE].str);
+		return;
+	}
+	p->c->plat = pl;
+	if (!v[CONF_SYSTEM_STATE_DIR].line)
+		set_val(p, CONF_SYSTEM_STATE_DIR, pl->state_dir, 0);
+	if (!v[CONF_SYSTEM_CONTROL_SOCKET].line)
+		set_val(p, CONF_SYSTEM_CONTROL_SOCKET, pl->control_socket, 0);
+	if (!v[CONF_LOG_FILE].line)
+		set_val(p, CONF_LOG_FILE, pl->log_file, 0);
+	if (!v[CONF_LOG_MAX_SIZE].line) {
+		fmt_units(pl->log_max_size, size_units, size, sizeof(size));
+		set_val(p, CONF_LOG_MAX_SIZE, size, pl->log_max_size);
+	}
+}
+
+/* root + "/" + rel, without doubling the slash of root "/". */
+static void resolve_one(struct parse *p, enum conf_key k, const char *root)
+{
+	struct val *v = &p->c->v[k];
+	size_t rlen = strlen(root), len;
+	const char *sep = root[rlen - 1] == '/' ? "" : "/";
+	char *joined;
+
+	len = rlen + strlen(sep) + strlen(v->str);
+	if (len >= PATH_CAP) {
+		report(p, v->line, "%s: path under root is too long (max %d "
+		       "characters)", schema[k].key, PATH_CAP - 1);
+		v->ok = false;
+		return;
+	}
+	joined = malloc(len + 1);
+	if (!joined) {
+		p->fatal = ERR_NOMEM;
+		return;
+	}
+	memcpy(joined, root, rlen);
+	memcpy(joined + rlen, sep, strlen(sep));
+	memcpy(joined + rlen + strlen(sep), v->str, strlen(v->str) + 1);
+	free(v->str);
+	v->str = joined;
+}
+
+static void resolve_paths(struct parse *p)
+{
+	const struct val *root = &p->c->v[CONF_SYSTEM_ROOT];
+
+	if (!root->ok)
+		return;
+	for (int k = 0; k < CONF__COUNT && !p->fatal; k++) {
+		const struct val *v = &p->c->v[k];
+
+		if (schema[k].type == T_PATH && k != CONF_SYSTEM_ROOT &&
+		    v->ok && v->str[0] && v->str[0] != '/')
+			resolve_one(p, (enum conf_key)k, root->str);
+	}
+}
+
+static unsigned later(unsigned a, unsigned b) { return a > b ? a : b; }
+
+struct order_rule {
+	enum conf_key lo, hi;
+	bool strict;	/* hi > lo rather than hi >= lo */
+};
+
+static const struct order_rule order_rules[] = {
+	{ CONF_COM_PING_INTERVAL, CONF_COM_IDLE_TIMEOUT, true },
+	{ CONF_COM_RETRY_MIN, CONF_COM_RETRY_MAX, false },
+	{ CONF_COM_AUTH_RETRY_MIN, CONF_COM_AUTH_RETRY_MAX, false },
+};
+
+static void check_order(struct parse *p, const struct order_rule *r)
+{
+	const struct val *lo = &p->c->v[r->lo], *hi = &p->c->v[r->hi];
+
+	if (!lo->ok || !hi->ok)
+		return;	/* already reported */
+	if (hi->num > lo->num || (!r->strict && hi->num == lo->num))
+		return;
+	report(p, later(lo->line, hi->line), "%s: %s must %s %s %s",
+	       schema[r->hi].key, hi->str,
+	       r->strict ? "be longer than" : "not be shorter than",
+	       schema[r->lo].key, lo->str);
+}
+
+static bool nonempty(const struct val *v) { return v->ok && v->str[0]; }
+
+/* In the file but with a bad value: reported already, not again. */
+static bool invalid(const struct val *v) { return v->line && !v->ok; }
+
+/* Proxy credentials only as a pair, and only with a proxy to send them to. */
+static void check_proxy(struct parse *p)
+{
+	const struct val *proxy = &p->c->v[CONF_COM_PROXY];
+	const struct val *user = &p->c->v[CONF_COM_PROXY_USER];
+	const struct val *pass = &p->c->v[CONF_COM_PROXY_PASSWORD];
+	bool has_user = nonempty(user), has_pass = nonempty(pass);
+
+	if (has_user && !has_pass && !invalid(pass))
+		report(p, user->line, "proxy_user: set without proxy_password");
+	if (has_pass && !has_user && !invalid(user))
+		report(p, pass->line, "proxy_password: set without proxy_user");
+	if (nonempty(proxy) || invalid(proxy))
+		return;
+	if (has_user)
+		report(p, user->line, "proxy_user: set without proxy");
+	if (has_pass)
+		report(p, pass->line, "proxy_password: set without proxy");
+}
+
+static void check_rules(struct parse *p)
+{
+	for (size_t i = 0; i < sizeof(order_rules) / sizeof(order_rules[0]); i++)
+		check_order(p, &order_rules[i]);
+	check_proxy(p);
+}
+
+/* Secrets in a file everyone can read are refused, not just warned about. */
+static bool mode_ok(struct parse *p)
+{
+	if (!p->secret || !(p->mode & S_IROTH))
+		return true;
+	say(p, 0, "file is world-readable and holds a password; "
+	    "run: chmod o-r %s", p->c->path);
+	return false;
+}
+
+static err_t finish(struct parse *p)
+{
+	bool perm_ok;
+
+	check_required(p);
+	apply_defaults(p);
+	apply_platform(p);
+	resolve_paths(p);
+	check_rules(p);
+	perm_ok = mode_ok(p);
+	if (p->fatal != ERR_OK)
+		return p->fatal;
+	if (p->nerr)
+		return ERR_INVAL;
+	return perm_ok ? ERR_OK : ERR_PERM;
+}
+
+/* ---- public ------------------------------------------------------------ */
+
+static err_t open_file(struct parse *p)
+{
+	struct stat st;
+
+	p->f = fopen(p->c->path, "r");
+	if (!p->f) {
+		say(p, 0, "cannot open: %s", strerror(errno));
+		return ERR_IO;
+	}
+	if (fstat(fileno(p->f), &st) != 0) {
+		say(p, 0, "cannot stat: %s", strerror(errno));
+		return ERR_IO;
+	}
+	p->mode = st.st_mode;
+	return ERR_OK;
+}
+
+err_t conf_load(const char *path, FILE *errs, struct conf **out)
+{
+	struct parse p = { .errs = errs };
+	err_t e;
+
+	if (!out || !path)
+		return ERR_INVAL;
+	*out = NULL;
+	p.c = calloc(1, sizeof(*p.c));
+	if (!p.c)
+		return ERR_NOMEM;
+	p.c->path = strdup(path);
+	if (!p.c->path) {
+		e = ERR_NOMEM;
+		goto out;
+	}
+	e = open_file(&p);
+	if (e == ERR_OK)
+		e = parse_file(&p);
+	if (e == ERR_OK)
+		e = finish(&p);
+out:
+	if (p.f)
+		fclose(p.f);
+	if (e == ERR_OK)
+		*out = p.c;
+	else
+		conf_free(p.c);
+	return e;
+}
+
+void conf_free(struct conf *c)
+{
+	if (!c)
+		return;
+	for (int k = 0; k < CONF__COUNT; k++)
+		free(c->v[k].str);
+	free(c->path);
+	free(c);
+}
+
+static bool key_ok(enum conf_key k)
+{
+	return (unsigned)k < CONF__COUNT;
+}
+
+const char *conf_str(const struct conf *c, enum conf_key k)
+{
+	if (!c || !key_ok(k) || !c->v[k].str)
+		return "";
+	return c->v[k].str;
+}
+
+uint64_t conf_num(const struct conf *c, enum conf_key k)
+{
+	return c && key_ok(k) ? c->v[k].num : 0;
+}
+
+bool conf_isset(const struct conf *c, enum conf_key k)
+{
+	return c && key_ok(k) && c->v[k].line != 0;
+}
+
+const struct platform_ops *conf_platform(const struct conf *c)
+{
+	return c ? c->plat : NULL;
+}
+
+const char *conf_path(const struct conf *c)
+{
+	return c ? c->path : "";
+}

@@ -1,0 +1,189 @@
+/*
+ * dispatch — COM's requests after the handshake (see dispatch.h).
+ *
+ * This version runs no job operation and carries no stream yet, and says so
+ * plainly: a job is answered "rejected / unsupported" (or "invalid" when it
+ * is malformed), a stream.open is closed "refused", data for a stream that is
+ * not open gets one stream.close "unknown_stream" per id.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conf.h"
+#include "dispatch.h"
+#include "log.h"
+#include "proto.h"
+
+#define LOG_MODULE "dispatch"
+#define JOB_ID_MAX 64
+
+/* Ids answered "unknown_stream" recently; bounded so a flood of bogus ids
+ * cannot grow memory (an id that falls out is merely answered again). */
+#define UNKNOWN_STREAM_MEMORY 32
+
+struct dispatch {
+	const struct conf *conf;
+	char version[64];
+	time_t started;
+	struct proto_w *w;
+	uint32_t unknown[UNKNOWN_STREAM_MEMORY];
+	unsigned unknown_next;
+};
+
+static void send_built(struct dispatch *d, struct link *l)
+{
+	char *buf;
+	size_t len;
+
+	if (proto_w_finish(d->w, &buf, &len) != ERR_OK) {
+		LOGE("reply does not fit in %u bytes; dropped", PROTO_MAX_MSG);
+		return;
+	}
+	(void)link_send(l, buf, len);
+}
+
+static void send_status(struct dispatch *d, struct link *l)
+{
+	const struct conf *c = d->conf;
+
+	proto_w_begin(d->w, "status", link_next_id(l));
+	proto_w_str(d->w, "customer", conf_str(c, CONF_SYSTEM_CUSTOMER_ID));
+	proto_w_str(d->w, "system", conf_str(c, CONF_SYSTEM_SYSTEM_NAME));
+	proto_w_str(d->w, "profile", conf_str(c, CONF_SYSTEM_PROFILE));
+	proto_w_str(d->w, "version", d->version);
+	proto_w_str(d->w, "operation", "idle");
+	proto_w_int(d->w, "uptime", (int64_t)(time(NULL) - d->started));
+	send_built(d, l);
+}
+
+static void on_up(void *arg, struct link *l)
+{
+	send_status(arg, l);
+}
+
+static void job_state(struct dispatch *d, struct link *l, int64_t re,
+		      const char *job, const char *reason, const char *msg)
+{
+	proto_w_begin(d->w, "job.state", link_next_id(l));
+	proto_w_int(d->w, "re", re);
+	if (job)
+		proto_w_str(d->w, "job", job);
+	proto_w_str(d->w, "state", "rejected");
+	proto_w_str(d->w, "reason", reason);
+	proto_w_str(d->w, "message", msg);
+	send_built(d, l);
+}
+
+static void on_job(struct dispatch *d, struct link *l, const struct proto_msg *m)
+{
+	const char *job = proto_str(m, "job");
+	const char *op = proto_str(m, "op");
+	char msg[160];
+
+	if (!job || !*job || strlen(job) > JOB_ID_MAX || !op || !*op) {
+		LOGE("job message %lld without a valid job id or op; rejected",
+		     (long long)proto_id(m));
+		job_state(d, l, proto_id(m), job && strlen(job) <= JOB_ID_MAX ?
+			  job : NULL, "invalid",
+			  "job needs a job id of 1..64 characters and an op");
+		return;
+	}
+	snprintf(msg, sizeof(msg),
+		 "operation %.40s is not supported by this agent", op);
+	LOGI("job %s (%s) rejected: %s", job, op, msg);
+	job_state(d, l, proto_id(m), job, "unsupported", msg);
+}
+
+static void stream_close(struct dispatch *d, struct link *l, uint32_t id,
+			 const char *reason, const char *msg)
+{
+	proto_w_begin(d->w, "stream.close", link_next_id(l));
+	proto_w_int(d->w, "stream", id);
+	proto_w_str(d->w, "reason", reason);
+	proto_w_str(d->w, "message", msg);
+	send_built(d, l);
+}
+
+static void on_message(void *arg, struct link *l, const struct proto_msg *m)
+{
+	struct dispatch *d = arg;
+	const char *type = proto_type(m);
+	int64_t sid;
+
+	if (!strcmp(type, "job")) {
+		on_job(d, l, m);
+	} else if (!strcmp(type, "stream.open")) {
+		if (!proto_int(m, "stream", &sid) || sid <= 0 ||
+		    sid > UINT32_MAX) {
+			proto_w_begin(d->w, "error", link_next_id(l));
+			proto_w_int(d->w, "re", proto_id(m));
+			proto_w_str(d->w, "code", "malformed");
+			proto_w_str(d->w, "message", "stream.open needs a stream id 1..2^32-1");
+			send_built(d, l);
+			return;
+		}
+		stream_close(d, l, (uint32_t)sid, "refused",
+			     "streams are not supported by this agent version");
+	} else if (!strcmp(type, "stream.close")) {
+		/* Nothing is open, so nothing to close; never answered. */
+	} else if (!strcmp(type, "stream.credit")) {
+		if (proto_int(m, "stream", &sid) && sid > 0 && sid <= UINT32_MAX)
+			stream_close(d, l, (uint32_t)sid, "unknown_stream",
+				     "no such stream");
+	} else {
+		LOGI("COM sent unsupported message type '%s'", type);
+		proto_w_begin(d->w, "unsupported", link_next_id(l));
+		proto_w_int(d->w, "re", proto_id(m));
+		proto_w_str(d->w, "what", type);
+		send_built(d, l);
+	}
+}
+
+static void on_data(void *arg, struct link *l, uint32_t stream,
+		    const uint8_t *p, size_t len)
+{
+	struct dispatch *d = arg;
+
+	(void)p;
+	for (unsigned i = 0; i < UNKNOWN_STREAM_MEMORY; i++)
+		if (d->unknown[i] == stream)
+			return;
+	LOGE("%zu bytes for stream %u, which is not open", len, stream);
+	d->unknown[d->unknown_next] = stream;
+	d->unknown_next = (d->unknown_next + 1) % UNKNOWN_STREAM_MEMORY;
+	stream_close(d, l, stream, "unknown_stream", "no such stream");
+}
+
+struct dispatch *dispatch_new(const struct conf *c, const char *version)
+{
+	struct dispatch *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	d->conf = c;
+	d->started = time(NULL);
+	snprintf(d->version, sizeof(d->version), "%s", version);
+	d->w = proto_w_new(PROTO_MAX_MSG, 0);
+	if (!d->w) {
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
+void dispatch_free(struct dispatch *d)
+{
+	if (!d)
+		return;
+	proto_w_free(d->w);
+	free(d);
+}
+
+struct link_handler dispatch_handler(struct dispatch *d)
+{
+	struct link_handler h = {
+		.arg = d, .up = on_up, .message = on_message, .data = on_data,
+	};
+	return h;
+}

@@ -1,0 +1,468 @@
+/*
+ * main — the comagent command line: run, check-config, status, version, help.
+ *
+ * `run` builds the one event loop (libwebsockets), the link to COM, the
+ * dispatcher of COM's requests and the local control socket, then serves
+ * until SIGTERM/SIGINT, when it closes the link cleanly (1000) and exits 0.
+ * Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libwebsockets.h>
+
+#include "conf.h"
+#include "ctl.h"
+#include "dispatch.h"
+#include "link.h"
+#include "log.h"
+#include "status.h"
+
+#include "../platform/platform.h"
+
+#define LOG_MODULE "main"
+#define DEFAULT_CONFIG "/etc/comagent/comagent.ini"
+/* How long a clean shutdown may wait for COM to take the close frame. */
+#define SHUTDOWN_GRACE_US (2 * LWS_USEC_PER_SEC)
+/* lws's buffer for the proxy's "user:password" (96 bytes with the NUL). */
+#define PROXY_AUTH_MAX 95
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+static volatile sig_atomic_t g_stop;
+static struct lws_context *g_ctx;
+
+struct opts {
+	const char *config;
+	bool json, daemon, help;
+};
+
+static const char usage_main[] =
+	"Usage: comagent COMMAND [OPTIONS]\n"
+	"\n"
+	"The customer-side agent of Customer Operations Manager (COM): keeps one\n"
+	"secure WebSocket to COM open and carries out what COM asks.\n"
+	"\n"
+	"Commands:\n"
+	"  run            run the agent (in the foreground unless --daemon)\n"
+	"  check-config   validate the configuration file\n"
+	"  status         show the running agent's connection state\n"
+	"  version        print the version\n"
+	"  help [COMMAND] show help for a command\n"
+	"\n"
+	"Every command that reads the configuration takes\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	"\n"
+	"Exit codes: 0 success, 1 failure, 2 usage or configuration error.\n";
+
+static const char usage_run[] =
+	"Usage: comagent run [-c FILE] [--daemon]\n"
+	"\n"
+	"Runs the agent: connects to COM and serves its requests until SIGTERM or\n"
+	"SIGINT. Logs go to the configured log file and, in the foreground, to\n"
+	"stderr.\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	"  -d, --daemon        detach from the terminal (log to the file only)\n";
+
+static const char usage_check[] =
+	"Usage: comagent check-config [-c FILE]\n"
+	"\n"
+	"Validates the configuration. Prints \"configuration OK\", or one\n"
+	"FILE:LINE: message line per problem and exits 2.\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n";
+
+static const char usage_status[] =
+	"Usage: comagent status [-c FILE] [--json]\n"
+	"\n"
+	"Asks the running agent (over its control socket) for its connection\n"
+	"state in COM's words (\"Connection successful\", \"Authorization failed\",\n"
+	"\"Waiting for initial connection\", ...), since when, the last error, the\n"
+	"next retry, COM's URL and the system identity. Exits 1 when the agent\n"
+	"is not running.\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	"      --json          one JSON object instead of text\n";
+
+static const char usage_version[] =
+	"Usage: comagent version\n\nPrints the agent's version.\n";
+
+static int parse_opts(int argc, char **argv, struct opts *o, bool allow_json,
+		      bool allow_daemon)
+{
+	o->config = DEFAULT_CONFIG;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			o->help = true;
+		} else if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+			if (++i >= argc) {
+				fprintf(stderr, "comagent: %s needs a file\n", a);
+				return -1;
+			}
+			o->config = argv[i];
+		} else if (allow_json && !strcmp(a, "--json")) {
+			o->json = true;
+		} else if (allow_daemon &&
+			   (!strcmp(a, "-d") || !strcmp(a, "--daemon"))) {
+			o->daemon = true;
+		} else {
+			fprintf(stderr, "comagent: unknown option '%s'\n", a);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- run ------------------------------------------------------------- */
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	g_stop = 1;
+	if (g_ctx)
+		lws_cancel_service(g_ctx);
+}
+
+static void lws_emit(int level, const char *line)
+{
+	/* lws errors (TLS, DNS, proxy) are worth seeing; its chatter is not. */
+	log_msg(level & LLL_ERR ? LOG_LVL_INFO : LOG_LVL_DEBUG, "lws", "%s",
+		line);
+}
+
+static err_t mkdirs(const char *path, mode_t mode)
+{
+	char buf[4096];
+	size_t n = strlen(path);
+
+	if (n == 0 || n >= sizeof(buf))
+		return ERR_INVAL;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; ; p++) {
+		if (*p == '/' || *p == '\0') {
+			char c = *p;
+
+			*p = '\0';
+			if (mkdir(buf, mode) != 0 && errno != EEXIST) {
+				LOGE("cannot create directory %s: %s", buf,
+				     strerror(errno));
+				return ERR_IO;
+			}
+			*p = c;
+			if (!c)
+				break;
+		}
+	}
+	return ERR_OK;
+}
+
+static err_t mkparent(const char *file)
+{
+	char dir[4096];
+	const char *slash = strrchr(file, '/');
+
+	if (!slash || slash == file)
+		return ERR_OK;
+	if ((size_t)(slash - file) >= sizeof(dir))
+		return ERR_INVAL;
+	memcpy(dir, file, (size_t)(slash - file));
+	dir[slash - file] = '\0';
+	return mkdirs(dir, 0750);
+}
+
+static err_t daemonize(void)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid < 0) {
+		fprintf(stderr, "comagent: fork: %s\n", strerror(errno));
+		return ERR_IO;
+	}
+	if (pid > 0)
+		_exit(EXIT_OK);
+	setsid();
+	if (chdir("/") != 0)
+		return ERR_IO;
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	return ERR_OK;
+}
+
+struct app {
+	const struct conf *conf;
+	struct link *link;
+	char version[64];
+};
+
+static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
+{
+	struct app *a = arg;
+
+	if (!strcmp(req, "status json"))
+		return status_render(a->conf, a->link, a->version, true, buf, cap);
+	if (!strcmp(req, "status text") || !strcmp(req, "status"))
+		return status_render(a->conf, a->link, a->version, false, buf,
+				     cap);
+	return (size_t)snprintf(buf, cap, "error: unknown request\n");
+}
+
+static struct lws_context *make_context(const struct conf *c, char *proxy,
+					size_t proxy_cap)
+{
+	/* lws keeps a pointer to the table for the context's lifetime. */
+	static struct lws_protocols protocols[3];
+	struct lws_context_creation_info info;
+
+	protocols[0] = link_protocol();
+	protocols[1] = ctl_protocol();
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = protocols;
+	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.client_ssl_ca_filepath = conf_str(c, CONF_COM_CA_FILE);
+	info.timeout_secs = (unsigned)(conf_num(c, CONF_COM_CONNECT_TIMEOUT) /
+				       1000);
+	/* lws would otherwise take the http_proxy environment variable: the
+	 * configuration is the only source of the agent's proxy. */
+	unsetenv("http_proxy");
+	if (*conf_str(c, CONF_COM_PROXY)) {
+		const char *user = conf_str(c, CONF_COM_PROXY_USER);
+		const char *pass = conf_str(c, CONF_COM_PROXY_PASSWORD);
+		int n;
+
+		/* lws takes "user:pass@host:port" (it splits at the last '@',
+		 * so '@' in the password is fine) and caps user:pass. */
+		if (*user && strlen(user) + 1 + strlen(pass) > PROXY_AUTH_MAX) {
+			LOGE("proxy_user and proxy_password together exceed %d "
+			     "characters", PROXY_AUTH_MAX);
+			return NULL;
+		}
+		if (*user)
+			n = snprintf(proxy, proxy_cap, "%s:%s@%s", user, pass,
+				     conf_str(c, CONF_COM_PROXY));
+		else
+			n = snprintf(proxy, proxy_cap, "%s",
+				     conf_str(c, CONF_COM_PROXY));
+		if (n < 0 || (size_t)n >= proxy_cap) {
+			LOGE("proxy address with credentials is too long");
+			return NULL;
+		}
+		info.http_proxy_address = proxy;
+	}
+	return lws_create_context(&info);
+}
+
+static void read_version(const struct conf *c, char *buf, size_t cap)
+{
+	if (*conf_str(c, CONF_SYSTEM_VERSION)) {
+		snprintf(buf, cap, "%s", conf_str(c, CONF_SYSTEM_VERSION));
+		return;
+	}
+	if (conf_platform(c)->read_version(conf_str(c, CONF_SYSTEM_ROOT), buf,
+					   cap) != ERR_OK)
+		snprintf(buf, cap, "unknown");
+}
+
+static void serve(struct lws_context *ctx, struct link *l)
+{
+	lws_usec_t deadline = 0;
+
+	while (!link_stopped(l)) {
+		if (lws_service(ctx, 0) < 0)
+			break;
+		if (g_stop && !deadline) {
+			LOGI("stopping");
+			link_shutdown(l);
+			deadline = lws_now_usecs() + SHUTDOWN_GRACE_US;
+		}
+		if (deadline && lws_now_usecs() > deadline) {
+			LOGI("COM did not confirm the close; leaving anyway");
+			break;
+		}
+	}
+}
+
+static int cmd_run(const struct opts *o)
+{
+	struct conf *c = NULL;
+	struct dispatch *d = NULL;
+	struct ctl *ctl = NULL;
+	struct app app = { 0 };
+	struct link_handler h;
+	struct sigaction sa;
+	char proxy[512];
+	int rc = EXIT_FAIL;
+	err_t e;
+
+	e = conf_load(o->config, stderr, &c);
+	if (e != ERR_OK)
+		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	if (o->daemon && daemonize() != ERR_OK)
+		goto out;
+	if (mkparent(conf_str(c, CONF_LOG_FILE)) != ERR_OK ||
+	    log_open(conf_str(c, CONF_LOG_FILE), conf_num(c, CONF_LOG_MAX_SIZE),
+		     (enum log_level)conf_num(c, CONF_LOG_LEVEL),
+		     !o->daemon) != ERR_OK)
+		goto out;
+	lws_set_log_level(LLL_ERR | LLL_WARN |
+			  (log_get_level() >= LOG_LVL_DEBUG ? LLL_NOTICE : 0),
+			  lws_emit);
+	if (mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0750) != ERR_OK ||
+	    mkparent(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET)) != ERR_OK)
+		goto out;
+	app.conf = c;
+	read_version(c, app.version, sizeof(app.version));
+	LOGI("comagent %s starting: customer %s, system %s, profile %s, "
+	     "version %s", COMAGENT_VERSION, conf_str(c, CONF_SYSTEM_CUSTOMER_ID),
+	     conf_str(c, CONF_SYSTEM_SYSTEM_NAME), conf_str(c, CONF_SYSTEM_PROFILE),
+	     app.version);
+
+	g_ctx = make_context(c, proxy, sizeof(proxy));
+	if (!g_ctx) {
+		LOGE("cannot create the event loop (see lws errors above)");
+		goto out;
+	}
+	d = dispatch_new(c, app.version);
+	if (!d)
+		goto out;
+	h = dispatch_handler(d);
+	app.link = link_new(g_ctx, c, app.version, &h);
+	if (!app.link)
+		goto out;
+	if (ctl_new(g_ctx, conf_str(c, CONF_SYSTEM_CONTROL_SOCKET), ctl_answer,
+		    &app, &ctl) != ERR_OK)
+		goto out;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+
+	link_start(app.link);
+	serve(g_ctx, app.link);
+	LOGI("stopped");
+	rc = EXIT_OK;
+out:
+	ctl_free(ctl);
+	if (app.link)
+		link_shutdown(app.link);
+	/* The context goes first: closing its sockets calls back into the
+	 * link, which must still exist then. */
+	if (g_ctx)
+		lws_context_destroy(g_ctx);
+	g_ctx = NULL;
+	link_free(app.link);
+	dispatch_free(d);
+	conf_free(c);
+	log_close();
+	return rc;
+}
+
+/* ---- the other commands ---------------------------------------------- */
+
+static int cmd_check(const struct opts *o)
+{
+	struct conf *c = NULL;
+	err_t e = conf_load(o->config, stderr, &c);
+
+	if (e != ERR_OK)
+		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	printf("%s: configuration OK\n", o->config);
+	conf_free(c);
+	return EXIT_OK;
+}
+
+static int cmd_status(const struct opts *o)
+{
+	struct conf *c = NULL;
+	err_t e = conf_load(o->config, stderr, &c);
+
+	if (e != ERR_OK)
+		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	e = ctl_request(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET),
+			o->json ? "status json" : "status text", stdout);
+	conf_free(c);
+	return e == ERR_OK ? EXIT_OK : EXIT_FAIL;
+}
+
+struct command {
+	const char *name;
+	const char *usage;
+	int (*fn)(const struct opts *o);
+	bool json, daemon;
+};
+
+static int cmd_version(const struct opts *o)
+{
+	(void)o;
+	printf("comagent %s\n", COMAGENT_VERSION);
+	return EXIT_OK;
+}
+
+static const struct command commands[] = {
+	{ "run", usage_run, cmd_run, false, true },
+	{ "check-config", usage_check, cmd_check, false, false },
+	{ "status", usage_status, cmd_status, true, false },
+	{ "version", usage_version, cmd_version, false, false },
+};
+
+static const struct command *find_command(const char *name)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(commands[i].name, name))
+			return &commands[i];
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	const struct command *cmd;
+	struct opts o = { 0 };
+
+	if (argc < 2) {
+		fputs(usage_main, stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+	    !strcmp(argv[1], "help")) {
+		cmd = argc > 2 && strcmp(argv[1], "help") == 0 ?
+			      find_command(argv[2]) : NULL;
+		fputs(cmd ? cmd->usage : usage_main, stdout);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version"))
+		return cmd_version(&o);
+	cmd = find_command(argv[1]);
+	if (!cmd) {
+		fprintf(stderr, "comagent: unknown command '%s'\n\n%s", argv[1],
+			usage_main);
+		return EXIT_USAGE;
+	}
+	if (parse_opts(argc - 2, argv + 2, &o, cmd->json, cmd->daemon) != 0) {
+		fputs(cmd->usage, stderr);
+		return EXIT_USAGE;
+	}
+	if (o.help) {
+		fputs(cmd->usage, stdout);
+		return EXIT_OK;
+	}
+	return cmd->fn(&o);
+}

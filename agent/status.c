@@ -1,0 +1,136 @@
+/*
+ * status — renders the daemon's state for the control socket (see status.h).
+ *
+ * JSON goes through the protocol writer, so escaping and the size cap are the
+ * same as on the COM link; it is a "status" message like the one COM gets,
+ * plus the link fields only the local operator needs.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "conf.h"
+#include "link.h"
+#include "proto.h"
+#include "status.h"
+
+#include "../platform/platform.h"
+
+static void fmt_time(time_t t, char *buf, size_t cap)
+{
+	struct tm tm;
+
+	if (!t) {
+		snprintf(buf, cap, "-");
+		return;
+	}
+	gmtime_r(&t, &tm);
+	strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+static size_t render_json(const struct conf *c, const struct link_info *i,
+			  const char *version, char *buf, size_t cap)
+{
+	struct proto_w *w = proto_w_new(cap - 1, 0);
+	char *out;
+	size_t len = 0;
+
+	if (!w)
+		return 0;
+	proto_w_begin(w, "status", 1);
+	proto_w_str(w, "state", i->wording);
+	proto_w_str(w, "code", i->code);
+	proto_w_bool(w, "connecting", i->connecting);
+	proto_w_int(w, "since", (int64_t)i->since);
+	if (i->next_retry)
+		proto_w_int(w, "next_retry", (int64_t)i->next_retry);
+	else
+		proto_w_null(w, "next_retry");
+	proto_w_int(w, "attempts", i->attempts);
+	proto_w_int(w, "reconnects", i->reconnects);
+	proto_w_str(w, "last_error", i->last_error);
+	proto_w_str(w, "session", i->session);
+	proto_w_str(w, "url", conf_str(c, CONF_COM_URL));
+	proto_w_str(w, "customer_id", conf_str(c, CONF_SYSTEM_CUSTOMER_ID));
+	proto_w_str(w, "system_name", conf_str(c, CONF_SYSTEM_SYSTEM_NAME));
+	proto_w_str(w, "profile", conf_str(c, CONF_SYSTEM_PROFILE));
+	proto_w_str(w, "version", version);
+	if (proto_w_finish(w, &out, &len) == ERR_OK) {
+		memcpy(buf, out, len);
+		buf[len++] = '\n';
+	} else {
+		len = 0;
+	}
+	buf[len] = '\0';
+	proto_w_free(w);
+	return len;
+}
+
+struct tbuf {
+	char *p;
+	size_t len, cap;
+};
+
+static void line(struct tbuf *t, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void line(struct tbuf *t, const char *key, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (t->len >= t->cap)
+		return;
+	n = snprintf(t->p + t->len, t->cap - t->len, "%-12s ", key);
+	if (n > 0)
+		t->len += (size_t)n < t->cap - t->len ? (size_t)n
+						      : t->cap - t->len - 1;
+	va_start(ap, fmt);
+	n = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		t->len += (size_t)n < t->cap - t->len ? (size_t)n
+						      : t->cap - t->len - 1;
+	if (t->len + 1 < t->cap)
+		t->p[t->len++] = '\n';
+	t->p[t->len] = '\0';
+}
+
+static size_t render_text(const struct conf *c, const struct link_info *i,
+			  const char *version, char *buf, size_t cap)
+{
+	struct tbuf t = { buf, 0, cap };
+	char since[32], retry[32];
+	long long ago = (long long)(time(NULL) - i->since);
+
+	fmt_time(i->since, since, sizeof(since));
+	fmt_time(i->next_retry, retry, sizeof(retry));
+	buf[0] = '\0';
+	line(&t, "Connection:", "%s%s", i->wording,
+	     i->connecting ? " (connecting...)" : "");
+	line(&t, "Since:", "%s (%lld s ago)", since, ago);
+	if (i->last_error[0])
+		line(&t, "Last error:", "%s", i->last_error);
+	line(&t, "Next retry:", "%s", retry);
+	line(&t, "COM:", "%s", conf_str(c, CONF_COM_URL));
+	line(&t, "Customer:", "%s", conf_str(c, CONF_SYSTEM_CUSTOMER_ID));
+	line(&t, "System:", "%s", conf_str(c, CONF_SYSTEM_SYSTEM_NAME));
+	line(&t, "Profile:", "%s (%s)", conf_str(c, CONF_SYSTEM_PROFILE),
+	     conf_platform(c)->label);
+	line(&t, "Version:", "%s", version);
+	line(&t, "Attempts:", "%u", i->attempts);
+	line(&t, "Reconnects:", "%u", i->reconnects);
+	return t.len;
+}
+
+size_t status_render(const struct conf *c, const struct link *l,
+		     const char *version, bool json, char *buf, size_t cap)
+{
+	struct link_info i;
+
+	if (cap < 2)
+		return 0;
+	link_get_info(l, &i);
+	return json ? render_json(c, &i, version, buf, cap)
+		    : render_text(c, &i, version, buf, cap);
+}

@@ -1,0 +1,31 @@
+/*
+ * platform — what differs between an IP500 V2 appliance and a Linux
+ * (Server Edition) server.
+ *
+ * One table of values and functions per profile, chosen by [system] profile.
+ * Paths are relative to the configured root so that tests run both profiles
+ * on one Linux host in a temp directory.
+ */
+#ifndef COMAGENT_PLATFORM_H
+#define COMAGENT_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../agent/err.h"
+
+struct platform_ops {
+	const char *name;		/* config value: "ip500v2" | "linux" */
+	const char *label;		/* shown to people: "IP500 V2" ... */
+	/* Defaults for config keys the operator did not set. */
+	uint64_t log_max_size;		/* bytes */
+	const char *state_dir;		/* relative to root */
+	const char *log_file;		/* relative to root */
+	const char *control_socket;	/* relative to root */
+	/* Reads the IP Office software version into buf (NUL-terminated). */
+	err_t (*read_version)(const char *root, char *buf, size_t len);
+};
+
+/* NULL when no profile has that name. */
+const struct platform_ops *platform_find(const char *name);
+
+#endif

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages comagent needs to build, test and run its demo.
+# Idempotent and quiet when everything is already there; must run as root
+# (or via sudo) only when something is missing.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config dpkg-dev ca-certificates openssl
+  libmbedtls-dev libarchive-dev libinih-dev zlib1g-dev libexpat1-dev
+  libcmocka-dev
+  python3 python3-pytest python3-websockets
+  procps
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
+  [[ "$st" == ii* ]] || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
