@@ -47,27 +47,34 @@ $(LWS_HOST)/lib/libwebsockets.a: scripts/build-lws.sh | $(DEPS_OK)
 	@scripts/build-lws.sh $(LWS_HOST)
 
 # One object tree per variant; every object waits for lws (its headers).
+# V=1 shows the full command lines.
+Q := $(if $(V),,@)
 build/host/obj/%.o: %.c | $(LWS_HOST)/lib/libwebsockets.a
 	@mkdir -p $(@D)
-	$(CC) $(HOST_CFLAGS) -c $< -o $@
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(HOST_CFLAGS) -c $< -o $@
 build/asan/obj/%.o: %.c | $(LWS_HOST)/lib/libwebsockets.a
 	@mkdir -p $(@D)
-	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+	@$(if $(Q),echo "  CC/asan $<")
+	$(Q)$(CC) $(ASAN_CFLAGS) -c $< -o $@
 
 HOST_OBJS := $(SRCS:%.c=build/host/obj/%.o)
 ASAN_OBJS := $(SRCS:%.c=build/asan/obj/%.o)
 ASAN_LIB_OBJS := $(LIB_SRCS:%.c=build/asan/obj/%.o)
 
 build/host/comagent: $(HOST_OBJS) $(LWS_HOST)/lib/libwebsockets.a
-	$(CC) $(HOST_CFLAGS) -o $@ $(HOST_OBJS) $(LIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(HOST_CFLAGS) -o $@ $(HOST_OBJS) $(LIBS)
 build/asan/comagent: $(ASAN_OBJS) $(LWS_HOST)/lib/libwebsockets.a
-	$(CC) $(ASAN_CFLAGS) -o $@ $(ASAN_OBJS) $(LIBS)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $(ASAN_OBJS) $(LIBS)
 
 # Unit tests: each test_X.c links against every module but main.
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=build/asan/tests/%)
 build/asan/tests/%: build/asan/obj/tests/unit/%.o $(ASAN_LIB_OBJS)
 	@mkdir -p $(@D)
-	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS) -lcmocka
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
 check-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

@@ -113,6 +113,13 @@ static void set_error(struct link *l, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(l->last_error, sizeof(l->last_error), fmt, ap);
 	va_end(ap);
+	/* lws's error strings may end in a newline; status shows one line. */
+	for (size_t n = strlen(l->last_error);
+	     n > 0 && (l->last_error[n - 1] == '\n' ||
+		       l->last_error[n - 1] == '\r' ||
+		       l->last_error[n - 1] == ' ');
+	     n--)
+		l->last_error[n - 1] = '\0';
 }
 
 static void txq_clear(struct link *l)

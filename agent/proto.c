@@ -323,7 +323,7 @@ static int norm_path(struct parse *p, struct lejp_ctx *ctx,
 		     PROTO_MAX_PATH);
 		return -1;
 	}
-	if (strlen(ctx->path) != plen) {
+	if (memchr(ctx->path, '\0', plen)) {
 		fail(p, ERR_INVAL, "NUL character in a key");
 		return -1;
 	}
@@ -376,9 +376,9 @@ static bool is_top(const struct parse *p, const struct lejp_ctx *ctx,
 
 	if (p->depth != 1)
 		return false;
-	if (plen == n + 2 && !strcmp(ctx->path + n, "[]"))
+	if (plen == n + 2 && !memcmp(ctx->path + n, "[]", 2))
 		plen = n;
-	return plen == n && !strncmp(ctx->path, name, n);
+	return plen == n && !memcmp(ctx->path, name, n);
 }
 
 /* Counts a value that is an array element (members count at PAIR_NAME). */
@@ -681,6 +681,9 @@ static bool run_lejp(struct parse *p, struct lejp_ctx *ctx,
 			     lejp_error_to_string(r));
 			break;
 		}
+		/* LEJP completes at the '}' that closes its level 0. */
+		if (p->depth)
+			fail(p, ERR_INVAL, "not JSON: unbalanced brackets");
 		*used = i + 1;
 		return !p->err;
 	}

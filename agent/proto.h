@@ -36,14 +36,16 @@ struct proto_msg;
  * NUL-terminated when whylen > 0; why may be NULL) and *bad_id the message's
  * "id" if one was read before the failure, else 0 (bad_id may be NULL).
  * Duplicate keys: the last one wins (as in Python's json and JavaScript).
- * Array elements are checked and counted but not stored.
+ * Array elements are checked and counted but not stored. Escaped NULs
+ * (\u0000) and lone surrogates are refused. LEJP's own limits also apply:
+ * a number has at most 20 digits, arrays nest at most 5 deep.
  */
 err_t proto_parse(const char *buf, size_t len, struct proto_msg **out,
 		  int64_t *bad_id, char *why, size_t whylen);
 void proto_msg_free(struct proto_msg *m);
 
 const char *proto_type(const struct proto_msg *m);
-int64_t proto_id(const struct proto_msg *m);	/* 0 if absent */
+int64_t proto_id(const struct proto_msg *m);	/* "id" is required: >= 1 */
 int64_t proto_re(const struct proto_msg *m);	/* 0 if absent */
 
 /*
