@@ -5,7 +5,14 @@
  * plainly: a job is answered "rejected / unsupported" (or "invalid" when it
  * is malformed), a stream.open is closed "refused", data for a stream that is
  * not open gets one stream.close "unknown_stream" per id.
+ *
+ * A final job state stays pending until COM acks it and is re-sent on every
+ * new link (PROTOCOL.md §2.6); a job id seen again is answered with its
+ * recorded state, never run again. The table is bounded and lives in memory:
+ * the persistent job journal comes with the job operations themselves.
  */
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,6 +28,18 @@
 /* Ids answered "unknown_stream" recently; bounded so a flood of bogus ids
  * cannot grow memory (an id that falls out is merely answered again). */
 #define UNKNOWN_STREAM_MEMORY 32
+/* Final job states kept for acks and duplicate ids; the oldest is dropped
+ * when full (COM then sees at most a repeat answer to a repeated job). */
+#define JOBS_MAX 32
+
+struct job_rec {
+	char job[JOB_ID_MAX + 1];
+	char reason[16];
+	char msg[160];
+	int64_t sent_id;	/* id of the last job.state sent for it */
+	bool acked;
+	bool used;
+};
 
 struct dispatch {
 	const struct conf *conf;
@@ -29,6 +48,8 @@ struct dispatch {
 	struct proto_w *w;
 	uint32_t unknown[UNKNOWN_STREAM_MEMORY];
 	unsigned unknown_next;
+	struct job_rec jobs[JOBS_MAX];
+	unsigned jobs_next;
 };
 
 static void send_built(struct dispatch *d, struct link *l)
@@ -57,28 +78,86 @@ static void send_status(struct dispatch *d, struct link *l)
 	send_built(d, l);
 }
 
-static void on_up(void *arg, struct link *l)
+static int64_t job_state(struct dispatch *d, struct link *l, int64_t re,
+			 const char *job, const char *reason, const char *msg)
 {
-	send_status(arg, l);
-}
+	int64_t id = link_next_id(l);
 
-static void job_state(struct dispatch *d, struct link *l, int64_t re,
-		      const char *job, const char *reason, const char *msg)
-{
-	proto_w_begin(d->w, "job.state", link_next_id(l));
-	proto_w_int(d->w, "re", re);
+	proto_w_begin(d->w, "job.state", id);
+	if (re > 0)
+		proto_w_int(d->w, "re", re);
 	if (job)
 		proto_w_str(d->w, "job", job);
 	proto_w_str(d->w, "state", "rejected");
 	proto_w_str(d->w, "reason", reason);
 	proto_w_str(d->w, "message", msg);
 	send_built(d, l);
+	return id;
+}
+
+static struct job_rec *job_find(struct dispatch *d, const char *job)
+{
+	for (unsigned i = 0; i < JOBS_MAX; i++)
+		if (d->jobs[i].used && !strcmp(d->jobs[i].job, job))
+			return &d->jobs[i];
+	return NULL;
+}
+
+static struct job_rec *job_add(struct dispatch *d, const char *job,
+			       const char *reason, const char *msg)
+{
+	struct job_rec *r = &d->jobs[d->jobs_next];
+
+	if (r->used && !r->acked)
+		LOGE("job table full: final state of job %s no longer re-sent",
+		     r->job);
+	d->jobs_next = (d->jobs_next + 1) % JOBS_MAX;
+	memset(r, 0, sizeof(*r));
+	r->used = true;
+	snprintf(r->job, sizeof(r->job), "%s", job);
+	snprintf(r->reason, sizeof(r->reason), "%s", reason);
+	snprintf(r->msg, sizeof(r->msg), "%s", msg);
+	return r;
+}
+
+static void on_ack(struct dispatch *d, const struct proto_msg *m)
+{
+	int64_t re = proto_re(m);
+
+	for (unsigned i = 0; i < JOBS_MAX; i++) {
+		struct job_rec *r = &d->jobs[i];
+
+		if (r->used && !r->acked && re > 0 && r->sent_id == re) {
+			r->acked = true;
+			LOGD("COM acknowledged the final state of job %s", r->job);
+		}
+	}
+}
+
+static void on_up(void *arg, struct link *l)
+{
+	struct dispatch *d = arg;
+
+	send_status(d, l);
+	/* Message ids restart on every link, so older sent_ids are void. */
+	for (unsigned i = 0; i < JOBS_MAX; i++) {
+		struct job_rec *r = &d->jobs[i];
+
+		r->sent_id = 0;
+		if (r->used && !r->acked) {
+			LOGI("re-sending unacknowledged final state of job %s",
+			     r->job);
+			r->sent_id = job_state(d, l, 0, r->job, r->reason,
+					       r->msg);
+		}
+	}
 }
 
 static void on_job(struct dispatch *d, struct link *l, const struct proto_msg *m)
 {
 	const char *job = proto_str(m, "job");
 	const char *op = proto_str(m, "op");
+	struct job_rec *r;
 	char msg[160];
 
 	if (!job || !*job || strlen(job) > JOB_ID_MAX || !op || !*op) {
@@ -89,10 +168,16 @@ static void on_job(struct dispatch *d, struct link *l, const struct proto_msg *m
 			  "job needs a job id of 1..64 characters and an op");
 		return;
 	}
-	snprintf(msg, sizeof(msg),
-		 "operation %.40s is not supported by this agent", op);
-	LOGI("job %s (%s) rejected: %s", job, op, msg);
-	job_state(d, l, proto_id(m), job, "unsupported", msg);
+	r = job_find(d, job);
+	if (r) {
+		LOGI("job %s seen before; answering its recorded state", job);
+	} else {
+		snprintf(msg, sizeof(msg),
+			 "operation %.40s is not supported by this agent", op);
+		LOGI("job %s (%s) rejected: %s", job, op, msg);
+		r = job_add(d, job, "unsupported", msg);
+	}
+	r->sent_id = job_state(d, l, proto_id(m), r->job, r->reason, r->msg);
 }
 
 static void stream_close(struct dispatch *d, struct link *l, uint32_t id,
@@ -111,7 +196,9 @@ static void on_message(void *arg, struct link *l, const struct proto_msg *m)
 	const char *type = proto_type(m);
 	int64_t sid;
 
-	if (!strcmp(type, "job")) {
+	if (!strcmp(type, "ack")) {
+		on_ack(d, m);
+	} else if (!strcmp(type, "job")) {
 		on_job(d, l, m);
 	} else if (!strcmp(type, "stream.open")) {
 		if (!proto_int(m, "stream", &sid) || sid <= 0 ||

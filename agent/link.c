@@ -491,8 +491,6 @@ static void on_control(struct link *l, const char *buf, size_t len)
 			LOGE("%s", l->last_error);
 			close_with(l, 4002, "expected welcome");
 		}
-	} else if (!strcmp(type, "ack")) {
-		/* Acks matter to the job journal (later); nothing to do now. */
 	} else if (!strcmp(type, "error") || !strcmp(type, "unsupported")) {
 		const char *what = proto_str(m, "message");
 

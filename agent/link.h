@@ -37,7 +37,7 @@ struct link_handler {
 	/* The link is up (welcome received). */
 	void (*up)(void *arg, struct link *l);
 	/* A control message after the handshake that the link does not
-	 * handle itself (anything but welcome/refused/ack/error/unsupported). */
+	 * handle itself (anything but welcome/refused/error/unsupported). */
 	void (*message)(void *arg, struct link *l, const struct proto_msg *m);
 	/* A binary frame (stream data): stream id and payload. */
 	void (*data)(void *arg, struct link *l, uint32_t stream,
