@@ -89,7 +89,7 @@ demo: build/host/comagent | $(DEPS_OK)
 	@scripts/demo.sh build/host/comagent
 
 install: build/host/comagent
-	install -D -m 0755 build/host/comagent $(DESTDIR)$(PREFIX)/bin/comagent
+	install -D -s -m 0755 build/host/comagent $(DESTDIR)$(PREFIX)/bin/comagent
 	install -D -m 0600 config/comagent.ini.example \
 		$(DESTDIR)/etc/comagent/comagent.ini.example
 	install -d $(DESTDIR)/lib/systemd/system
