@@ -6,6 +6,7 @@
 
 struct backoff {
 	uint64_t min_ms, max_ms, grace_ms;
+	bool floor;
 	uint32_t (*rnd)(void *);
 	void *rnd_arg;
 	unsigned failures;
@@ -14,7 +15,7 @@ struct backoff {
 };
 
 struct backoff *backoff_new(uint64_t min_ms, uint64_t max_ms, uint64_t grace_ms,
-			    uint32_t (*rnd)(void *), void *rnd_arg)
+			    bool floor, uint32_t (*rnd)(void *), void *rnd_arg)
 {
 	struct backoff *b;
 
@@ -26,6 +27,7 @@ struct backoff *backoff_new(uint64_t min_ms, uint64_t max_ms, uint64_t grace_ms,
 	b->min_ms = min_ms;
 	b->max_ms = max_ms;
 	b->grace_ms = grace_ms;
+	b->floor = floor;
 	b->rnd = rnd;
 	b->rnd_arg = rnd_arg;
 	return b;
@@ -46,11 +48,12 @@ uint64_t backoff_ceiling(const struct backoff *b)
 uint64_t backoff_next(struct backoff *b)
 {
 	uint64_t ceil = backoff_ceiling(b);
+	uint64_t base = b->floor ? b->min_ms : 0;
 	/* A 32-bit random times the ceiling (< 2^31, checked in _new) fits
 	 * 64 bits; scaled down it is uniform over [0, ceil] with no modulo
 	 * bias, and needs no 128-bit type on 32-bit ARM. */
 	uint64_t r = b->rnd(b->rnd_arg);
-	uint64_t d = (r * (ceil + 1)) >> 32;
+	uint64_t d = base + ((r * (ceil - base + 1)) >> 32);
 
 	if (b->failures < 64)
 		b->failures++;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -20,13 +21,21 @@
 
 #define LOG_MODULE "ctl"
 #define CTL_IDLE_S 5
+/* Concurrent clients; more are accepted and closed at once. */
+#define CTL_MAX_CONNS 8
+/* After accept() fails for lack of descriptors, stop listening this long
+ * rather than spin on a listener that stays readable. */
+#define CTL_PAUSE_US (1 * LWS_USEC_PER_SEC)
 
 struct ctl {
 	struct lws_context *ctx;
 	struct lws_vhost *vh;
 	struct lws *listen_wsi;
 	int fd;
-	char path[108];
+	bool bound;		/* we created the socket file at path */
+	unsigned conns;
+	lws_sorted_usec_list_t sul_resume;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	ctl_answer_fn fn;
 	void *arg;
 };
@@ -49,17 +58,20 @@ static err_t fill_addr(const char *path, struct sockaddr_un *sa)
 	return ERR_OK;
 }
 
-/* A daemon answering at path means we must not steal its socket. */
-static bool someone_listens(const struct sockaddr_un *sa)
+/* Only a socket nobody answers on (ECONNREFUSED) is stale and ours to
+ * replace; anything else (a daemon answering, a full backlog, no access)
+ * means leave it alone. Non-blocking, so a busy daemon cannot stall us. */
+static bool is_stale(const struct sockaddr_un *sa)
 {
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	bool yes;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	bool stale;
 
 	if (fd < 0)
 		return false;
-	yes = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+	stale = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) != 0 &&
+		errno == ECONNREFUSED;
 	close(fd);
-	return yes;
+	return stale;
 }
 
 static err_t listen_on(struct ctl *c)
@@ -77,16 +89,20 @@ static err_t listen_on(struct ctl *c)
 			     c->path);
 			return ERR_STATE;
 		}
-		if (someone_listens(&sa)) {
-			LOGE("another comagent answers on %s", c->path);
+		if (!is_stale(&sa)) {
+			LOGE("%s is in use (another comagent running?)",
+			     c->path);
 			return ERR_STATE;
 		}
 		unlink(c->path);
 	}
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 ||
-	    bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-	    chmod(c->path, 0660) != 0 || listen(c->fd, 8) != 0) {
+	if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		LOGE("cannot bind %s: %s", c->path, strerror(errno));
+		return ERR_IO;
+	}
+	c->bound = true;
+	if (chmod(c->path, 0660) != 0 || listen(c->fd, 8) != 0) {
 		LOGE("cannot listen on %s: %s", c->path, strerror(errno));
 		return ERR_IO;
 	}
@@ -109,7 +125,13 @@ err_t ctl_new(struct lws_context *ctx, const char *path, ctl_answer_fn fn,
 	c->ctx = ctx;
 	c->fn = fn;
 	c->arg = arg;
-	snprintf(c->path, sizeof(c->path), "%s", path);
+	if (strlen(path) >= sizeof(c->path)) {
+		LOGE("control socket path is longer than %zu characters: %s",
+		     sizeof(c->path) - 1, path);
+		e = ERR_INVAL;
+		goto fail;
+	}
+	memcpy(c->path, path, strlen(path) + 1);
 	e = listen_on(c);
 	if (e != ERR_OK)
 		goto fail;
@@ -135,14 +157,23 @@ void ctl_free(struct ctl *c)
 {
 	if (!c)
 		return;
+	lws_sul_cancel(&c->sul_resume);
 	if (c->listen_wsi)
 		lws_set_opaque_user_data(c->listen_wsi, NULL);
 	/* The fd belongs to lws once adopted; it closes it with the context. */
 	if (!c->listen_wsi && c->fd >= 0)
 		close(c->fd);
-	if (c->fd >= 0)
+	if (c->bound)
 		unlink(c->path);
 	free(c);
+}
+
+static void resume_cb(lws_sorted_usec_list_t *sul)
+{
+	struct ctl *c = lws_container_of(sul, struct ctl, sul_resume);
+
+	if (c->listen_wsi)
+		lws_rx_flow_control(c->listen_wsi, 1);
 }
 
 static void accept_all(struct ctl *c)
@@ -152,17 +183,28 @@ static void accept_all(struct ctl *c)
 		lws_sock_file_fd_type u;
 		struct lws *wsi;
 
-		if (fd >= 0 && (fcntl(fd, F_SETFL, O_NONBLOCK) != 0 ||
-				fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)) {
-			LOGE("control connection: fcntl: %s", strerror(errno));
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == EINTR)
+				return;
+			LOGE("accept on %s: %s; pausing the control socket",
+			     c->path, strerror(errno));
+			lws_rx_flow_control(c->listen_wsi, 0);
+			lws_sul_schedule(c->ctx, 0, &c->sul_resume, resume_cb,
+					 CTL_PAUSE_US);
+			return;
+		}
+		if (c->conns >= CTL_MAX_CONNS) {
+			LOGE("more than %d control clients; one turned away",
+			     CTL_MAX_CONNS);
 			close(fd);
 			continue;
 		}
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK &&
-			    errno != EINTR)
-				LOGE("accept on %s: %s", c->path, strerror(errno));
-			return;
+		/* lws makes the adopted socket non-blocking itself. */
+		if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+			LOGE("control connection: fcntl: %s", strerror(errno));
+			close(fd);
+			continue;
 		}
 		u.sockfd = fd;
 		wsi = lws_adopt_descriptor_vhost(c->vh, LWS_ADOPT_SOCKET, u,
@@ -173,6 +215,7 @@ static void accept_all(struct ctl *c)
 			continue;
 		}
 		lws_set_opaque_user_data(wsi, c);
+		c->conns++;
 		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, CTL_IDLE_S);
 	}
 }
@@ -234,9 +277,18 @@ static int ctl_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		}
 		return -1;
 	case LWS_CALLBACK_RAW_CLOSE:
+		if (c && c->conns)
+			c->conns--;
 		if (cc) {
 			free(cc->reply);
 			cc->reply = NULL;
+		}
+		return 0;
+	case LWS_CALLBACK_RAW_CLOSE_FILE:
+		/* lws closed the listener (and its fd) itself. */
+		if (c) {
+			c->listen_wsi = NULL;
+			c->fd = -1;
 		}
 		return 0;
 	default:
@@ -251,6 +303,8 @@ struct lws_protocols ctl_protocol(void)
 		.callback = ctl_lws_callback,
 		.per_session_data_size = sizeof(struct ctl_conn),
 		.rx_buffer_size = CTL_REQ_MAX,
+		/* else lws sends the answer in rx_buffer_size pieces */
+		.tx_packet_size = CTL_REPLY_MAX,
 	};
 	return p;
 }
@@ -260,6 +314,7 @@ struct lws_protocols ctl_protocol(void)
 err_t ctl_request(const char *path, const char *req, FILE *out)
 {
 	struct sockaddr_un sa;
+	struct timeval tmo = { .tv_sec = CTL_IDLE_S };
 	char buf[4096];
 	size_t total = 0;
 	err_t e = ERR_OK;
@@ -271,6 +326,9 @@ err_t ctl_request(const char *path, const char *req, FILE *out)
 		return ERR_INVAL;
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* A wedged daemon must not hang the CLI. */
+	if (fd >= 0)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo));
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
 		fprintf(stderr,
 			"comagent: the daemon is not running (cannot connect to %s: %s)\n",
@@ -278,8 +336,8 @@ err_t ctl_request(const char *path, const char *req, FILE *out)
 		e = ERR_NOTFOUND;
 		goto out;
 	}
-	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req) ||
-	    write(fd, "\n", 1) != 1) {
+	if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req) ||
+	    send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {
 		fprintf(stderr, "comagent: cannot send to %s: %s\n", path,
 			strerror(errno));
 		e = ERR_IO;
@@ -290,6 +348,12 @@ err_t ctl_request(const char *path, const char *req, FILE *out)
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			fprintf(stderr, "comagent: no answer from the daemon on "
+					"%s within %d s\n", path, CTL_IDLE_S);
+			e = ERR_IO;
+			goto out;
+		}
 		if (n < 0) {
 			fprintf(stderr, "comagent: reading from %s: %s\n", path,
 				strerror(errno));

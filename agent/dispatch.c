@@ -233,6 +233,12 @@ static void on_data(void *arg, struct link *l, uint32_t stream,
 	struct dispatch *d = arg;
 
 	(void)p;
+	if (stream == 0) {
+		/* Not a stream id at all; nothing to close. */
+		LOGE("%zu bytes for stream id 0, which never exists; dropped",
+		     len);
+		return;
+	}
 	for (unsigned i = 0; i < UNKNOWN_STREAM_MEMORY; i++)
 		if (d->unknown[i] == stream)
 			return;

@@ -23,8 +23,10 @@
 
 #define LOG_MODULE "link"
 
-/* After this long down, a link that was up is reported as offline. */
+/* Offline durations under this are shown in seconds, then minutes. */
 #define LINK_OFFLINE_AFTER_S 60
+/* How long a clean close may take before the socket is just dropped. */
+#define LINK_CLOSE_WAIT_S 2
 #define LINK_RX_MAX (PROTO_MAX_MSG)
 #define LINK_BIN_MAX (4 + 32768)
 
@@ -70,7 +72,6 @@ struct link {
 	int64_t next_id;
 	int64_t hello_id;
 	lws_usec_t last_rx;		/* monotonic */
-	lws_usec_t up_at;		/* monotonic, for the grace reset */
 
 	/* Status. */
 	const char *code;
@@ -78,6 +79,7 @@ struct link {
 	char wording[96];
 	time_t since, next_retry, down_since;
 	bool ever_up, refused;
+	bool err_this_attempt;	/* last_error describes the current attempt */
 	unsigned attempts, ups;
 	char last_error[192];
 	char session[40];
@@ -99,6 +101,9 @@ static uint32_t link_rnd(void *arg)
 static void set_state_text(struct link *l, const char *code,
 			   const char *wording)
 {
+	/* "since" is when the state began, not the latest attempt. */
+	if (l->code && !strcmp(l->code, code) && !strcmp(l->wording, wording))
+		return;
 	l->code = code;
 	snprintf(l->wording, sizeof(l->wording), "%s", wording);
 	l->since = time(NULL);
@@ -110,6 +115,7 @@ static void set_error(struct link *l, const char *fmt, ...)
 {
 	va_list ap;
 
+	l->err_this_attempt = true;
 	va_start(ap, fmt);
 	vsnprintf(l->last_error, sizeof(l->last_error), fmt, ap);
 	va_end(ap);
@@ -159,12 +165,14 @@ static void schedule_retry(struct link *l)
 			 (lws_usec_t)d * 1000);
 }
 
+/* Only for callers outside this wsi's own callbacks (timers, shutdown):
+ * an async kill set from a timer can be overwritten by lws's own handshake
+ * timeouts before it fires, so the kill happens here and now. */
 static void kill_wsi(struct link *l)
 {
-	/* Outside a callback the only safe way to close is to ask lws to. */
 	if (l->wsi)
 		lws_set_timeout(l->wsi, PENDING_TIMEOUT_USER_OK,
-				LWS_TO_KILL_ASYNC);
+				LWS_TO_KILL_SYNC);
 }
 
 static void deadline_cb(lws_sorted_usec_list_t *sul)
@@ -212,14 +220,18 @@ static void link_gone(struct link *l, struct lws *wsi)
 	}
 	if (l->refused) {
 		/* wording already set from the refusal reason */
-	} else if (l->ever_up) {
-		if (was == L_UP)
-			set_state_text(l, "offline", "Not reachable or offline");
+	} else if (was == L_UP ||
+		   (l->ever_up && !strcmp(l->code, "offline"))) {
+		/* Lost after being up: offline since the loss, whatever the
+		 * later attempts run into (last_error says what). */
+		set_state_text(l, "offline", "Not reachable or offline");
 	} else {
 		set_state_text(l, "failed", "Connection failed");
 	}
 	schedule_retry(l);
 }
+
+static const lws_retry_bo_t no_lws_validity = { .secs_since_valid_hangup = 0 };
 
 static void dial(struct link *l)
 {
@@ -239,21 +251,25 @@ static void dial(struct link *l)
 	i.local_protocol_name = LINK_SUBPROTOCOL;
 	i.opaque_user_data = l;
 	i.pwsi = &l->wsi;
+	/* Our keepalive decides when the link is dead; lws's own validity
+	 * timer (5 min) would hang up a longer idle_timeout early. */
+	i.retry_and_idle_policy = &no_lws_validity;
 
 	l->attempts++;
 	l->refused = false;
+	l->err_this_attempt = false;
 	l->state = L_CONNECTING;
-	l->last_error[0] = '\0';
 	LOGI("connecting to %s (attempt %u)", conf_str(l->conf, CONF_COM_URL),
 	     l->attempts);
 	lws_sul_schedule(l->ctx, 0, &l->sul_deadline, deadline_cb,
 			 (lws_usec_t)conf_num(l->conf, CONF_COM_CONNECT_TIMEOUT)
 				 * 1000);
 	if (!lws_client_connect_via_info(&i)) {
-		/* lws may already have reported the failure via the callback;
-		 * link_gone() ignores the repeat. */
-		if (!l->last_error[0])
-			set_error(l, "cannot start connection to %s:%d",
+		/* lws may have failed synchronously without the error callback
+		 * (only WSI_DESTROY), so say what we know; link_gone() ignores
+		 * a repeat. */
+		if (!l->err_this_attempt)
+			set_error(l, "cannot start a connection to %s:%d",
 				  l->host, l->port);
 		LOGE("%s", l->last_error);
 		link_gone(l, NULL);
@@ -430,7 +446,6 @@ static void on_welcome(struct link *l, const struct proto_msg *m)
 	if (l->ever_up)
 		l->ups++;
 	l->ever_up = true;
-	l->up_at = lws_now_usecs();
 	backoff_up(l->bo, now_ms());
 	backoff_reset(l->bo_auth);
 	set_state_text(l, "connected", "Connection successful");
@@ -448,6 +463,7 @@ static void on_refused(struct link *l, const struct proto_msg *m)
 	const char *reason = proto_str(m, "reason");
 	const char *text = proto_reason_text(reason);
 
+	lws_sul_cancel(&l->sul_deadline);
 	l->refused = true;
 	set_state_text(l, reason && strcmp(text, "Connection failed") ?
 			      "refused" : "failed", text);
@@ -469,6 +485,9 @@ static void on_control(struct link *l, const char *buf, size_t len)
 	char why[128];
 	const char *type;
 
+	/* Once we decided to close, nothing else from COM counts. */
+	if (l->close_code)
+		return;
 	if (proto_parse(buf, len, &m, &bad_id, why, sizeof(why)) != ERR_OK) {
 		LOGE("malformed message from COM: %s", why);
 		if (l->state == L_HELLO) {
@@ -482,7 +501,14 @@ static void on_control(struct link *l, const char *buf, size_t len)
 	type = proto_type(m);
 	LOGD("rx %s id %lld", type, (long long)proto_id(m));
 	if (l->state == L_HELLO) {
-		if (!strcmp(type, "welcome"))
+		if ((!strcmp(type, "welcome") || !strcmp(type, "refused")) &&
+		    proto_re(m) != l->hello_id) {
+			set_error(l, "COM's %s answers message %lld, not hello %lld",
+				  type, (long long)proto_re(m),
+				  (long long)l->hello_id);
+			LOGE("%s", l->last_error);
+			close_with(l, 4002, "answer to the wrong message");
+		} else if (!strcmp(type, "welcome"))
 			on_welcome(l, m);
 		else if (!strcmp(type, "refused"))
 			on_refused(l, m);
@@ -561,16 +587,16 @@ static int on_receive(struct link *l, struct lws *wsi, const void *in,
 
 static void on_peer_close(struct link *l, const unsigned char *in, size_t len)
 {
-	unsigned code = len >= 2 ? (unsigned)in[0] << 8 | in[1] : 1005;
-	int rlen = len > 2 ? (int)(len - 2) : 0;
+	unsigned code = in && len >= 2 ? (unsigned)in[0] << 8 | in[1] : 1005;
+	int rlen = in && len > 2 ? (int)(len - 2) : 0;
+	const char *rtext = rlen ? (const char *)in + 2 : "";
 
 	if (rlen > 100)
 		rlen = 100;
 	/* Keep a refusal's message: it says more than the close code. */
 	if (!l->refused)
-		set_error(l, "COM closed the link: %u %.*s", code, rlen,
-			  (const char *)in + 2);
-	LOGI("COM closed the link: %u %.*s", code, rlen, (const char *)in + 2);
+		set_error(l, "COM closed the link: %u %.*s", code, rlen, rtext);
+	LOGI("COM closed the link: %u %.*s", code, rlen, rtext);
 }
 
 static int link_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
@@ -586,11 +612,18 @@ static int link_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		set_error(l, "%s", in ? (const char *)in : "connection failed");
-		LOGE("cannot connect to COM: %s", l->last_error);
+		/* After our own deadline killed the attempt lws reports a
+		 * vaguer reason; the deadline's is the one to keep. */
+		if (!l->err_this_attempt && l->state != L_CLOSING) {
+			set_error(l, "%s", in ? (const char *)in
+					      : "connection failed");
+			LOGE("cannot connect to COM: %s", l->last_error);
+		}
 		link_gone(l, wsi);
 		return 0;
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		if (l->state != L_CONNECTING)
+			return -1;
 		l->wsi = wsi;
 		l->state = L_HELLO;
 		l->last_rx = lws_now_usecs();
@@ -608,13 +641,11 @@ static int link_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		on_peer_close(l, in, len);
 		return 0;
 	case LWS_CALLBACK_CLIENT_CLOSED:
-		if (!l->last_error[0])
-			set_error(l, "connection closed");
-		link_gone(l, wsi);
-		return 0;
 	case LWS_CALLBACK_WSI_DESTROY:
-		if (!l->last_error[0])
-			set_error(l, "connection closed");
+		if (!l->err_this_attempt && l->state != L_CLOSING)
+			set_error(l, "connection closed%s",
+				  l->state == L_CONNECTING ?
+				  " before it was established" : "");
 		link_gone(l, wsi);
 		return 0;
 	default:
@@ -673,9 +704,9 @@ struct link *link_new(struct lws_context *ctx, const struct conf *c,
 	l->w = proto_w_new(PROTO_MAX_MSG, 0);
 	l->bo = backoff_new(conf_num(c, CONF_COM_RETRY_MIN),
 			    conf_num(c, CONF_COM_RETRY_MAX),
-			    conf_num(c, CONF_COM_GRACE), link_rnd, l);
+			    conf_num(c, CONF_COM_GRACE), false, link_rnd, l);
 	l->bo_auth = backoff_new(conf_num(c, CONF_COM_AUTH_RETRY_MIN),
-				 conf_num(c, CONF_COM_AUTH_RETRY_MAX), 0,
+				 conf_num(c, CONF_COM_AUTH_RETRY_MAX), 0, true,
 				 link_rnd, l);
 	if (!l->rx || !l->w || !l->bo || !l->bo_auth) {
 		LOGE("out of memory creating the link");
@@ -717,6 +748,9 @@ void link_shutdown(struct link *l)
 	case L_UP:
 		l->state = L_CLOSING;
 		close_with(l, 1000, "agent shutting down");
+		/* A stalled COM may never let us write the close frame. */
+		lws_set_timeout(l->wsi, PENDING_TIMEOUT_CLOSE_SEND,
+				LINK_CLOSE_WAIT_S);
 		break;
 	case L_CONNECTING:
 	case L_HELLO:

@@ -43,6 +43,7 @@ int log_level_parse(const char *s)
 }
 
 void log_set_level(enum log_level level) { g_log.level = level; }
+void log_set_stderr(bool on) { g_log.to_stderr = on; }
 enum log_level log_get_level(void) { return g_log.level; }
 
 static int open_append(const char *path, uint64_t *size)
@@ -98,7 +99,14 @@ static void write_file(const char *line, size_t len)
 	if (g_log.size + len > g_log.half_cap && g_log.size > 0) {
 		close(g_log.fd);
 		g_log.fd = -1;
-		if (rename(g_log.path, g_log.rotated) != 0) {
+		/* A file already over half the cap (max_size was lowered) is
+		 * dropped rather than kept as .1, so the pair stays in the cap. */
+		if (g_log.size > g_log.half_cap) {
+			if (unlink(g_log.path) != 0) {
+				drop_file("cannot remove oversized");
+				return;
+			}
+		} else if (rename(g_log.path, g_log.rotated) != 0) {
 			drop_file("cannot rotate");
 			return;
 		}

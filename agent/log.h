@@ -21,6 +21,8 @@ err_t log_open(const char *file, uint64_t max_size, enum log_level level,
 	       bool to_stderr);
 void log_close(void);
 void log_set_level(enum log_level level);
+/* Whether lines also go to stderr (off once a daemon detached). */
+void log_set_stderr(bool on);
 enum log_level log_get_level(void);
 /* Parses "error" | "info" | "debug"; returns -1 for anything else. */
 int log_level_parse(const char *s);

@@ -30,8 +30,10 @@
 #define DEFAULT_CONFIG "/etc/comagent/comagent.ini"
 /* How long a clean shutdown may wait for COM to take the close frame. */
 #define SHUTDOWN_GRACE_US (2 * LWS_USEC_PER_SEC)
-/* lws's buffer for the proxy's "user:password" (96 bytes with the NUL). */
-#define PROXY_AUTH_MAX 95
+/* lws base64-encodes the proxy's "user:password" into 128 bytes (and needs
+ * 4 spare), and keeps the proxy host in 128 bytes. */
+#define PROXY_AUTH_MAX 93
+#define PROXY_HOST_MAX 127
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -179,20 +181,53 @@ static err_t mkparent(const char *file)
 	return mkdirs(dir, 0750);
 }
 
-static err_t daemonize(void)
+/*
+ * --daemon: the parent waits until the child says it is serving (exit 0) or
+ * fails or dies (exit 1), so a daemon that cannot start says so on the
+ * terminal instead of vanishing. Until then the child's errors still reach
+ * stderr.
+ */
+static err_t daemon_start(int *ready_fd)
 {
-	pid_t pid = fork();
-	int fd;
+	int p[2];
+	pid_t pid;
 
+	if (pipe(p) != 0) {
+		fprintf(stderr, "comagent: pipe: %s\n", strerror(errno));
+		return ERR_IO;
+	}
+	pid = fork();
 	if (pid < 0) {
 		fprintf(stderr, "comagent: fork: %s\n", strerror(errno));
 		return ERR_IO;
 	}
-	if (pid > 0)
-		_exit(EXIT_OK);
+	if (pid > 0) {
+		char ok = 0;
+		ssize_t n;
+
+		close(p[1]);
+		do
+			n = read(p[0], &ok, 1);
+		while (n < 0 && errno == EINTR);
+		if (n == 1 && ok == '1')
+			_exit(EXIT_OK);
+		fprintf(stderr, "comagent: the daemon did not start "
+				"(see the messages above and the log)\n");
+		_exit(EXIT_FAIL);
+	}
+	close(p[0]);
+	fcntl(p[1], F_SETFD, FD_CLOEXEC);
 	setsid();
+	*ready_fd = p[1];
+	return ERR_OK;
+}
+
+static void daemon_ready(int ready_fd)
+{
+	int fd;
+
 	if (chdir("/") != 0)
-		return ERR_IO;
+		LOGE("chdir /: %s", strerror(errno));
 	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (fd >= 0) {
 		dup2(fd, STDIN_FILENO);
@@ -201,7 +236,10 @@ static err_t daemonize(void)
 		if (fd > STDERR_FILENO)
 			close(fd);
 	}
-	return ERR_OK;
+	log_set_stderr(false);
+	if (write(ready_fd, "1", 1) != 1)
+		LOGE("cannot tell the parent we are up: %s", strerror(errno));
+	close(ready_fd);
 }
 
 struct app {
@@ -248,6 +286,11 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 
 		/* lws takes "user:pass@host:port" (it splits at the last '@',
 		 * so '@' in the password is fine) and caps user:pass. */
+		if (strlen(conf_str(c, CONF_COM_PROXY)) > PROXY_HOST_MAX) {
+			LOGE("proxy address is longer than %d characters",
+			     PROXY_HOST_MAX);
+			return NULL;
+		}
 		if (*user && strlen(user) + 1 + strlen(pass) > PROXY_AUTH_MAX) {
 			LOGE("proxy_user and proxy_password together exceed %d "
 			     "characters", PROXY_AUTH_MAX);
@@ -279,23 +322,36 @@ static void read_version(const struct conf *c, char *buf, size_t cap)
 		snprintf(buf, cap, "unknown");
 }
 
+struct stopper {
+	lws_sorted_usec_list_t sul;
+	bool give_up;
+};
+
+static void give_up_cb(lws_sorted_usec_list_t *sul)
+{
+	lws_container_of(sul, struct stopper, sul)->give_up = true;
+}
+
 static void serve(struct lws_context *ctx, struct link *l)
 {
-	lws_usec_t deadline = 0;
+	struct stopper st = { .give_up = false };
+	bool stopping = false;
 
-	while (!link_stopped(l)) {
+	while (!link_stopped(l) && !st.give_up) {
 		if (lws_service(ctx, 0) < 0)
 			break;
-		if (g_stop && !deadline) {
+		if (g_stop && !stopping) {
 			LOGI("stopping");
+			stopping = true;
 			link_shutdown(l);
-			deadline = lws_now_usecs() + SHUTDOWN_GRACE_US;
-		}
-		if (deadline && lws_now_usecs() > deadline) {
-			LOGI("COM did not confirm the close; leaving anyway");
-			break;
+			/* Also wakes the loop should nothing else happen. */
+			lws_sul_schedule(ctx, 0, &st.sul, give_up_cb,
+					 SHUTDOWN_GRACE_US);
 		}
 	}
+	if (st.give_up)
+		LOGI("COM did not confirm the close; leaving anyway");
+	lws_sul_cancel(&st.sul);
 }
 
 static int cmd_run(const struct opts *o)
@@ -305,20 +361,19 @@ static int cmd_run(const struct opts *o)
 	struct ctl *ctl = NULL;
 	struct app app = { 0 };
 	struct link_handler h;
-	struct sigaction sa;
+	struct sigaction sa = { .sa_handler = SIG_DFL };
 	char proxy[512];
-	int rc = EXIT_FAIL;
+	int rc = EXIT_FAIL, ready_fd = -1;
 	err_t e;
 
 	e = conf_load(o->config, stderr, &c);
 	if (e != ERR_OK)
 		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
-	if (o->daemon && daemonize() != ERR_OK)
+	if (o->daemon && daemon_start(&ready_fd) != ERR_OK)
 		goto out;
 	if (mkparent(conf_str(c, CONF_LOG_FILE)) != ERR_OK ||
 	    log_open(conf_str(c, CONF_LOG_FILE), conf_num(c, CONF_LOG_MAX_SIZE),
-		     (enum log_level)conf_num(c, CONF_LOG_LEVEL),
-		     !o->daemon) != ERR_OK)
+		     (enum log_level)conf_num(c, CONF_LOG_LEVEL), true) != ERR_OK)
 		goto out;
 	lws_set_log_level(LLL_ERR | LLL_WARN |
 			  (log_get_level() >= LOG_LVL_DEBUG ? LLL_NOTICE : 0),
@@ -349,26 +404,36 @@ static int cmd_run(const struct opts *o)
 		    &app, &ctl) != ERR_OK)
 		goto out;
 
-	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 
+	if (ready_fd >= 0) {
+		daemon_ready(ready_fd);
+		ready_fd = -1;
+	}
 	link_start(app.link);
 	serve(g_ctx, app.link);
 	LOGI("stopped");
 	rc = EXIT_OK;
 out:
+	/* From here a signal has nothing left to stop. */
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
 	ctl_free(ctl);
 	if (app.link)
 		link_shutdown(app.link);
 	/* The context goes first: closing its sockets calls back into the
 	 * link, which must still exist then. */
-	if (g_ctx)
-		lws_context_destroy(g_ctx);
-	g_ctx = NULL;
+	if (g_ctx) {
+		struct lws_context *ctx = g_ctx;
+
+		g_ctx = NULL;
+		lws_context_destroy(ctx);
+	}
 	link_free(app.link);
 	dispatch_free(d);
 	conf_free(c);

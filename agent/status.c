@@ -32,7 +32,8 @@ static void fmt_time(time_t t, char *buf, size_t cap)
 static size_t render_json(const struct conf *c, const struct link_info *i,
 			  const char *version, char *buf, size_t cap)
 {
-	struct proto_w *w = proto_w_new(cap - 1, 0);
+	/* Room for the newline and the NUL after the JSON text. */
+	struct proto_w *w = proto_w_new(cap - 2, 0);
 	char *out;
 	size_t len = 0;
 
@@ -128,7 +129,7 @@ size_t status_render(const struct conf *c, const struct link *l,
 {
 	struct link_info i;
 
-	if (cap < 2)
+	if (cap < 3)
 		return 0;
 	link_get_info(l, &i);
 	return json ? render_json(c, &i, version, buf, cap)

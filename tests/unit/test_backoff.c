@@ -29,16 +29,16 @@ static void test_rejects_bad_parameters(void **state)
 	uint32_t s = 1;
 
 	(void)state;
-	assert_null(backoff_new(0, 10, 0, rnd_xs, &s));
-	assert_null(backoff_new(10, 5, 0, rnd_xs, &s));
-	assert_null(backoff_new(10, 1ull << 31, 0, rnd_xs, &s));
-	assert_null(backoff_new(10, 20, 0, NULL, NULL));
+	assert_null(backoff_new(0, 10, 0, false, rnd_xs, &s));
+	assert_null(backoff_new(10, 5, 0, false, rnd_xs, &s));
+	assert_null(backoff_new(10, 1ull << 31, 0, false, rnd_xs, &s));
+	assert_null(backoff_new(10, 20, 0, false, NULL, NULL));
 }
 
 static void test_ceiling_doubles_then_caps(void **state)
 {
 	uint32_t s = 1;
-	struct backoff *b = backoff_new(100, 1000, 0, rnd_xs, &s);
+	struct backoff *b = backoff_new(100, 1000, 0, false, rnd_xs, &s);
 	const uint64_t want[] = { 100, 200, 400, 800, 1000, 1000, 1000 };
 
 	(void)state;
@@ -55,8 +55,8 @@ static void test_ceiling_doubles_then_caps(void **state)
 
 static void test_delay_within_zero_and_ceiling(void **state)
 {
-	struct backoff *hi = backoff_new(100, 300000, 0, rnd_max, NULL);
-	struct backoff *lo = backoff_new(100, 300000, 0, rnd_zero, NULL);
+	struct backoff *hi = backoff_new(100, 300000, 0, false, rnd_max, NULL);
+	struct backoff *lo = backoff_new(100, 300000, 0, false, rnd_zero, NULL);
 
 	(void)state;
 	for (int i = 0; i < 40; i++) {
@@ -76,7 +76,7 @@ static void test_delay_within_zero_and_ceiling(void **state)
 static void test_jitter_spreads_uniformly(void **state)
 {
 	uint32_t s = 2463534242u;
-	struct backoff *b = backoff_new(1000, 1000, 0, rnd_xs, &s);
+	struct backoff *b = backoff_new(1000, 1000, 0, false, rnd_xs, &s);
 	unsigned buckets[10] = { 0 };
 	const unsigned n = 20000;
 
@@ -95,10 +95,32 @@ static void test_jitter_spreads_uniformly(void **state)
 	backoff_free(b);
 }
 
+/* With a floor (the auth back-off) no delay is shorter than min. */
+static void test_floor_keeps_min(void **state)
+{
+	struct backoff *lo = backoff_new(300000, 3600000, 0, true, rnd_zero, NULL);
+	struct backoff *hi = backoff_new(300000, 3600000, 0, true, rnd_max, NULL);
+	uint32_t s = 99;
+	struct backoff *b = backoff_new(300000, 3600000, 0, true, rnd_xs, &s);
+
+	(void)state;
+	assert_int_equal(backoff_next(lo), 300000);
+	assert_true(backoff_next(hi) + 1 >= 300000);
+	for (int i = 0; i < 1000; i++) {
+		uint64_t ceil = backoff_ceiling(b);
+		uint64_t d = backoff_next(b);
+
+		assert_true(d >= 300000 && d <= ceil);
+	}
+	backoff_free(lo);
+	backoff_free(hi);
+	backoff_free(b);
+}
+
 static void test_grace_resets_only_after_long_enough_up(void **state)
 {
 	uint32_t s = 7;
-	struct backoff *b = backoff_new(100, 10000, 5000, rnd_xs, &s);
+	struct backoff *b = backoff_new(100, 10000, 5000, false, rnd_xs, &s);
 
 	(void)state;
 	for (int i = 0; i < 4; i++)
@@ -131,6 +153,7 @@ int main(void)
 		cmocka_unit_test(test_ceiling_doubles_then_caps),
 		cmocka_unit_test(test_delay_within_zero_and_ceiling),
 		cmocka_unit_test(test_jitter_spreads_uniformly),
+		cmocka_unit_test(test_floor_keeps_min),
 		cmocka_unit_test(test_grace_resets_only_after_long_enough_up),
 	};
 	return cmocka_run_group_tests_name("backoff", tests, NULL, NULL);
