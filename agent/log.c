@@ -94,7 +94,7 @@ static void drop_file(const char *what)
 	log_close();
 }
 
-static void write_file(const char *line, size_t len)
+static void write_file(char *line, size_t len)
 {
 	if (g_log.size + len > g_log.half_cap && g_log.size > 0) {
 		close(g_log.fd);
@@ -117,8 +117,10 @@ static void write_file(const char *line, size_t len)
 		}
 	}
 	/* A line longer than half the cap is cut rather than breaking the cap. */
-	if (len > g_log.half_cap)
+	if (len > g_log.half_cap && g_log.half_cap > 0) {
 		len = g_log.half_cap;
+		line[len - 1] = '\n';
+	}
 	ssize_t w = write(g_log.fd, line, len);
 	if (w < 0) {
 		drop_file("cannot write");

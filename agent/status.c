@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "conf.h"
 #include "link.h"
@@ -57,6 +58,7 @@ static size_t render_json(const struct conf *c, const struct link_info *i,
 	proto_w_str(w, "system_name", conf_str(c, CONF_SYSTEM_SYSTEM_NAME));
 	proto_w_str(w, "profile", conf_str(c, CONF_SYSTEM_PROFILE));
 	proto_w_str(w, "version", version);
+	proto_w_int(w, "pid", (int64_t)getpid());
 	if (proto_w_finish(w, &out, &len) == ERR_OK) {
 		memcpy(buf, out, len);
 		buf[len++] = '\n';
@@ -121,6 +123,7 @@ static size_t render_text(const struct conf *c, const struct link_info *i,
 	line(&t, "Version:", "%s", version);
 	line(&t, "Attempts:", "%u", i->attempts);
 	line(&t, "Reconnects:", "%u", i->reconnects);
+	line(&t, "Agent PID:", "%ld", (long)getpid());
 	return t.len;
 }
 
