@@ -100,4 +100,6 @@ install: build/host/comagent
 clean:
 	rm -rf build/host build/asan
 
+.SECONDARY:
+
 -include $(shell find build/host build/asan -name '*.d' 2>/dev/null)
