@@ -7,6 +7,11 @@
  * their own line. Values are checked as they arrive; after the last line come
  * missing required keys, defaults (some from the platform profile), paths
  * resolved under [system] root, the rules between keys and the file mode.
+ *
+ * The reader also tracks the current section itself: inih cuts section names
+ * at 49 characters, too short for "[tunnel NAME]" with a 64-character NAME.
+ * [network] and [tunnel NAME] entries live in fixed arrays in struct conf
+ * (their caps), so they cost no allocation and no cleanup.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,6 +20,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "conf.h"
@@ -28,9 +34,19 @@
 #define GIB	(1024 * MIB)
 
 #define PATH_CAP	4096	/* PATH_MAX on Linux, with the NUL */
-#define NAME_MAX_INI	49	/* inih cuts longer names (MAX_NAME 50) */
+/* inih hands key names over whole (only its multi-line mode, which is off,
+ * cuts them at 49 characters); 64 is the longest [network] server name. */
+#define KEY_NAME_MAX	64
+#define ID_MAX		64	/* names: system, customer, server, tunnel */
+#define HOST_MAX	253	/* a DNS name's longest text form */
+#define SECTION_CAP	200	/* a section name always fits its line */
 
-enum ktype { T_STRING, T_URL, T_HOSTPORT, T_DURATION, T_SIZE, T_ENUM, T_PATH };
+enum ktype {
+	T_STRING, T_URL, T_HOSTPORT, T_DURATION, T_SIZE, T_ENUM, T_PATH,
+	T_INT,		/* decimal, min..max */
+	T_HOST,		/* IP literal (IPv6 without brackets) or host name */
+	T_IP,		/* IPv4 or IPv6 literal of a unicast address only */
+};
 
 #define F_ID		0x01	/* charset [A-Za-z0-9._-] */
 #define F_SECRET	0x02	/* never echoed; makes world-readable an error */
@@ -55,6 +71,8 @@ static const char *const level_words[] = { "error", "info", "debug", NULL };
 
 #define DUR(sec, name, d, lo, hi) \
 	{ sec, name, T_DURATION, false, d, lo, hi, 0, NULL }
+#define PORT(name, d) \
+	{ "services", name, T_INT, false, d, 1, 65535, 0, NULL }
 
 /* Bounds and defaults as documented in config/comagent.ini.example. */
 static const struct key_spec schema[CONF__COUNT] = {
@@ -80,6 +98,12 @@ static const struct key_spec schema[CONF__COUNT] = {
 	[CONF_COM_AUTH_RETRY_MAX] = DUR("com", "auth_retry_max", "1h",
 					SEC, 24 * HOUR),
 	[CONF_COM_GRACE] = DUR("com", "grace", "60s", SEC, HOUR),
+	/* PROTOCOL.md §3.2: 64 streams per link unless configured. */
+	[CONF_COM_MAX_STREAMS] = { "com", "max_streams", T_INT, false, "64",
+				   1, 256, 0, NULL },
+	[CONF_COM_TUNNEL_CONNECT_TIMEOUT] = DUR("com",
+						"tunnel_connect_timeout",
+						"10s", SEC, 2 * MINUTE),
 	[CONF_SYSTEM_PROFILE] = { "system", "profile", T_ENUM, false, "linux",
 				  0, 0, 0, profile_words },
 	[CONF_SYSTEM_CUSTOMER_ID] = { "system", "customer_id", T_STRING, true,
@@ -95,6 +119,8 @@ static const struct key_spec schema[CONF__COUNT] = {
 	[CONF_SYSTEM_CONTROL_SOCKET] = { "system", "control_socket", T_PATH,
 					 false, NULL, 1, 255, F_PLATFORM,
 					 NULL },
+	[CONF_SYSTEM_ADDRESS] = { "system", "address", T_HOST, false,
+				  "127.0.0.1", 1, HOST_MAX, 0, NULL },
 	[CONF_SERVICE_USER_NAME] = { "service_user", "name", T_STRING, false,
 				     "COMAdmin", 1, 255, 0, NULL },
 	[CONF_SERVICE_USER_PASSWORD] = { "service_user", "password", T_STRING,
@@ -106,6 +132,37 @@ static const struct key_spec schema[CONF__COUNT] = {
 			    F_PLATFORM, NULL },
 	[CONF_LOG_MAX_SIZE] = { "log", "max_size", T_SIZE, false, NULL,
 				64 * KIB, GIB, F_PLATFORM, NULL },
+	[CONF_SERVICES_SSH] = PORT("ssh", "22"),
+	[CONF_SERVICES_HTTPS] = PORT("https", "443"),
+	[CONF_SERVICES_WEBCONTROL] = PORT("webcontrol", "7071"),
+	[CONF_SERVICES_ONEPORTAL] = PORT("oneportal", "9443"),
+	[CONF_SERVICES_WEBLM] = PORT("weblm", "52233"),
+	[CONF_SERVICES_WEBMANAGER] = PORT("webmanager", "8443"),
+};
+
+/* The keys of a [tunnel NAME] section. */
+enum tunnel_key { TK_APPLICATION, TK_ADDRESS, TK_PORT, TK__COUNT };
+
+/* Same order as app_ports. */
+static const char *const app_words[] = { "ssh", "rdp", "https", "custom",
+					 NULL };
+/* The port an application's tunnel gets when the file names none; 0: the
+ * file must (a custom service has no standard port). */
+static const uint16_t app_ports[] = { 22, 3389, 443, 0 };
+#define APP_CUSTOM 3
+
+static const struct key_spec tunnel_schema[TK__COUNT] = {
+	[TK_APPLICATION] = { "tunnel", "application", T_ENUM, true, NULL, 0, 0,
+			     0, app_words },
+	[TK_ADDRESS] = { "tunnel", "address", T_IP, true, NULL, 1, HOST_MAX,
+			 0, NULL },
+	[TK_PORT] = { "tunnel", "port", T_INT, false, NULL, 1, 65535, 0,
+		      NULL },
+};
+
+/* A [network] value; its key is the server's name. */
+static const struct key_spec server_spec = {
+	"network", "", T_HOST, false, NULL, 1, HOST_MAX, 0, NULL
 };
 
 struct unit {
@@ -128,10 +185,44 @@ struct val {
 	bool ok;	/* holds a valid value (from the file or a default) */
 };
 
+/* A key of a [tunnel NAME] section: the value lives in the slot. */
+struct tval {
+	uint64_t num;
+	unsigned line;	/* 0: not in the section */
+	bool ok;
+};
+
+struct tunnel_slot {
+	struct conf_tunnel pub;		/* filled once the file is valid */
+	char name[ID_MAX + 1];
+	char address[CONF_IP_MAX];	/* canonical */
+	unsigned line;			/* of the [tunnel NAME] line */
+	struct tval k[TK__COUNT];
+};
+
+struct server_slot {
+	struct conf_server pub;		/* points at the two arrays below */
+	char name[ID_MAX + 1];
+	char address[HOST_MAX + 1];
+};
+
 struct conf {
 	char *path;
 	const struct platform_ops *plat;
 	struct val v[CONF__COUNT];
+	struct tunnel_slot tunnels[CONF_TUNNELS_MAX];
+	size_t ntunnels;
+	struct server_slot servers[CONF_SERVERS_MAX];
+	size_t nservers;
+};
+
+/* What the lines since the last "[...]" belong to. */
+enum sec_kind {
+	SEC_NONE,	/* no section yet */
+	SEC_FIXED,	/* one of the schema's */
+	SEC_NETWORK,
+	SEC_TUNNEL,	/* parse.tunnel is the one being read */
+	SEC_SKIP,	/* unknown or bad, reported once: its keys are not */
 };
 
 struct parse {
@@ -144,6 +235,9 @@ struct parse {
 	bool secret;		/* a password is in the file */
 	err_t fatal;		/* ERR_NOMEM or ERR_IO: stop reading */
 	int read_errno;
+	enum sec_kind sec;
+	char section[SECTION_CAP];	/* the name between the brackets */
+	struct tunnel_slot *tunnel;
 };
 
 /* ---- messages ---------------------------------------------------------- */
@@ -285,13 +379,78 @@ static bool v6_ok(const char *s, size_t n)
 	return inet_pton(AF_INET6, addr, bin) == 1;
 }
 
+static bool is_xdigit(char ch)
+{
+	return is_digit(ch) || (ch >= 'a' && ch <= 'f') ||
+	       (ch >= 'A' && ch <= 'F');
+}
+
+/* A label inet_aton() reads as a number: decimal, octal or "0x" hex. */
+static bool label_numeric(const char *s, size_t n)
+{
+	size_t i = 0;
+
+	if (n >= 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		for (i = 2; i < n && is_xdigit(s[i]); i++)
+			;
+		return i == n;
+	}
+	for (; i < n && is_digit(s[i]); i++)
+		;
+	return n > 0 && i == n;
+}
+
+static bool ipv4_ok(const char *s, size_t n)
+{
+	char addr[16];
+	struct in_addr bin;
+
+	if (n >= sizeof(addr))
+		return false;
+	memcpy(addr, s, n);
+	addr[n] = '\0';
+	return inet_pton(AF_INET, addr, &bin) == 1;
+}
+
+/*
+ * A name whose last label is a number is an IPv4 address to the resolver,
+ * and glibc's takes more than dotted quads: "10.1", "0x0a.1", and
+ * "010.0.0.1" as octal 8.0.0.1. Only the one form inet_pton() takes is let
+ * through, so that the address dialled is the address written.
+ */
 static bool hostname_ok(const char *s, size_t n)
 {
-	if (n == 0 || n > 253)
+	const char *dot;
+	size_t last;
+
+	if (n == 0 || n > HOST_MAX)
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (!is_alnum(s[i]) && s[i] != '.' && s[i] != '-' &&
 		    s[i] != '_')
+			return false;
+	last = s[n - 1] == '.' ? n - 1 : n;	/* "name." is fully qualified */
+	for (dot = s + last; dot > s && dot[-1] != '.'; dot--)
+		;
+	if (label_numeric(dot, (size_t)(s + last - dot)))
+		return ipv4_ok(s, n);
+	return true;
+}
+
+/* A bare IP literal (IPv6 without brackets) or a host name. */
+static bool host_ok(const char *s)
+{
+	unsigned char bin[16];
+
+	return inet_pton(AF_INET6, s, bin) == 1 || hostname_ok(s, strlen(s));
+}
+
+static bool id_ok(const char *s)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s; s++)
+		if (!is_id_char(*s))
 			return false;
 	return true;
 }
@@ -439,6 +598,71 @@ static bool check_path(struct parse *p, unsigned line,
 	return true;
 }
 
+static bool check_host(struct parse *p, unsigned line,
+		       const struct key_spec *s, const char *text)
+{
+	if (host_ok(text))
+		return true;
+	report(p, line, "%s: '%s' is not an IP address or host name", s->key,
+	       text);
+	return false;
+}
+
+/* canon is conf_ip_canon()'s: IPv4 dotted, or IPv6 but not IPv4-mapped. */
+static bool ip_unicast(const char *canon)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	uint32_t h;
+
+	if (inet_pton(AF_INET, canon, &a4) == 1) {
+		h = ntohl(a4.s_addr);
+		return (h >> 24) != 0 && (h >> 28) != 0xe && h != 0xffffffffu;
+	}
+	return inet_pton(AF_INET6, canon, &a6) == 1 &&
+	       !IN6_IS_ADDR_UNSPECIFIED(&a6) && !IN6_IS_ADDR_MULTICAST(&a6);
+}
+
+/* A tunnel's far end is one server: 0.0.0.0 would quietly be this host,
+ * and a multicast or broadcast address no server at all. */
+static bool check_ip(struct parse *p, unsigned line, const struct key_spec *s,
+		     const char *text)
+{
+	char canon[CONF_IP_MAX];
+
+	if (!conf_ip_canon(text, canon, sizeof(canon))) {
+		report(p, line, "%s: '%s' is not an IPv4 or IPv6 address",
+		       s->key, text);
+		return false;
+	}
+	if (!ip_unicast(canon)) {
+		report(p, line, "%s: '%s' is not the address of a single host "
+		       "(unspecified, multicast or broadcast)", s->key, text);
+		return false;
+	}
+	return true;
+}
+
+static bool check_int(struct parse *p, unsigned line,
+		      const struct key_spec *s, const char *text, uint64_t *num)
+{
+	const char *end;
+	uint64_t n;
+	bool fits = parse_digits(text, &n, &end);
+
+	if (end == text || *end != '\0') {
+		report(p, line, "%s: '%s' is not a number", s->key, text);
+		return false;
+	}
+	if (!fits || n < s->min || n > s->max) {
+		report(p, line, "%s: %s is out of range %" PRIu64 "..%" PRIu64,
+		       s->key, text, s->min, s->max);
+		return false;
+	}
+	*num = n;
+	return true;
+}
+
 /* A number and a unit from the table ("" is a unit: plain bytes). */
 static bool check_scaled(struct parse *p, unsigned line,
 			 const struct key_spec *s, const char *text,
@@ -501,7 +725,8 @@ static bool check_enum(struct parse *p, unsigned line,
 
 static bool is_text(enum ktype t)
 {
-	return t == T_STRING || t == T_URL || t == T_HOSTPORT || t == T_PATH;
+	return t == T_STRING || t == T_URL || t == T_HOSTPORT || t == T_PATH ||
+	       t == T_HOST || t == T_IP;
 }
 
 /* Empty text: fine only for optional text keys that allow length 0. */
@@ -517,11 +742,10 @@ static bool check_empty(struct parse *p, unsigned line,
 	return false;
 }
 
-static bool check_value(struct parse *p, unsigned line, enum conf_key k,
-			const char *text, uint64_t *num)
+static bool check_value(struct parse *p, unsigned line,
+			const struct key_spec *s, const char *text,
+			uint64_t *num)
 {
-	const struct key_spec *s = &schema[k];
-
 	*num = 0;
 	if (text[0] == '\0')
 		return check_empty(p, line, s);
@@ -535,6 +759,9 @@ static bool check_value(struct parse *p, unsigned line, enum conf_key k,
 	case T_DURATION:
 	case T_SIZE:		return check_scaled(p, line, s, text, num);
 	case T_ENUM:		return check_enum(p, line, s, text, num);
+	case T_INT:		return check_int(p, line, s, text, num);
+	case T_HOST:		return check_host(p, line, s, text);
+	case T_IP:		return check_ip(p, line, s, text);
 	}
 	return false;
 }
@@ -556,13 +783,12 @@ static void set_val(struct parse *p, enum conf_key k, const char *text,
 	v->ok = true;
 }
 
-/* ---- the reader: line numbers, long lines, syntax ---------------------- */
+/* ---- the reader: line numbers, long lines, syntax, sections ------------ */
 
-static bool section_known(const char *name, size_t n)
+static bool section_known(const char *name)
 {
 	for (size_t k = 0; k < CONF__COUNT; k++)
-		if (strlen(schema[k].section) == n &&
-		    memcmp(schema[k].section, name, n) == 0)
+		if (strcmp(schema[k].section, name) == 0)
 			return true;
 	return false;
 }
@@ -572,8 +798,74 @@ static void syntax_error(struct parse *p)
 	report(p, p->line, "syntax error: expected [section] or key = value");
 }
 
-/* "[name]" with nothing after it; an unknown name is reported here, once,
- * and its keys are then skipped by the handler. */
+/* "[tunnel NAME]": a new slot, unless the name is bad, taken or one too
+ * many; then the section's keys are skipped (the header was reported). */
+static void open_tunnel(struct parse *p, const char *name)
+{
+	struct conf *c = p->c;
+	struct tunnel_slot *t;
+	size_t len = strlen(name);
+
+	if (len == 0) {
+		report(p, p->line, "tunnel section without a name (write "
+		       "[tunnel NAME])");
+		return;
+	}
+	if (len > ID_MAX) {
+		report(p, p->line, "tunnel name too long (%zu characters, "
+		       "max %d)", len, ID_MAX);
+		return;
+	}
+	if (!id_ok(name)) {
+		report(p, p->line, "tunnel name '%s' may only contain letters, "
+		       "digits, '.', '_' and '-'", name);
+		return;
+	}
+	for (size_t i = 0; i < c->ntunnels; i++) {
+		if (strcmp(c->tunnels[i].name, name) == 0) {
+			report(p, p->line, "duplicate tunnel '%s' (first at "
+			       "line %u)", name, c->tunnels[i].line);
+			return;
+		}
+	}
+	if (c->ntunnels == CONF_TUNNELS_MAX) {
+		report(p, p->line, "too many tunnels (max %d)",
+		       CONF_TUNNELS_MAX);
+		return;
+	}
+	t = &c->tunnels[c->ntunnels++];
+	memcpy(t->name, name, len + 1);
+	t->line = p->line;
+	p->tunnel = t;
+	p->sec = SEC_TUNNEL;
+}
+
+/* The n characters between the brackets become the current section. */
+static void open_section(struct parse *p, const char *name, size_t n)
+{
+	char *sec = p->section;
+
+	p->sec = SEC_SKIP;
+	p->tunnel = NULL;
+	if (n >= sizeof(p->section)) {	/* longer than any line */
+		syntax_error(p);
+		return;
+	}
+	memcpy(sec, name, n);
+	sec[n] = '\0';
+	if (strncmp(sec, "tunnel", 6) == 0 && (n == 6 || is_space(sec[6])))
+		open_tunnel(p, skip_space(sec + 6));
+	else if (strcmp(sec, "network") == 0)
+		p->sec = SEC_NETWORK;
+	else if (section_known(sec))
+		p->sec = SEC_FIXED;
+	else
+		report(p, p->line, "unknown section [%s]", sec);
+}
+
+/* "[name]" with nothing after it; an unknown or bad name is reported here,
+ * once, and its keys are then skipped by the handler. A bad line leaves
+ * the section as it was, as it does for inih. */
 static bool check_section_line(struct parse *p, const char *s)
 {
 	const char *rb = strchr(s, ']');
@@ -582,8 +874,7 @@ static bool check_section_line(struct parse *p, const char *s)
 		syntax_error(p);
 		return false;
 	}
-	if (!section_known(s + 1, (size_t)(rb - s - 1)))
-		report(p, p->line, "unknown section %.*s", (int)(rb - s + 1), s);
+	open_section(p, s + 1, (size_t)(rb - s - 1));
 	return true;
 }
 
@@ -604,9 +895,9 @@ static bool check_key_line(struct parse *p, const char *s)
 		syntax_error(p);
 		return false;
 	}
-	if (end - s > NAME_MAX_INI) {
+	if (end - s > KEY_NAME_MAX) {
 		report(p, p->line, "key name too long (max %d characters)",
-		       NAME_MAX_INI);
+		       KEY_NAME_MAX);
 		return false;
 	}
 	return true;
@@ -700,40 +991,125 @@ static int find_key(const char *section, const char *name)
 	return -1;
 }
 
-static void unknown_key(struct parse *p, const char *section, const char *name)
+/* The first of two lines with one key is the one that counts, even when
+ * its value was bad. false for the second. */
+static bool first_time(struct parse *p, const char *name, unsigned *line)
 {
-	if (section[0] == '\0')
-		report(p, p->line, "key '%s' is outside any section", name);
-	else if (section_known(section, strlen(section)))
-		report(p, p->line, "unknown key '%s' in [%s]", name, section);
-	/* else: the section was reported already */
+	if (*line) {
+		report(p, p->line, "duplicate key '%s' (first at line %u)",
+		       name, *line);
+		return false;
+	}
+	*line = p->line;
+	return true;
 }
 
-/* Called by inih right after reader() returned this key's line. */
+static void fixed_key(struct parse *p, const char *name, const char *value)
+{
+	int k = find_key(p->section, name);
+	uint64_t num;
+
+	if (k < 0) {
+		report(p, p->line, "unknown key '%s' in [%s]", name, p->section);
+		return;
+	}
+	if (!first_time(p, name, &p->c->v[k].line))
+		return;
+	if ((schema[k].flags & F_SECRET) && value[0])
+		p->secret = true;
+	if (check_value(p, p->line, &schema[k], value, &num))
+		set_val(p, (enum conf_key)k, value, num);
+}
+
+/*
+ * "NAME = ADDRESS". Names are matched ignoring case: COM takes them from a
+ * DNS name (PROTOCOL.md §3.1), where "PBX2" and "pbx2" are one.
+ */
+static void network_key(struct parse *p, const char *name, const char *value)
+{
+	struct conf *c = p->c;
+	struct key_spec spec = server_spec;
+	struct server_slot *sv;
+	size_t len = strlen(name);
+	uint64_t num;
+
+	_Static_assert(KEY_NAME_MAX <= ID_MAX, "a key name fits a slot");
+	if (len > ID_MAX || !id_ok(name)) {
+		report(p, p->line, "server name '%s' may only contain letters, "
+		       "digits, '.', '_' and '-'", name);
+		return;
+	}
+	for (size_t i = 0; i < c->nservers; i++) {
+		if (strcasecmp(c->servers[i].name, name) == 0) {
+			report(p, p->line, "duplicate key '%s' (first at line "
+			       "%d)", name, c->servers[i].pub.line);
+			return;
+		}
+	}
+	if (c->nservers == CONF_SERVERS_MAX) {
+		report(p, p->line, "too many network servers (max %d)",
+		       CONF_SERVERS_MAX);
+		return;
+	}
+	sv = &c->servers[c->nservers++];
+	memcpy(sv->name, name, len + 1);
+	sv->pub.name = sv->name;
+	sv->pub.address = sv->address;
+	sv->pub.line = (int)p->line;
+	spec.key = name;
+	/* check_text() held the value to HOST_MAX characters. */
+	if (check_value(p, p->line, &spec, value, &num))
+		memcpy(sv->address, value, strlen(value) + 1);
+}
+
+static void tunnel_key(struct parse *p, const char *name, const char *value)
+{
+	struct tunnel_slot *t = p->tunnel;
+	struct tval *v;
+	int k = 0;
+
+	while (k < TK__COUNT && strcmp(tunnel_schema[k].key, name) != 0)
+		k++;
+	if (k == TK__COUNT) {
+		report(p, p->line, "unknown key '%s' in [%s]", name, p->section);
+		return;
+	}
+	v = &t->k[k];
+	if (!first_time(p, name, &v->line) ||
+	    !check_value(p, p->line, &tunnel_schema[k], value, &v->num))
+		return;
+	if (k == TK_ADDRESS &&
+	    !conf_ip_canon(value, t->address, sizeof(t->address)))
+		return;		/* check_value() said it was one */
+	v->ok = true;
+}
+
+/* Called by inih right after reader() returned this key's line. inih's
+ * section is cut at 49 characters: the reader's p->section is whole. */
 static int handler(void *user, const char *section, const char *name,
 		   const char *value)
 {
 	struct parse *p = user;
-	int k;
-	uint64_t num;
 
+	(void)section;
 	if (!value)	/* no-value lines are off; never happens */
 		return 1;
-	k = find_key(section, name);
-	if (k < 0) {
-		unknown_key(p, section, name);
-		return 1;
+	switch (p->sec) {
+	case SEC_NONE:
+		report(p, p->line, "key '%s' is outside any section", name);
+		break;
+	case SEC_FIXED:
+		fixed_key(p, name, value);
+		break;
+	case SEC_NETWORK:
+		network_key(p, name, value);
+		break;
+	case SEC_TUNNEL:
+		tunnel_key(p, name, value);
+		break;
+	case SEC_SKIP:	/* the section was reported already */
+		break;
 	}
-	if (p->c->v[k].line) {
-		report(p, p->line, "duplicate key '%s' (first at line %u)",
-		       name, p->c->v[k].line);
-		return 1;
-	}
-	p->c->v[k].line = p->line;
-	if ((schema[k].flags & F_SECRET) && value[0])
-		p->secret = true;
-	if (check_value(p, p->line, (enum conf_key)k, value, &num))
-		set_val(p, (enum conf_key)k, value, num);
 	return 1;
 }
 
@@ -773,12 +1149,72 @@ static err_t parse_file(struct parse *p)
 
 /* ---- after the last line ----------------------------------------------- */
 
+static unsigned later(unsigned a, unsigned b) { return a > b ? a : b; }
+
 static void check_required(struct parse *p)
 {
 	for (int k = 0; k < CONF__COUNT; k++)
 		if (schema[k].required && !p->c->v[k].line)
 			report(p, 0, "missing required key [%s] %s",
 			       schema[k].section, schema[k].key);
+}
+
+/* Missing keys, the application's port; reported on the [tunnel] line. */
+static void finish_tunnel(struct parse *p, struct tunnel_slot *t)
+{
+	struct tval *app = &t->k[TK_APPLICATION], *addr = &t->k[TK_ADDRESS];
+	struct tval *port = &t->k[TK_PORT];
+
+	if (!app->line)
+		report(p, t->line, "missing required key [tunnel %s] "
+		       "application", t->name);
+	if (!addr->line)
+		report(p, t->line, "missing required key [tunnel %s] address",
+		       t->name);
+	if (!port->line && app->ok) {
+		port->num = app_ports[app->num];
+		port->ok = port->num != 0;
+		if (app->num == APP_CUSTOM)
+			report(p, t->line, "missing required key [tunnel %s] "
+			       "port (application custom has no default)",
+			       t->name);
+	}
+	if (!app->ok || !addr->ok || !port->ok)
+		return;
+	t->pub.name = t->name;
+	t->pub.application = app_words[app->num];
+	t->pub.address = t->address;
+	t->pub.port = (uint16_t)port->num;
+	t->pub.line = (int)t->line;
+}
+
+/* One address and port is one server: a second tunnel to it would only
+ * make the policy depend on which of the two is looked at. */
+static void check_targets(struct parse *p, const struct tunnel_slot *t)
+{
+	const struct tunnel_slot *first = p->c->tunnels;
+	bool v6 = strchr(t->address, ':') != NULL;
+
+	for (; first < t; first++) {
+		if (!first->pub.name || first->pub.port != t->pub.port ||
+		    strcmp(first->address, t->address) != 0)
+			continue;
+		report(p, later(t->k[TK_ADDRESS].line, t->k[TK_PORT].line),
+		       "duplicate tunnel target %s%s%s:%u (first in [tunnel "
+		       "%s] at line %u)", v6 ? "[" : "", t->address,
+		       v6 ? "]" : "", (unsigned)t->pub.port, first->name,
+		       first->line);
+		return;
+	}
+}
+
+static void finish_tunnels(struct parse *p)
+{
+	for (size_t i = 0; i < p->c->ntunnels; i++) {
+		finish_tunnel(p, &p->c->tunnels[i]);
+		if (p->c->tunnels[i].pub.name)
+			check_targets(p, &p->c->tunnels[i]);
+	}
 }
 
 static void apply_defaults(struct parse *p)
@@ -788,7 +1224,7 @@ static void apply_defaults(struct parse *p)
 	for (int k = 0; k < CONF__COUNT && !p->fatal; k++) {
 		if (p->c->v[k].line || !schema[k].def)
 			continue;
-		if (check_value(p, 0, (enum conf_key)k, schema[k].def, &num))
+		if (check_value(p, 0, &schema[k], schema[k].def, &num))
 			set_val(p, (enum conf_key)k, schema[k].def, num);
 	}
 }
@@ -864,8 +1300,6 @@ static void resolve_paths(struct parse *p)
 	}
 }
 
-static unsigned later(unsigned a, unsigned b) { return a > b ? a : b; }
-
 struct order_rule {
 	enum conf_key lo, hi;
 	bool strict;	/* hi > lo rather than hi >= lo */
@@ -916,11 +1350,29 @@ static void check_proxy(struct parse *p)
 		report(p, pass->line, "proxy_password: set without proxy");
 }
 
+/* COM names this system itself by its own name or none (PROTOCOL.md
+ * §3.1), so a network server by that name could never be reached. */
+static void check_servers(struct parse *p)
+{
+	const struct val *own = &p->c->v[CONF_SYSTEM_SYSTEM_NAME];
+
+	if (!own->ok)
+		return;
+	for (size_t i = 0; i < p->c->nservers; i++) {
+		const struct server_slot *sv = &p->c->servers[i];
+
+		if (strcasecmp(sv->name, own->str) == 0)
+			report(p, (unsigned)sv->pub.line, "server '%s' has this "
+			       "system's own name (system_name)", sv->name);
+	}
+}
+
 static void check_rules(struct parse *p)
 {
 	for (size_t i = 0; i < sizeof(order_rules) / sizeof(order_rules[0]); i++)
 		check_order(p, &order_rules[i]);
 	check_proxy(p);
+	check_servers(p);
 }
 
 /* Secrets in a file everyone can read are refused, not just warned about. */
@@ -938,6 +1390,7 @@ static err_t finish(struct parse *p)
 	bool perm_ok;
 
 	check_required(p);
+	finish_tunnels(p);
 	apply_defaults(p);
 	apply_platform(p);
 	resolve_paths(p);
@@ -1040,4 +1493,52 @@ const struct platform_ops *conf_platform(const struct conf *c)
 const char *conf_path(const struct conf *c)
 {
 	return c ? c->path : "";
+}
+
+size_t conf_tunnel_count(const struct conf *c)
+{
+	return c ? c->ntunnels : 0;
+}
+
+const struct conf_tunnel *conf_tunnel_at(const struct conf *c, size_t i)
+{
+	return c && i < c->ntunnels ? &c->tunnels[i].pub : NULL;
+}
+
+size_t conf_server_count(const struct conf *c)
+{
+	return c ? c->nservers : 0;
+}
+
+const struct conf_server *conf_server_at(const struct conf *c, size_t i)
+{
+	return c && i < c->nservers ? &c->servers[i].pub : NULL;
+}
+
+bool conf_ip_canon(const char *text, char *out, size_t cap)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	socklen_t n = cap < CONF_IP_MAX ? (socklen_t)cap : CONF_IP_MAX;
+	const char *r;
+
+	if (!out || cap == 0)
+		return false;
+	out[0] = '\0';
+	if (!text)
+		return false;
+	if (inet_pton(AF_INET, text, &a4) == 1) {
+		r = inet_ntop(AF_INET, &a4, out, n);
+	} else if (inet_pton(AF_INET6, text, &a6) != 1) {
+		return false;
+	} else if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+		/* What an AF_INET6 socket dials for it: the IPv4 address. */
+		memcpy(&a4, &a6.s6_addr[12], sizeof(a4));
+		r = inet_ntop(AF_INET, &a4, out, n);
+	} else {
+		r = inet_ntop(AF_INET6, &a6, out, n);
+	}
+	if (!r)
+		out[0] = '\0';
+	return r != NULL;
 }

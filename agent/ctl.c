@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -311,7 +312,22 @@ struct lws_protocols ctl_protocol(void)
 
 /* ---- client side ----------------------------------------------------- */
 
-err_t ctl_request(const char *path, const char *req, FILE *out)
+static void complain(bool quiet, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void complain(bool quiet, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (quiet)
+		return;
+	fputs("comagent: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+err_t ctl_request(const char *path, const char *req, FILE *out, bool quiet)
 {
 	struct sockaddr_un sa;
 	struct timeval tmo = { .tv_sec = CTL_IDLE_S };
@@ -321,8 +337,7 @@ err_t ctl_request(const char *path, const char *req, FILE *out)
 	int fd = -1;
 
 	if (fill_addr(path, &sa) != ERR_OK) {
-		fprintf(stderr, "comagent: control socket path too long: %s\n",
-			path);
+		complain(quiet, "control socket path too long: %s", path);
 		return ERR_INVAL;
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -330,16 +345,14 @@ err_t ctl_request(const char *path, const char *req, FILE *out)
 	if (fd >= 0)
 		(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo));
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		fprintf(stderr,
-			"comagent: the daemon is not running (cannot connect to %s: %s)\n",
-			path, strerror(errno));
+		complain(quiet, "the daemon is not running (cannot connect to "
+			 "%s: %s)", path, strerror(errno));
 		e = ERR_NOTFOUND;
 		goto out;
 	}
 	if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req) ||
 	    send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {
-		fprintf(stderr, "comagent: cannot send to %s: %s\n", path,
-			strerror(errno));
+		complain(quiet, "cannot send to %s: %s", path, strerror(errno));
 		e = ERR_IO;
 		goto out;
 	}
@@ -348,15 +361,13 @@ err_t ctl_request(const char *path, const char *req, FILE *out)
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			fprintf(stderr, "comagent: no answer from the daemon on "
-					"%s within %d s\n", path, CTL_IDLE_S);
-			e = ERR_IO;
-			goto out;
-		}
 		if (n < 0) {
-			fprintf(stderr, "comagent: reading from %s: %s\n", path,
-				strerror(errno));
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				complain(quiet, "no answer from the daemon on "
+					 "%s within %d s", path, CTL_IDLE_S);
+			else
+				complain(quiet, "reading from %s: %s", path,
+					 strerror(errno));
 			e = ERR_IO;
 			goto out;
 		}
@@ -364,15 +375,15 @@ err_t ctl_request(const char *path, const char *req, FILE *out)
 			break;
 		total += (size_t)n;
 		if (total > CTL_REPLY_MAX) {
-			fprintf(stderr, "comagent: answer over %d bytes\n",
-				CTL_REPLY_MAX);
+			complain(quiet, "answer over %d bytes", CTL_REPLY_MAX);
 			e = ERR_LIMIT;
 			goto out;
 		}
-		fwrite(buf, 1, (size_t)n, out);
+		if (out)
+			fwrite(buf, 1, (size_t)n, out);
 	}
 	if (total == 0) {
-		fprintf(stderr, "comagent: empty answer from %s\n", path);
+		complain(quiet, "empty answer from %s", path);
 		e = ERR_PROTO;
 	}
 out:

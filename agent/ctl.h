@@ -9,6 +9,7 @@
 #ifndef COMAGENT_CTL_H
 #define COMAGENT_CTL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -33,9 +34,10 @@ err_t ctl_new(struct lws_context *ctx, const char *path, ctl_answer_fn fn,
 	      void *arg, struct ctl **out);
 void ctl_free(struct ctl *c);
 
-/* Client side: sends req to the daemon at path, copies the answer to out.
- * Prints its own error (naming the socket) to stderr and returns it. */
-err_t ctl_request(const char *path, const char *req, FILE *out);
+/* Client side: sends req to the daemon at path, copies the answer to out
+ * (NULL: discard it). Unless quiet, prints its own error (naming the
+ * socket) to stderr; returns it. */
+err_t ctl_request(const char *path, const char *req, FILE *out, bool quiet);
 
 /* The lws protocol entry main puts in the context's protocol table. */
 struct lws_protocols ctl_protocol(void);

@@ -1,10 +1,9 @@
 /*
  * dispatch — COM's requests after the handshake (see dispatch.h).
  *
- * This version runs no job operation and carries no stream yet, and says so
- * plainly: a job is answered "rejected / unsupported" (or "invalid" when it
- * is malformed), a stream.open is closed "refused", data for a stream that is
- * not open gets one stream.close "unknown_stream" per id.
+ * Streams (tunnels) are the stream module's. This version runs no job
+ * operation yet, and says so plainly: a job is answered "rejected /
+ * unsupported" (or "invalid" when it is malformed).
  *
  * A final job state stays pending until COM acks it and is re-sent on every
  * new link (PROTOCOL.md §2.6); a job id seen again is answered with its
@@ -21,13 +20,11 @@
 #include "dispatch.h"
 #include "log.h"
 #include "proto.h"
+#include "stream.h"
 
 #define LOG_MODULE "dispatch"
 #define JOB_ID_MAX 64
 
-/* Ids answered "unknown_stream" recently; bounded so a flood of bogus ids
- * cannot grow memory (an id that falls out is merely answered again). */
-#define UNKNOWN_STREAM_MEMORY 32
 /* Final job states kept for acks and duplicate ids; the oldest is dropped
  * when full (COM then sees at most a repeat answer to a repeated job). */
 #define JOBS_MAX 32
@@ -46,8 +43,7 @@ struct dispatch {
 	char version[64];
 	time_t started;
 	struct proto_w *w;
-	uint32_t unknown[UNKNOWN_STREAM_MEMORY];
-	unsigned unknown_next;
+	struct streams *streams;
 	struct job_rec jobs[JOBS_MAX];
 	unsigned jobs_next;
 };
@@ -138,6 +134,7 @@ static void on_up(void *arg, struct link *l)
 {
 	struct dispatch *d = arg;
 
+	streams_link_up(d->streams, l);
 	send_status(d, l);
 	/* Message ids restart on every link, so older sent_ids are void. */
 	for (unsigned i = 0; i < JOBS_MAX; i++) {
@@ -180,44 +177,19 @@ static void on_job(struct dispatch *d, struct link *l, const struct proto_msg *m
 	r->sent_id = job_state(d, l, proto_id(m), r->job, r->reason, r->msg);
 }
 
-static void stream_close(struct dispatch *d, struct link *l, uint32_t id,
-			 const char *reason, const char *msg)
-{
-	proto_w_begin(d->w, "stream.close", link_next_id(l));
-	proto_w_int(d->w, "stream", id);
-	proto_w_str(d->w, "reason", reason);
-	proto_w_str(d->w, "message", msg);
-	send_built(d, l);
-}
-
 static void on_message(void *arg, struct link *l, const struct proto_msg *m)
 {
 	struct dispatch *d = arg;
 	const char *type = proto_type(m);
-	int64_t sid;
 
 	if (!strcmp(type, "ack")) {
 		on_ack(d, m);
 	} else if (!strcmp(type, "job")) {
 		on_job(d, l, m);
-	} else if (!strcmp(type, "stream.open")) {
-		if (!proto_int(m, "stream", &sid) || sid <= 0 ||
-		    sid > UINT32_MAX) {
-			proto_w_begin(d->w, "error", link_next_id(l));
-			proto_w_int(d->w, "re", proto_id(m));
-			proto_w_str(d->w, "code", "malformed");
-			proto_w_str(d->w, "message", "stream.open needs a stream id 1..2^32-1");
-			send_built(d, l);
-			return;
-		}
-		stream_close(d, l, (uint32_t)sid, "refused",
-			     "streams are not supported by this agent version");
-	} else if (!strcmp(type, "stream.close")) {
-		/* Nothing is open, so nothing to close; never answered. */
-	} else if (!strcmp(type, "stream.credit")) {
-		if (proto_int(m, "stream", &sid) && sid > 0 && sid <= UINT32_MAX)
-			stream_close(d, l, (uint32_t)sid, "unknown_stream",
-				     "no such stream");
+	} else if (!strncmp(type, "stream.", 7) &&
+		   (!strcmp(type + 7, "open") || !strcmp(type + 7, "credit") ||
+		    !strcmp(type + 7, "close"))) {
+		streams_on_control(d->streams, m);
 	} else {
 		LOGI("COM sent unsupported message type '%s'", type);
 		proto_w_begin(d->w, "unsupported", link_next_id(l));
@@ -232,23 +204,28 @@ static void on_data(void *arg, struct link *l, uint32_t stream,
 {
 	struct dispatch *d = arg;
 
-	(void)p;
-	if (stream == 0) {
-		/* Not a stream id at all; nothing to close. */
-		LOGE("%zu bytes for stream id 0, which never exists; dropped",
-		     len);
-		return;
-	}
-	for (unsigned i = 0; i < UNKNOWN_STREAM_MEMORY; i++)
-		if (d->unknown[i] == stream)
-			return;
-	LOGE("%zu bytes for stream %u, which is not open", len, stream);
-	d->unknown[d->unknown_next] = stream;
-	d->unknown_next = (d->unknown_next + 1) % UNKNOWN_STREAM_MEMORY;
-	stream_close(d, l, stream, "unknown_stream", "no such stream");
+	(void)l;
+	streams_on_data(d->streams, stream, p, len);
 }
 
-struct dispatch *dispatch_new(const struct conf *c, const char *version)
+static size_t next_frame(void *arg, struct link *l, uint8_t *buf, size_t cap)
+{
+	struct dispatch *d = arg;
+
+	(void)l;
+	return streams_next_frame(d->streams, buf, cap);
+}
+
+static void on_down(void *arg, struct link *l)
+{
+	struct dispatch *d = arg;
+
+	(void)l;
+	streams_link_down(d->streams);
+}
+
+struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
+			      const struct settings *s, const char *version)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
 
@@ -258,25 +235,39 @@ struct dispatch *dispatch_new(const struct conf *c, const char *version)
 	d->started = time(NULL);
 	snprintf(d->version, sizeof(d->version), "%s", version);
 	d->w = proto_w_new(PROTO_MAX_MSG, 0);
-	if (!d->w) {
-		free(d);
+	d->streams = streams_new(ctx, c, s);
+	if (!d->w || !d->streams) {
+		dispatch_free(d);
 		return NULL;
 	}
 	return d;
+}
+
+void dispatch_shutdown(struct dispatch *d)
+{
+	if (d)
+		streams_shutdown(d->streams);
 }
 
 void dispatch_free(struct dispatch *d)
 {
 	if (!d)
 		return;
+	streams_free(d->streams);
 	proto_w_free(d->w);
 	free(d);
+}
+
+const struct streams *dispatch_streams(const struct dispatch *d)
+{
+	return d->streams;
 }
 
 struct link_handler dispatch_handler(struct dispatch *d)
 {
 	struct link_handler h = {
 		.arg = d, .up = on_up, .message = on_message, .data = on_data,
+		.next_frame = next_frame, .down = on_down,
 	};
 	return h;
 }

@@ -2,8 +2,8 @@
  * dispatch — what the agent does with COM's messages once the link is up.
  *
  * Sends the status report when the link comes up and answers every request
- * COM makes: jobs, stream opens, and anything it does not know ("unsupported").
- * The job and stream machinery of later versions plugs in here.
+ * COM makes: jobs, streams (handed to the stream module), and anything it
+ * does not know ("unsupported"). The job machinery plugs in here.
  */
 #ifndef COMAGENT_DISPATCH_H
 #define COMAGENT_DISPATCH_H
@@ -13,8 +13,16 @@
 struct conf;
 struct dispatch;
 
-struct dispatch *dispatch_new(const struct conf *c, const char *version);
+struct settings;
+struct streams;
+
+struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
+			      const struct settings *s, const char *version);
+/* Cancels timers; before the lws context is destroyed. */
+void dispatch_shutdown(struct dispatch *d);
+/* After the lws context is destroyed. */
 void dispatch_free(struct dispatch *d);
+const struct streams *dispatch_streams(const struct dispatch *d);
 /* The handler to give link_new(); d must outlive the link. */
 struct link_handler dispatch_handler(struct dispatch *d);
 

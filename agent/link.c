@@ -28,7 +28,6 @@
 /* How long a clean close may take before the socket is just dropped. */
 #define LINK_CLOSE_WAIT_S 2
 #define LINK_RX_MAX (PROTO_MAX_MSG)
-#define LINK_BIN_MAX (4 + 32768)
 
 enum link_state { L_IDLE, L_CONNECTING, L_HELLO, L_UP, L_CLOSING, L_STOPPED };
 
@@ -63,6 +62,8 @@ struct link {
 	bool ping_due;
 	uint16_t close_code;		/* non-zero: close with it when writable */
 	char close_why[64];
+
+	unsigned char *frame;		/* LWS_PRE + LINK_BIN_MAX, outgoing data */
 
 	/* Incoming frame assembly, capped at LINK_RX_MAX. */
 	unsigned char *rx;
@@ -210,6 +211,8 @@ static void link_gone(struct link *l, struct lws *wsi)
 	if (was == L_CLOSING) {
 		l->state = L_STOPPED;
 		LOGI("link closed");
+		if (l->ever_up && l->h.down)
+			l->h.down(l->h.arg, l);
 		return;
 	}
 	l->state = L_IDLE;
@@ -217,6 +220,8 @@ static void link_gone(struct link *l, struct lws *wsi)
 		backoff_down(l->bo, now_ms());
 		l->down_since = time(NULL);
 		LOGI("link to COM lost: %s", l->last_error);
+		if (l->h.down)
+			l->h.down(l->h.arg, l);
 	}
 	if (l->refused) {
 		/* wording already set from the refusal reason */
@@ -312,6 +317,12 @@ static void keepalive_cb(lws_sorted_usec_list_t *sul)
 
 int64_t link_next_id(struct link *l) { return l->next_id++; }
 
+void link_want_write(struct link *l)
+{
+	if (l->state == L_UP && l->wsi)
+		lws_callback_on_writable(l->wsi);
+}
+
 static err_t enqueue(struct link *l, const char *json, size_t len)
 {
 	struct txmsg *m;
@@ -388,7 +399,21 @@ static int on_writable(struct link *l, struct lws *wsi)
 			set_error(l, "ping write failed");
 			return -1;
 		}
-	} else if (l->txq_head) {
+	} else if (!l->txq_head) {
+		size_t n = l->state == L_UP && l->h.next_frame ?
+			l->h.next_frame(l->h.arg, l, l->frame + LWS_PRE,
+					LINK_BIN_MAX) : 0;
+
+		if (n && lws_write(wsi, l->frame + LWS_PRE, n,
+				   LWS_WRITE_BINARY) < (int)n) {
+			set_error(l, "write of a %zu-byte frame failed", n);
+			LOGE("%s", l->last_error);
+			return -1;
+		}
+		/* More may be waiting; an idle round costs one callback. */
+		if (n)
+			lws_callback_on_writable(wsi);
+	} else {
 		struct txmsg *m = l->txq_head;
 
 		if (lws_write(wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT) <
@@ -403,6 +428,9 @@ static int on_writable(struct link *l, struct lws *wsi)
 		l->txq_count--;
 		l->txq_bytes -= m->len;
 		free(m);
+		/* Data frames get their turn after the control queue. */
+		if (l->h.next_frame)
+			lws_callback_on_writable(wsi);
 	}
 	if (l->txq_head || l->ping_due)
 		lws_callback_on_writable(wsi);
@@ -701,6 +729,7 @@ struct link *link_new(struct lws_context *ctx, const struct conf *c,
 	if (parse_url(l, conf_str(c, CONF_COM_URL)) != ERR_OK)
 		goto fail;
 	l->rx = malloc(LINK_RX_MAX > LINK_BIN_MAX ? LINK_RX_MAX : LINK_BIN_MAX);
+	l->frame = malloc(LWS_PRE + LINK_BIN_MAX);
 	l->w = proto_w_new(PROTO_MAX_MSG, 0);
 	l->bo = backoff_new(conf_num(c, CONF_COM_RETRY_MIN),
 			    conf_num(c, CONF_COM_RETRY_MAX),
@@ -708,7 +737,7 @@ struct link *link_new(struct lws_context *ctx, const struct conf *c,
 	l->bo_auth = backoff_new(conf_num(c, CONF_COM_AUTH_RETRY_MIN),
 				 conf_num(c, CONF_COM_AUTH_RETRY_MAX), 0, true,
 				 link_rnd, l);
-	if (!l->rx || !l->w || !l->bo || !l->bo_auth) {
+	if (!l->rx || !l->frame || !l->w || !l->bo || !l->bo_auth) {
 		LOGE("out of memory creating the link");
 		goto fail;
 	}
@@ -730,6 +759,7 @@ void link_free(struct link *l)
 	backoff_free(l->bo_auth);
 	proto_w_free(l->w);
 	free(l->rx);
+	free(l->frame);
 	free(l);
 }
 

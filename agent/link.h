@@ -31,6 +31,7 @@ struct link;
 #define LINK_SUBPROTOCOL "com-agent.v1"
 #define LINK_TXQ_MAX_MSGS 256
 #define LINK_TXQ_MAX_BYTES (512u * 1024u)
+#define LINK_BIN_MAX (4 + 32768)	/* one binary frame, PROTOCOL.md §1 */
 
 struct link_handler {
 	void *arg;
@@ -42,6 +43,13 @@ struct link_handler {
 	/* A binary frame (stream data): stream id and payload. */
 	void (*data)(void *arg, struct link *l, uint32_t stream,
 		     const uint8_t *p, size_t len);
+	/* The link can take a data frame (no control message is waiting):
+	 * fill buf with one ([u32 id][payload], at most cap bytes) and return
+	 * its length, or 0 when there is nothing to send. */
+	size_t (*next_frame)(void *arg, struct link *l, uint8_t *buf,
+			     size_t cap);
+	/* The link that was up is gone. */
+	void (*down)(void *arg, struct link *l);
 };
 
 /* A snapshot of the link for status displays. */
@@ -73,6 +81,9 @@ int64_t link_next_id(struct link *l);
 /* Queues one finished control message. ERR_STATE when the link is not up,
  * ERR_LIMIT when the queue is full. */
 err_t link_send(struct link *l, const char *json, size_t len);
+
+/* Someone has data frames to send: ask for a writable callback. */
+void link_want_write(struct link *l);
 
 void link_get_info(const struct link *l, struct link_info *out);
 

@@ -22,7 +22,9 @@
 #include "dispatch.h"
 #include "link.h"
 #include "log.h"
+#include "settings.h"
 #include "status.h"
+#include "stream.h"
 
 #include "../platform/platform.h"
 
@@ -55,6 +57,7 @@ static const char usage_main[] =
 	"  run            run the agent (in the foreground unless --daemon)\n"
 	"  check-config   validate the configuration file\n"
 	"  status         show the running agent's connection state\n"
+	"  settings       show or change the remote-operation settings\n"
 	"  version        print the version\n"
 	"  help [COMMAND] show help for a command\n"
 	"\n"
@@ -92,6 +95,21 @@ static const char usage_status[] =
 	"\n"
 	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 	"      --json          one JSON object instead of text\n";
+
+static const char usage_settings[] =
+	"Usage: comagent settings [-c FILE] show [--json]\n"
+	"       comagent settings [-c FILE] set KEY=0|1 [KEY=0|1 ...]\n"
+	"\n"
+	"The remote-operation settings that gate what COM may do (CustomData.xml\n"
+	"tag names): centralmgmt (Web Manager, System Status, SysMonitor),\n"
+	"logtransfer (log upload), remoteupgrade (backup, restore, upgrade),\n"
+	"remoteaccess (SSH, SFTP, HTTPS to this system and its network),\n"
+	"externalremoteaccess (co-located servers with a [tunnel] entry) and\n"
+	"centralcert (certificates). All are off until turned on. They are kept\n"
+	"in the state directory; a running agent applies a change at once.\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	"      --json          show as one JSON object\n";
 
 static const char usage_version[] =
 	"Usage: comagent version\n\nPrints the agent's version.\n";
@@ -245,30 +263,47 @@ static void daemon_ready(int ready_fd)
 struct app {
 	const struct conf *conf;
 	struct link *link;
+	struct settings *settings;
+	struct dispatch *dispatch;
 	char version[64];
 };
 
 static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 {
 	struct app *a = arg;
+	struct status_src src = {
+		.conf = a->conf, .link = a->link,
+		.streams = dispatch_streams(a->dispatch),
+		.settings = a->settings, .version = a->version,
+	};
+	int n;
 
 	if (!strcmp(req, "status json"))
-		return status_render(a->conf, a->link, a->version, true, buf, cap);
+		return status_render(&src, true, buf, cap);
 	if (!strcmp(req, "status text") || !strcmp(req, "status"))
-		return status_render(a->conf, a->link, a->version, false, buf,
-				     cap);
-	return (size_t)snprintf(buf, cap, "error: unknown request\n");
+		return status_render(&src, false, buf, cap);
+	if (!strcmp(req, "settings reload")) {
+		err_t e = settings_reload(a->settings);
+
+		LOGI("remote-operation settings reloaded%s",
+		     e == ERR_OK ? "" : " (with errors, see above)");
+		n = snprintf(buf, cap, "%s\n", e == ERR_OK ? "ok" : "error");
+	} else {
+		n = snprintf(buf, cap, "error: unknown request\n");
+	}
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
 static struct lws_context *make_context(const struct conf *c, char *proxy,
 					size_t proxy_cap)
 {
 	/* lws keeps a pointer to the table for the context's lifetime. */
-	static struct lws_protocols protocols[3];
+	static struct lws_protocols protocols[4];
 	struct lws_context_creation_info info;
 
 	protocols[0] = link_protocol();
 	protocols[1] = ctl_protocol();
+	protocols[2] = streams_protocol();
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
@@ -357,7 +392,6 @@ static void serve(struct lws_context *ctx, struct link *l)
 static int cmd_run(const struct opts *o)
 {
 	struct conf *c = NULL;
-	struct dispatch *d = NULL;
 	struct ctl *ctl = NULL;
 	struct app app = { 0 };
 	struct link_handler h;
@@ -382,6 +416,12 @@ static int cmd_run(const struct opts *o)
 	    mkparent(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET)) != ERR_OK)
 		goto out;
 	app.conf = c;
+	e = settings_load(conf_str(c, CONF_SYSTEM_STATE_DIR), &app.settings);
+	if (!app.settings)
+		goto out;
+	/* A damaged settings file was reported line by line; what could be
+	 * read applies and the agent keeps its link to COM regardless. */
+	(void)e;
 	read_version(c, app.version, sizeof(app.version));
 	LOGI("comagent %s starting: customer %s, system %s, profile %s, "
 	     "version %s", COMAGENT_VERSION, conf_str(c, CONF_SYSTEM_CUSTOMER_ID),
@@ -393,10 +433,10 @@ static int cmd_run(const struct opts *o)
 		LOGE("cannot create the event loop (see lws errors above)");
 		goto out;
 	}
-	d = dispatch_new(c, app.version);
-	if (!d)
+	app.dispatch = dispatch_new(g_ctx, c, app.settings, app.version);
+	if (!app.dispatch)
 		goto out;
-	h = dispatch_handler(d);
+	h = dispatch_handler(app.dispatch);
 	app.link = link_new(g_ctx, c, app.version, &h);
 	if (!app.link)
 		goto out;
@@ -426,6 +466,7 @@ out:
 	ctl_free(ctl);
 	if (app.link)
 		link_shutdown(app.link);
+	dispatch_shutdown(app.dispatch);
 	/* The context goes first: closing its sockets calls back into the
 	 * link, which must still exist then. */
 	if (g_ctx) {
@@ -435,7 +476,8 @@ out:
 		lws_context_destroy(ctx);
 	}
 	link_free(app.link);
-	dispatch_free(d);
+	dispatch_free(app.dispatch);
+	settings_free(app.settings);
 	conf_free(c);
 	log_close();
 	return rc;
@@ -463,9 +505,136 @@ static int cmd_status(const struct opts *o)
 	if (e != ERR_OK)
 		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
 	e = ctl_request(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET),
-			o->json ? "status json" : "status text", stdout);
+			o->json ? "status json" : "status text", stdout, false);
 	conf_free(c);
 	return e == ERR_OK ? EXIT_OK : EXIT_FAIL;
+}
+
+static int settings_show(const struct settings *s, bool json)
+{
+	if (!json) {
+		for (int k = 0; k < SET__COUNT; k++)
+			printf("%-21s %s\n", settings_name((enum setting)k),
+			       settings_get(s, (enum setting)k) ? "on" : "off");
+		return EXIT_OK;
+	}
+	putchar('{');
+	for (int k = 0; k < SET__COUNT; k++)
+		printf("%s\"%s\":%s", k ? "," : "", settings_name((enum setting)k),
+		       settings_get(s, (enum setting)k) ? "true" : "false");
+	puts("}");
+	return EXIT_OK;
+}
+
+/* KEY=0|1 (also on/off); -1 when malformed. */
+static int parse_assignment(const char *a, int *key)
+{
+	const char *eq = strchr(a, '=');
+	char name[32];
+
+	if (!eq || (size_t)(eq - a) >= sizeof(name))
+		return -1;
+	memcpy(name, a, (size_t)(eq - a));
+	name[eq - a] = '\0';
+	*key = settings_lookup(name);
+	if (*key < 0)
+		return -1;
+	if (!strcmp(eq + 1, "1") || !strcmp(eq + 1, "on"))
+		return 1;
+	if (!strcmp(eq + 1, "0") || !strcmp(eq + 1, "off"))
+		return 0;
+	return -1;
+}
+
+static int settings_change(struct settings *s, const struct conf *c,
+			   char **assign, int n)
+{
+	int keys[SET__COUNT * 4], vals[SET__COUNT * 4];
+
+	if (n < 1 || n > SET__COUNT * 4) {
+		fputs(usage_settings, stderr);
+		return EXIT_USAGE;
+	}
+	/* All or nothing: check every assignment before changing any. */
+	for (int i = 0; i < n; i++) {
+		vals[i] = parse_assignment(assign[i], &keys[i]);
+		if (vals[i] < 0) {
+			fprintf(stderr, "comagent: '%s' is not KEY=0|1 with KEY one "
+				"of the settings (see comagent settings --help)\n",
+				assign[i]);
+			return EXIT_USAGE;
+		}
+	}
+	for (int i = 0; i < n; i++)
+		if (settings_set(s, (enum setting)keys[i], vals[i]) != ERR_OK) {
+			fprintf(stderr, "comagent: cannot save the settings "
+				"(see above)\n");
+			return EXIT_FAIL;
+		}
+	/* A running agent re-reads them now; one that is not running reads
+	 * them when it starts. */
+	if (ctl_request(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET),
+			"settings reload", NULL, true) != ERR_OK)
+		printf("saved; the agent is not running and applies them when "
+		       "it starts\n");
+	else
+		printf("saved and applied\n");
+	return EXIT_OK;
+}
+
+static int cmd_settings(int argc, char **argv)
+{
+	const char *config = DEFAULT_CONFIG;
+	char *pos[SET__COUNT * 4 + 2];
+	struct settings *s = NULL;
+	struct conf *c = NULL;
+	bool json = false;
+	int npos = 0, rc;
+
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			fputs(usage_settings, stdout);
+			return EXIT_OK;
+		} else if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+			if (++i >= argc) {
+				fputs(usage_settings, stderr);
+				return EXIT_USAGE;
+			}
+			config = argv[i];
+		} else if (!strcmp(argv[i], "--json")) {
+			json = true;
+		} else if (npos < (int)(sizeof(pos) / sizeof(pos[0]))) {
+			pos[npos++] = argv[i];
+		} else {
+			fputs(usage_settings, stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (npos < 1 || (strcmp(pos[0], "show") && strcmp(pos[0], "set")) ||
+	    (!strcmp(pos[0], "show") && npos != 1)) {
+		fputs(usage_settings, stderr);
+		return EXIT_USAGE;
+	}
+	rc = (int)conf_load(config, stderr, &c);
+	if (rc != ERR_OK)
+		return rc == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	/* The agent may never have run: the state dir may not exist yet. */
+	if (!strcmp(pos[0], "set") &&
+	    mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0750) != ERR_OK) {
+		conf_free(c);
+		return EXIT_FAIL;
+	}
+	/* A damaged file is reported line by line and shown as read. */
+	(void)settings_load(conf_str(c, CONF_SYSTEM_STATE_DIR), &s);
+	if (!s)
+		rc = EXIT_FAIL;
+	else if (!strcmp(pos[0], "show"))
+		rc = settings_show(s, json);
+	else
+		rc = settings_change(s, c, pos + 1, npos - 1);
+	settings_free(s);
+	conf_free(c);
+	return rc;
 }
 
 struct command {
@@ -510,11 +679,19 @@ int main(int argc, char **argv)
 	    !strcmp(argv[1], "help")) {
 		cmd = argc > 2 && strcmp(argv[1], "help") == 0 ?
 			      find_command(argv[2]) : NULL;
+		if (argc > 2 && !strcmp(argv[1], "help") &&
+		    !strcmp(argv[2], "settings")) {
+			fputs(usage_settings, stdout);
+			return EXIT_OK;
+		}
 		fputs(cmd ? cmd->usage : usage_main, stdout);
 		return EXIT_OK;
 	}
 	if (!strcmp(argv[1], "--version"))
 		return cmd_version(&o);
+	/* settings has positional arguments, the others only options. */
+	if (!strcmp(argv[1], "settings"))
+		return cmd_settings(argc - 2, argv + 2);
 	cmd = find_command(argv[1]);
 	if (!cmd) {
 		fprintf(stderr, "comagent: unknown command '%s'\n\n%s", argv[1],

@@ -842,8 +842,9 @@ struct proto_w {
 	char *mem;		/* headroom + cap + 1 (the NUL) */
 	char *text;		/* mem + headroom */
 	size_t cap, headroom, len;
-	unsigned depth;		/* open objects, top level included */
-	bool first;		/* innermost object has no member yet */
+	unsigned depth;		/* open containers, top level included */
+	unsigned arrays;	/* bit d-1 set: the container at depth d is an array */
+	bool first;		/* innermost container has no member yet */
 	err_t err;		/* first error, latched until begin */
 };
 
@@ -945,15 +946,21 @@ static void w_string(struct proto_w *w, const char *s)
 
 static void w_key(struct proto_w *w, const char *key)
 {
+	bool in_array;
+
 	if (w->err)
 		return;
-	if (!w->depth || !key) {
+	in_array = w->depth && (w->arrays >> (w->depth - 1) & 1u);
+	/* Object members need a key, array elements must not have one. */
+	if (!w->depth || !key != in_array) {
 		w_fail(w, ERR_STATE);
 		return;
 	}
 	if (!w->first)
 		w_putc(w, ',');
 	w->first = false;
+	if (in_array)
+		return;
 	w_string(w, key);
 	w_putc(w, ':');
 }
@@ -977,6 +984,7 @@ void proto_w_begin(struct proto_w *w, const char *type, int64_t id)
 	w->text[0] = '\0';
 	w->err = ERR_OK;
 	w->depth = 1;
+	w->arrays = 0;
 	w->first = true;
 	w_putc(w, '{');
 	proto_w_str(w, "type", type ? type : "");
@@ -1023,19 +1031,33 @@ void proto_w_null(struct proto_w *w, const char *key)
 	w_put(w, "null", 4);
 }
 
-void proto_w_obj(struct proto_w *w, const char *key)
+static void w_open(struct proto_w *w, const char *key, bool array)
 {
-	if (!w)
-		return;
 	w_key(w, key);
 	/* Never write what our own parser (and so COM's limits) refuses. */
 	if (w->depth >= PROTO_MAX_DEPTH)
 		w_fail(w, ERR_LIMIT);
-	w_putc(w, '{');
+	w_putc(w, array ? '[' : '{');
 	if (w->err)
 		return;
+	if (array)
+		w->arrays |= 1u << w->depth;
+	else
+		w->arrays &= ~(1u << w->depth);
 	w->depth++;
 	w->first = true;
+}
+
+void proto_w_obj(struct proto_w *w, const char *key)
+{
+	if (w)
+		w_open(w, key, false);
+}
+
+void proto_w_arr(struct proto_w *w, const char *key)
+{
+	if (w)
+		w_open(w, key, true);
 }
 
 void proto_w_end(struct proto_w *w)
@@ -1044,7 +1066,7 @@ void proto_w_end(struct proto_w *w)
 		return;
 	if (w->depth <= 1)
 		w_fail(w, ERR_STATE);
-	w_putc(w, '}');
+	w_putc(w, w->arrays >> (w->depth - 1) & 1u ? ']' : '}');
 	if (w->err)
 		return;
 	w->depth--;

@@ -77,6 +77,8 @@ void proto_w_int(struct proto_w *w, const char *key, int64_t v);
 void proto_w_bool(struct proto_w *w, const char *key, bool v);
 void proto_w_null(struct proto_w *w, const char *key);
 void proto_w_obj(struct proto_w *w, const char *key);	/* opens an object */
+/* Opens an array; its elements are written with key NULL. */
+void proto_w_arr(struct proto_w *w, const char *key);
 void proto_w_end(struct proto_w *w);			/* closes it */
 /*
  * Closes the top-level object. The first error latches: ERR_LIMIT when the

@@ -14,7 +14,9 @@
 #include "conf.h"
 #include "link.h"
 #include "proto.h"
+#include "settings.h"
 #include "status.h"
+#include "stream.h"
 
 #include "../platform/platform.h"
 
@@ -30,9 +32,20 @@ static void fmt_time(time_t t, char *buf, size_t cap)
 	strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
 }
 
-static size_t render_json(const struct conf *c, const struct link_info *i,
-			  const char *version, char *buf, size_t cap)
+static void json_settings(const struct settings *st, struct proto_w *w)
 {
+	proto_w_obj(w, "settings");
+	for (int k = 0; k < SET__COUNT; k++)
+		proto_w_bool(w, settings_name((enum setting)k),
+			     settings_get(st, (enum setting)k));
+	proto_w_end(w);
+}
+
+static size_t render_json(const struct status_src *src,
+			  const struct link_info *i, char *buf, size_t cap)
+{
+	const struct conf *c = src->conf;
+	const char *version = src->version;
 	/* Room for the newline and the NUL after the JSON text. */
 	struct proto_w *w = proto_w_new(cap - 2, 0);
 	char *out;
@@ -59,6 +72,8 @@ static size_t render_json(const struct conf *c, const struct link_info *i,
 	proto_w_str(w, "profile", conf_str(c, CONF_SYSTEM_PROFILE));
 	proto_w_str(w, "version", version);
 	proto_w_int(w, "pid", (int64_t)getpid());
+	json_settings(src->settings, w);
+	streams_describe(src->streams, w);
 	if (proto_w_finish(w, &out, &len) == ERR_OK) {
 		memcpy(buf, out, len);
 		buf[len++] = '\n';
@@ -99,9 +114,27 @@ static void line(struct tbuf *t, const char *key, const char *fmt, ...)
 	t->p[t->len] = '\0';
 }
 
-static size_t render_text(const struct conf *c, const struct link_info *i,
-			  const char *version, char *buf, size_t cap)
+static void text_settings(struct tbuf *t, const struct settings *st)
 {
+	char list[160] = "";
+	size_t n = 0;
+
+	for (int k = 0; k < SET__COUNT && n < sizeof(list); k++)
+		if (settings_get(st, (enum setting)k)) {
+			int w = snprintf(list + n, sizeof(list) - n, "%s%s",
+					 n ? ", " : "",
+					 settings_name((enum setting)k));
+			if (w > 0)
+				n += (size_t)w;
+		}
+	line(t, "Settings on:", "%s", n ? list : "none");
+}
+
+static size_t render_text(const struct status_src *src,
+			  const struct link_info *i, char *buf, size_t cap)
+{
+	const struct conf *c = src->conf;
+	const char *version = src->version;
 	struct tbuf t = { buf, 0, cap };
 	char since[32], retry[32];
 	long long ago = (long long)(time(NULL) - i->since);
@@ -124,17 +157,22 @@ static size_t render_text(const struct conf *c, const struct link_info *i,
 	line(&t, "Attempts:", "%u", i->attempts);
 	line(&t, "Reconnects:", "%u", i->reconnects);
 	line(&t, "Agent PID:", "%ld", (long)getpid());
+	text_settings(&t, src->settings);
+	line(&t, "Tunnels:", "%u open", streams_count(src->streams));
+	if (t.len + 1 < t.cap)
+		t.len += streams_format(src->streams, t.p + t.len,
+					t.cap - t.len);
 	return t.len;
 }
 
-size_t status_render(const struct conf *c, const struct link *l,
-		     const char *version, bool json, char *buf, size_t cap)
+size_t status_render(const struct status_src *src, bool json, char *buf,
+		     size_t cap)
 {
 	struct link_info i;
 
 	if (cap < 3)
 		return 0;
-	link_get_info(l, &i);
-	return json ? render_json(c, &i, version, buf, cap)
-		    : render_text(c, &i, version, buf, cap);
+	link_get_info(src->link, &i);
+	return json ? render_json(src, &i, buf, cap)
+		    : render_text(src, &i, buf, cap);
 }

@@ -10,9 +10,19 @@
 
 struct conf;
 struct link;
+struct settings;
+struct streams;
+
+struct status_src {
+	const struct conf *conf;
+	const struct link *link;
+	const struct streams *streams;
+	const struct settings *settings;
+	const char *version;
+};
 
 /* Renders into buf (cap bytes, always NUL-terminated); returns the length. */
-size_t status_render(const struct conf *c, const struct link *l,
-		     const char *version, bool json, char *buf, size_t cap);
+size_t status_render(const struct status_src *src, bool json, char *buf,
+		     size_t cap);
 
 #endif

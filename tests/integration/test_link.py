@@ -314,7 +314,9 @@ def test_stream_open_refused(comsim, agent):
                   "window": 65536})
     m = sim.wait_message(lambda m: m["type"] == "stream.close", seq,
                          what="stream.close from the agent")
+    # a tunnel without a port is malformed: refused, the link stays up
     assert m["stream"] == 2 and m["reason"] == "refused"
+    assert "port" in m["message"]
     assert m.get("re") in (None, r["id"])
     assert sim.connected() and sim.agent(C, S)["welcomes"] == 1
 

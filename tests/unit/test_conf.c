@@ -277,6 +277,12 @@ static void test_example_loads(void **state)
 			    "/var/log/comagent/comagent.log");
 	assert_int_equal(conf_num(c, CONF_LOG_MAX_SIZE), 10 * 1024 * 1024);
 	assert_false(conf_isset(c, CONF_LOG_MAX_SIZE));
+	assert_int_equal(conf_num(c, CONF_COM_MAX_STREAMS), 64);
+	assert_int_equal(conf_num(c, CONF_COM_TUNNEL_CONNECT_TIMEOUT), 10000);
+	assert_string_equal(conf_str(c, CONF_SYSTEM_ADDRESS), "127.0.0.1");
+	assert_int_equal(conf_num(c, CONF_SERVICES_SSH), 22);
+	assert_int_equal(conf_tunnel_count(c), 0);
+	assert_int_equal(conf_server_count(c), 0);
 }
 
 static void test_example_commented_keys_valid(void **state)
@@ -285,11 +291,15 @@ static void test_example_commented_keys_valid(void **state)
 	char *text = read_example();
 	char *p;
 
-	/* Uncomment every "#key = value" line: all must still be valid. */
+	const struct conf_tunnel *tun;
+	const struct conf_server *sv;
+
+	/* Uncomment every "#key = value" and "#[section]" line: all must
+	 * still be valid. */
 	for (p = text; (p = strstr(p, "\n#")); p++) {
 		size_t len = strcspn(p + 1, "\n");
 
-		if (p[2] != ' ' && memchr(p + 1, '=', len))
+		if ((p[2] != ' ' && memchr(p + 1, '=', len)) || p[2] == '[')
 			p[1] = ' ';
 	}
 	assert_int_equal(load(t, text), ERR_OK);
@@ -300,6 +310,23 @@ static void test_example_commented_keys_valid(void **state)
 	assert_string_equal(conf_str(t->c, CONF_COM_PROXY_USER), "agent");
 	assert_string_equal(conf_str(t->c, CONF_SYSTEM_VERSION), "11.1.3.0");
 	assert_true(conf_isset(t->c, CONF_LOG_MAX_SIZE));
+	/* The commented values are the defaults. */
+	for (int k = CONF_SERVICES_SSH; k <= CONF_SERVICES_WEBMANAGER; k++)
+		assert_true(conf_isset(t->c, (enum conf_key)k));
+	assert_int_equal(conf_num(t->c, CONF_SERVICES_SSH), 22);
+	assert_int_equal(conf_num(t->c, CONF_SERVICES_WEBMANAGER), 8443);
+	assert_int_equal(conf_num(t->c, CONF_COM_MAX_STREAMS), 64);
+	assert_true(conf_isset(t->c, CONF_SYSTEM_ADDRESS));
+	assert_int_equal(conf_server_count(t->c), 1);
+	sv = conf_server_at(t->c, 0);
+	assert_string_equal(sv->name, "pbx-branch1");
+	assert_string_equal(sv->address, "10.0.1.10");
+	assert_int_equal(conf_tunnel_count(t->c), 1);
+	tun = conf_tunnel_at(t->c, 0);
+	assert_string_equal(tun->name, "rdp-terminal");
+	assert_string_equal(tun->application, "rdp");
+	assert_string_equal(tun->address, "10.0.0.7");
+	assert_int_equal(tun->port, 3389);
 }
 
 static void test_minimal_gets_defaults(void **state)
@@ -330,6 +357,27 @@ static void test_minimal_gets_defaults(void **state)
 	assert_true(conf_isset(c, CONF_COM_URL));
 	assert_false(conf_isset(c, CONF_LOG_FILE));
 	assert_string_equal(conf_str(c, CONF_SERVICE_USER_PASSWORD), "secret");
+	assert_int_equal(conf_num(c, CONF_COM_MAX_STREAMS), 64);
+	assert_string_equal(conf_str(c, CONF_COM_MAX_STREAMS), "64");
+	assert_false(conf_isset(c, CONF_COM_MAX_STREAMS));
+	assert_int_equal(conf_num(c, CONF_COM_TUNNEL_CONNECT_TIMEOUT), 10000);
+	assert_string_equal(conf_str(c, CONF_COM_TUNNEL_CONNECT_TIMEOUT),
+			    "10s");
+	assert_string_equal(conf_str(c, CONF_SYSTEM_ADDRESS), "127.0.0.1");
+	assert_false(conf_isset(c, CONF_SYSTEM_ADDRESS));
+	assert_int_equal(conf_num(c, CONF_SYSTEM_ADDRESS), 0);
+	assert_int_equal(conf_num(c, CONF_SERVICES_SSH), 22);
+	assert_int_equal(conf_num(c, CONF_SERVICES_HTTPS), 443);
+	assert_int_equal(conf_num(c, CONF_SERVICES_WEBCONTROL), 7071);
+	assert_int_equal(conf_num(c, CONF_SERVICES_ONEPORTAL), 9443);
+	assert_int_equal(conf_num(c, CONF_SERVICES_WEBLM), 52233);
+	assert_int_equal(conf_num(c, CONF_SERVICES_WEBMANAGER), 8443);
+	assert_string_equal(conf_str(c, CONF_SERVICES_WEBLM), "52233");
+	assert_false(conf_isset(c, CONF_SERVICES_SSH));
+	assert_int_equal(conf_tunnel_count(c), 0);
+	assert_null(conf_tunnel_at(c, 0));
+	assert_int_equal(conf_server_count(c), 0);
+	assert_null(conf_server_at(c, 0));
 }
 
 /* ---- strings ----------------------------------------------------------- */
@@ -559,6 +607,8 @@ static const struct dur_bound dur_bounds[] = {
 	  CONF_COM_AUTH_RETRY_MAX },
 	{ "grace", "1s", "999ms", "3600s", "61m", NULL, "1s..1h", 1000,
 	  3600000, CONF_COM_GRACE },
+	{ "tunnel_connect_timeout", "1s", "999ms", "2m", "120001ms", NULL,
+	  "1s..2m", 1000, 120000, CONF_COM_TUNNEL_CONNECT_TIMEOUT },
 };
 
 /* [com], key (line 10), companion (line 11). */
@@ -869,14 +919,15 @@ static void test_key_name_and_nul(void **state)
 		"customer_id = C\nsystem_name = S\n[service_user]\n"
 		"password = p\n";
 
-	snprintf(text, sizeof(text), "[com]\n%050d = 1\n", 0);
+	snprintf(text, sizeof(text), "[com]\n%065d = 1\n", 0);
 	assert_int_equal(with(t, text), ERR_INVAL);
-	msgs_are(t, "$:10: key name too long (max 49 characters)\n");
-	snprintf(text, sizeof(text), "[com]\n%049d = 1\n", 0);
+	msgs_are(t, "$:10: key name too long (max 64 characters)\n");
+	/* 64 characters arrive whole (inih cuts only in multi-line mode). */
+	snprintf(text, sizeof(text), "[com]\n%064d = 1\n", 0);
 	assert_int_equal(with(t, text), ERR_INVAL);
 	msgs_are(t, "$:10: unknown key "
-		    "'0000000000000000000000000000000000000000000000000' "
-		    "in [com]\n");
+		    "'0000000000000000000000000000000000000000000000000"
+		    "000000000000000' in [com]\n");
 	assert_int_equal(load_raw(t, nul, sizeof(nul) - 1, 0600), ERR_INVAL);
 	msgs_are(t, "$:2: line contains a NUL byte\n"
 		    "$: missing required key [com] url\n");
@@ -1073,6 +1124,506 @@ static void test_platform_tables(void **state)
 	rmdir(root);
 }
 
+/* ---- integers, hosts, services ----------------------------------------- */
+
+static void test_max_streams(void **state)
+{
+	struct tc *t = *state;
+	static const char *const garbage[] = {
+		"x", "-1", "+5", "64k", "1.5", "0x10", "6 4", "1e2", NULL
+	};
+	char msg[128];
+
+	accept(t, "com", "max_streams", "1");
+	assert_int_equal(conf_num(t->c, CONF_COM_MAX_STREAMS), 1);
+	assert_true(conf_isset(t->c, CONF_COM_MAX_STREAMS));
+	accept(t, "com", "max_streams", "256");
+	assert_int_equal(conf_num(t->c, CONF_COM_MAX_STREAMS), 256);
+	accept(t, "com", "max_streams", "0008");
+	assert_int_equal(conf_num(t->c, CONF_COM_MAX_STREAMS), 8);
+	assert_string_equal(conf_str(t->c, CONF_COM_MAX_STREAMS), "0008");
+	reject(t, "com", "max_streams", "0",
+	       "max_streams: 0 is out of range 1..256");
+	reject(t, "com", "max_streams", "257",
+	       "max_streams: 257 is out of range 1..256");
+	reject(t, "com", "max_streams", "99999999999999999999",
+	       "max_streams: 99999999999999999999 is out of range 1..256");
+	for (unsigned i = 0; garbage[i]; i++) {
+		snprintf(msg, sizeof(msg), "max_streams: '%s' is not a number",
+			 garbage[i]);
+		reject(t, "com", "max_streams", garbage[i], msg);
+	}
+	reject(t, "com", "max_streams", "", "max_streams: empty value");
+}
+
+static void test_services(void **state)
+{
+	struct tc *t = *state;
+	static const struct {
+		const char *key;
+		enum conf_key k;
+	} svc[] = {
+		{ "ssh", CONF_SERVICES_SSH },
+		{ "https", CONF_SERVICES_HTTPS },
+		{ "webcontrol", CONF_SERVICES_WEBCONTROL },
+		{ "oneportal", CONF_SERVICES_ONEPORTAL },
+		{ "weblm", CONF_SERVICES_WEBLM },
+		{ "webmanager", CONF_SERVICES_WEBMANAGER },
+	};
+	char msg[128];
+
+	for (size_t i = 0; i < sizeof(svc) / sizeof(svc[0]); i++) {
+		accept(t, "services", svc[i].key, "1");
+		assert_int_equal(conf_num(t->c, svc[i].k), 1);
+		assert_true(conf_isset(t->c, svc[i].k));
+		accept(t, "services", svc[i].key, "65535");
+		assert_int_equal(conf_num(t->c, svc[i].k), 65535);
+		snprintf(msg, sizeof(msg), "%s: 0 is out of range 1..65535",
+			 svc[i].key);
+		reject(t, "services", svc[i].key, "0", msg);
+		snprintf(msg, sizeof(msg), "%s: 65536 is out of range "
+			 "1..65535", svc[i].key);
+		reject(t, "services", svc[i].key, "65536", msg);
+		snprintf(msg, sizeof(msg), "%s: 'ssh' is not a number",
+			 svc[i].key);
+		reject(t, "services", svc[i].key, "ssh", msg);
+		snprintf(msg, sizeof(msg), "%s: empty value", svc[i].key);
+		reject(t, "services", svc[i].key, "", msg);
+	}
+	/* sshd on a high port in the tests; the others keep theirs. */
+	assert_int_equal(with(t, "[services]\nssh = 2222\n"), ERR_OK);
+	assert_int_equal(conf_num(t->c, CONF_SERVICES_SSH), 2222);
+	assert_int_equal(conf_num(t->c, CONF_SERVICES_HTTPS), 443);
+	assert_false(conf_isset(t->c, CONF_SERVICES_HTTPS));
+	assert_int_equal(with(t, "[services]\nssh = 22\nssh = 23\ntelnet = 23\n"),
+			 ERR_INVAL);
+	msgs_are(t, "$:11: duplicate key 'ssh' (first at line 10)\n"
+		    "$:12: unknown key 'telnet' in [services]\n");
+}
+
+static void test_system_address(void **state)
+{
+	struct tc *t = *state;
+	static const char *const good[] = {
+		"127.0.0.1", "10.1.2.3", "::1", "2001:db8::5",
+		"::ffff:10.0.0.1", "pbx.example.net", "pbx-hq", "h_1",
+		"pbx.example.net.", "1e3", "0x.example", NULL
+	};
+	/* The last label a number: only a dotted quad inet_pton takes,
+	 * never glibc's other spellings of an IPv4 address. */
+	static const char *const bad[] = {
+		"[::1]", "10.0.0.05", "010.0.0.1", "10.1", "127", "0x7f.1",
+		"0x7f000001", "a.0X1f", "10.0.0.1.", "256.1.1.1",
+		"fe80::1%eth0", "a b", "host:80", "h/x", "::g", NULL
+	};
+	char msg[160];
+
+	for (unsigned i = 0; good[i]; i++) {
+		accept(t, "system", "address", good[i]);
+		assert_string_equal(conf_str(t->c, CONF_SYSTEM_ADDRESS),
+				    good[i]);
+		assert_true(conf_isset(t->c, CONF_SYSTEM_ADDRESS));
+	}
+	for (unsigned i = 0; bad[i]; i++) {
+		snprintf(msg, sizeof(msg), "address: '%s' is not an IP "
+			 "address or host name", bad[i]);
+		reject(t, "system", "address", bad[i], msg);
+	}
+	reject(t, "system", "address", "", "address: empty value");
+	/* The same rule for the proxy and COM's host. */
+	reject(t, "com", "proxy", "010.0.0.1:3128",
+	       "proxy: '010.0.0.1:3128' is not host:port");
+	reject(t, "com", "proxy", "10.1:3128",
+	       "proxy: '10.1:3128' is not host:port");
+	reject(t, "com", "url", "wss://10.1/agent",
+	       "url: 'wss://10.1/agent' has an invalid host or port");
+	accept(t, "com", "proxy", "10.0.0.1:3128");
+	accept(t, "com", "proxy", "proxy1.example.net:3128");
+}
+
+/* ---- [network] --------------------------------------------------------- */
+
+static void test_network(void **state)
+{
+	struct tc *t = *state;
+	const struct conf_server *sv;
+	char text[300];
+
+	assert_int_equal(with(t,
+		"[network]\n"			/* 9 */
+		"pbx-2 = 10.0.1.2\n"		/* 10 */
+		"pbx.3 = pbx3.example.net\n"	/* 11 */
+		"[log]\n"			/* 12 */
+		"level = info\n"		/* 13 */
+		"[network]\n"			/* 14: once more */
+		"Pbx_4 = 2001:db8::4\n"),	/* 15 */
+		ERR_OK);
+	msgs_are(t, "");
+	assert_int_equal(conf_server_count(t->c), 3);
+	sv = conf_server_at(t->c, 0);
+	assert_string_equal(sv->name, "pbx-2");
+	assert_string_equal(sv->address, "10.0.1.2");
+	assert_int_equal(sv->line, 10);
+	sv = conf_server_at(t->c, 1);
+	assert_string_equal(sv->name, "pbx.3");
+	assert_string_equal(sv->address, "pbx3.example.net");
+	assert_int_equal(sv->line, 11);
+	sv = conf_server_at(t->c, 2);
+	assert_string_equal(sv->name, "Pbx_4");
+	assert_string_equal(sv->address, "2001:db8::4");
+	assert_int_equal(sv->line, 15);
+	assert_null(conf_server_at(t->c, 3));
+
+	/* 64 characters for a name. */
+	snprintf(text, sizeof(text), "[network]\n%064d = 10.0.0.1\n", 7);
+	assert_int_equal(with(t, text), ERR_OK);
+	assert_int_equal(strlen(conf_server_at(t->c, 0)->name), 64);
+	snprintf(text, sizeof(text), "[network]\n%065d = 10.0.0.1\n", 7);
+	assert_int_equal(with(t, text), ERR_INVAL);
+	msgs_are(t, "$:10: key name too long (max 64 characters)\n");
+}
+
+static void test_network_errors(void **state)
+{
+	struct tc *t = *state;
+
+	assert_int_equal(with(t,
+		"[network]\n"			/* 9 */
+		"pbx2 = 10.0.1.2\n"		/* 10 */
+		"PBX2 = 10.0.1.3\n"		/* 11: names ignore case */
+		"pbx2 = 10.0.1.2\n"		/* 12 */
+		"a b = 10.0.0.1\n"		/* 13 */
+		"pbx/5 = 10.0.0.1\n"		/* 14 */
+		"pbx6 = 10.0.0.06\n"		/* 15 */
+		"pbx7 =\n"			/* 16 */
+		"PBX-hq = 10.0.0.8\n"		/* 17: this system */
+		"pbx9 = [::1]\n"		/* 18 */
+		"pbx10 = a\x01z\n"),		/* 19 */
+		ERR_INVAL);
+	msgs_are(t,
+		"$:11: duplicate key 'PBX2' (first at line 10)\n"
+		"$:12: duplicate key 'pbx2' (first at line 10)\n"
+		"$:13: server name 'a b' may only contain letters, digits, "
+		"'.', '_' and '-'\n"
+		"$:14: server name 'pbx/5' may only contain letters, digits, "
+		"'.', '_' and '-'\n"
+		"$:15: pbx6: '10.0.0.06' is not an IP address or host name\n"
+		"$:16: pbx7: empty value\n"
+		"$:18: pbx9: '[::1]' is not an IP address or host name\n"
+		"$:19: pbx10: contains a control character\n"
+		"$:17: server 'PBX-hq' has this system's own name "
+		"(system_name)\n");
+	/* Not outside a section, not in another one. */
+	assert_int_equal(with(t, "[log]\npbx2 = 10.0.0.2\n"), ERR_INVAL);
+	msgs_are(t, "$:10: unknown key 'pbx2' in [log]\n");
+}
+
+static void test_network_cap(void **state)
+{
+	struct tc *t = *state;
+	char text[1024];
+	size_t n;
+
+	n = (size_t)snprintf(text, sizeof(text), "[network]\n");
+	for (int i = 1; i <= 16; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "pbx%d = 10.0.0.%d\n", i, i);
+	assert_int_equal(with(t, text), ERR_OK);
+	assert_int_equal(conf_server_count(t->c), 16);
+	assert_string_equal(conf_server_at(t->c, 15)->name, "pbx16");
+	assert_int_equal(conf_server_at(t->c, 15)->line, 25);
+	/* The 17th, line 26; a duplicate is still called one. */
+	snprintf(text + n, sizeof(text) - n, "pbx17 = 10.0.0.17\n"
+		 "pbx1 = 10.0.0.1\n");
+	assert_int_equal(with(t, text), ERR_INVAL);
+	msgs_are(t, "$:26: too many network servers (max 16)\n"
+		    "$:27: duplicate key 'pbx1' (first at line 10)\n");
+}
+
+/* ---- [tunnel NAME] ----------------------------------------------------- */
+
+static void tunnel_is(const struct conf *c, size_t i, const char *name,
+		      const char *app, const char *addr, unsigned port,
+		      int line)
+{
+	const struct conf_tunnel *tun = conf_tunnel_at(c, i);
+
+	assert_non_null(tun);
+	assert_string_equal(tun->name, name);
+	assert_string_equal(tun->application, app);
+	assert_string_equal(tun->address, addr);
+	assert_int_equal(tun->port, port);
+	assert_int_equal(tun->line, line);
+}
+
+static void test_tunnels(void **state)
+{
+	struct tc *t = *state;
+	char text[300], name[70];
+
+	assert_int_equal(with(t,
+		"[tunnel rdp-terminal]\n"	/* 9 */
+		"application = rdp\n"		/* 10 */
+		"address = 10.0.0.7\n"		/* 11 */
+		"[tunnel ssh.box]\n"		/* 12 */
+		"address = 2001:DB8:0:0::0:7\n"	/* 13 */
+		"application = ssh\n"		/* 14 */
+		"[tunnel web_1]\n"		/* 15 */
+		"application = https\n"		/* 16 */
+		"address = ::ffff:10.0.0.8\n"	/* 17 */
+		"[tunnel app]\n"		/* 18 */
+		"application = custom\n"	/* 19 */
+		"address = 10.0.0.7\n"		/* 20 */
+		"port = 65535\n"		/* 21 */
+		"[tunnel   rdp2]\n"		/* 22 */
+		"port = 1\n"			/* 23 */
+		"application = rdp\n"		/* 24 */
+		"address = 10.0.0.7\n"		/* 25 */
+		"[com]\n"			/* 26: a fixed one again */
+		"max_streams = 8\n"),		/* 27 */
+		ERR_OK);
+	msgs_are(t, "");
+	assert_int_equal(conf_tunnel_count(t->c), 5);
+	tunnel_is(t->c, 0, "rdp-terminal", "rdp", "10.0.0.7", 3389, 9);
+	tunnel_is(t->c, 1, "ssh.box", "ssh", "2001:db8::7", 22, 12);
+	tunnel_is(t->c, 2, "web_1", "https", "10.0.0.8", 443, 15);
+	tunnel_is(t->c, 3, "app", "custom", "10.0.0.7", 65535, 18);
+	tunnel_is(t->c, 4, "rdp2", "rdp", "10.0.0.7", 1, 22);
+	assert_null(conf_tunnel_at(t->c, 5));
+	assert_int_equal(conf_num(t->c, CONF_COM_MAX_STREAMS), 8);
+
+	/* A 64-character name, past inih's 49-character section names. */
+	memset(name, 'n', 64);
+	name[64] = '\0';
+	snprintf(text, sizeof(text), "[tunnel %s]\napplication = ssh\n"
+		 "address = fe80::1\n[tunnel b]\naddress = 127.0.0.1\n"
+		 "application = ssh\n", name);
+	assert_int_equal(with(t, text), ERR_OK);
+	msgs_are(t, "");
+	tunnel_is(t->c, 0, name, "ssh", "fe80::1", 22, 9);
+	tunnel_is(t->c, 1, "b", "ssh", "127.0.0.1", 22, 12);
+}
+
+static void test_tunnel_headers(void **state)
+{
+	struct tc *t = *state;
+	char text[400];
+
+	snprintf(text, sizeof(text),
+		"[tunnel]\n"			/* 9 */
+		"application = rdp\n"		/* 10: skipped */
+		"[tunnel a b]\n"		/* 11 */
+		"[tunnel a/b]\n"		/* 12 */
+		"[tunnel %065d]\n"		/* 13 */
+		"[tunnelx]\n"			/* 14 */
+		"[tunnel ok]\n"			/* 15 */
+		"application = ssh\n"		/* 16 */
+		"address = 10.0.0.1\n"		/* 17 */
+		"[tunnel ok]\n"			/* 18 */
+		"address = 10.0.0.2\n"		/* 19: skipped */
+		"bogus = 1\n"			/* 20: skipped */
+		"[Tunnel x]\n", 5);		/* 21 */
+	assert_int_equal(with(t, text), ERR_INVAL);
+	msgs_are(t,
+		"$:9: tunnel section without a name (write [tunnel NAME])\n"
+		"$:11: tunnel name 'a b' may only contain letters, digits, "
+		"'.', '_' and '-'\n"
+		"$:12: tunnel name 'a/b' may only contain letters, digits, "
+		"'.', '_' and '-'\n"
+		"$:13: tunnel name too long (65 characters, max 64)\n"
+		"$:14: unknown section [tunnelx]\n"
+		"$:18: duplicate tunnel 'ok' (first at line 15)\n"
+		"$:21: unknown section [Tunnel x]\n");
+}
+
+static void test_tunnel_keys(void **state)
+{
+	struct tc *t = *state;
+
+	assert_int_equal(with(t,
+		"[tunnel t1]\n"			/* 9 */
+		"application = telnet\n"	/* 10 */
+		"address = host.example.net\n"	/* 11 */
+		"port = 0\n"			/* 12 */
+		"user = x\n"			/* 13 */
+		"port = 22\n"			/* 14 */
+		"[tunnel t2]\n"			/* 15 */
+		"application = custom\n"	/* 16 */
+		"address = 10.0.0.2\n"		/* 17 */
+		"[tunnel t3]\n"			/* 18 */
+		"port = 80\n"			/* 19 */
+		"[tunnel t4]\n"			/* 20 */
+		"application =\n"		/* 21 */
+		"address =\n"			/* 22 */
+		"port = http\n"			/* 23 */
+		"[tunnel t5]\n"			/* 24 */
+		"application = SSH\n"		/* 25 */
+		"address = 10.0.0.5\n"		/* 26 */
+		"port = 65536\n"),		/* 27 */
+		ERR_INVAL);
+	msgs_are(t,
+		"$:10: application: 'telnet' is not one of ssh, rdp, https, "
+		"custom\n"
+		"$:11: address: 'host.example.net' is not an IPv4 or IPv6 "
+		"address\n"
+		"$:12: port: 0 is out of range 1..65535\n"
+		"$:13: unknown key 'user' in [tunnel t1]\n"
+		"$:14: duplicate key 'port' (first at line 12)\n"
+		"$:21: application: empty value (required key)\n"
+		"$:22: address: empty value (required key)\n"
+		"$:23: port: 'http' is not a number\n"
+		"$:25: application: 'SSH' is not one of ssh, rdp, https, "
+		"custom\n"
+		"$:27: port: 65536 is out of range 1..65535\n"
+		"$:15: missing required key [tunnel t2] port (application "
+		"custom has no default)\n"
+		"$:18: missing required key [tunnel t3] application\n"
+		"$:18: missing required key [tunnel t3] address\n");
+}
+
+static void test_tunnel_address(void **state)
+{
+	struct tc *t = *state;
+	static const char *const not_ip[] = {
+		"pbx.example.net", "10.0.0.05", "10.1", "[10.0.0.1]", "[::1]",
+		"fe80::1%eth0", "10.0.0.1:22", "1.2.3.4.5", "::g", "a b", NULL
+	};
+	static const char *const not_host[] = {
+		"0.0.0.0", "0.1.2.3", "224.0.0.1", "239.255.255.255",
+		"255.255.255.255", "::", "0:0::0", "ff02::1", "::ffff:0.0.0.0",
+		"::ffff:224.0.0.9", NULL
+	};
+	static const struct {
+		const char *in, *canon;
+	} good[] = {
+		{ "1.0.0.0", "1.0.0.0" }, { "223.255.255.255", "223.255.255.255" },
+		{ "127.0.0.1", "127.0.0.1" }, { "::1", "::1" },
+		{ "::FFFF:192.168.1.1", "192.168.1.1" },
+		{ "2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1" },
+		{ "FE80:0:0:0:0:0:0:1", "fe80::1" },
+	};
+	char text[200], msg[200];
+
+	for (unsigned i = 0; not_ip[i]; i++) {
+		snprintf(text, sizeof(text), "[tunnel t]\napplication = ssh\n"
+			 "address = %s\n", not_ip[i]);
+		assert_int_equal(with(t, text), ERR_INVAL);
+		snprintf(msg, sizeof(msg), "$:11: address: '%s' is not an "
+			 "IPv4 or IPv6 address\n", not_ip[i]);
+		msgs_are(t, msg);
+	}
+	for (unsigned i = 0; not_host[i]; i++) {
+		snprintf(text, sizeof(text), "[tunnel t]\napplication = ssh\n"
+			 "address = %s\n", not_host[i]);
+		assert_int_equal(with(t, text), ERR_INVAL);
+		snprintf(msg, sizeof(msg), "$:11: address: '%s' is not the "
+			 "address of a single host (unspecified, multicast or "
+			 "broadcast)\n", not_host[i]);
+		msgs_are(t, msg);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(text, sizeof(text), "[tunnel t]\napplication = ssh\n"
+			 "address = %s\n", good[i].in);
+		assert_int_equal(with(t, text), ERR_OK);
+		assert_string_equal(conf_tunnel_at(t->c, 0)->address,
+				    good[i].canon);
+	}
+}
+
+static void test_tunnel_same_target(void **state)
+{
+	struct tc *t = *state;
+
+	assert_int_equal(with(t,
+		"[tunnel a]\n"			/* 9 */
+		"application = rdp\n"		/* 10 */
+		"address = 10.0.0.7\n"		/* 11 */
+		"[tunnel b]\n"			/* 12 */
+		"application = custom\n"	/* 13 */
+		"address = ::ffff:10.0.0.7\n"	/* 14 */
+		"port = 3389\n"			/* 15: a's by default */
+		"[tunnel c]\n"			/* 16 */
+		"port = 22\n"			/* 17 */
+		"address = 2001:db8::7\n"	/* 18 */
+		"application = custom\n"	/* 19 */
+		"[tunnel d]\n"			/* 20 */
+		"address = 2001:DB8:0:0:0:0:0:7\n"	/* 21 */
+		"application = ssh\n"		/* 22 */
+		"[tunnel e]\n"			/* 23 */
+		"application = ssh\n"		/* 24 */
+		"address = 10.0.0.7\n"		/* 25: another port */
+		"[tunnel f]\n"			/* 26 */
+		"application = https\n"		/* 27 */
+		"address = 10.0.0.7\n"		/* 28 */
+		"port = 3389\n"),		/* 29: a third time */
+		ERR_INVAL);
+	msgs_are(t,
+		"$:15: duplicate tunnel target 10.0.0.7:3389 (first in "
+		"[tunnel a] at line 9)\n"
+		"$:21: duplicate tunnel target [2001:db8::7]:22 (first in "
+		"[tunnel c] at line 16)\n"
+		"$:29: duplicate tunnel target 10.0.0.7:3389 (first in "
+		"[tunnel a] at line 9)\n");
+}
+
+static void test_tunnel_cap(void **state)
+{
+	struct tc *t = *state;
+	char text[4096];
+	size_t n = 0;
+
+	for (int i = 1; i <= 32; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+				      "[tunnel t%d]\napplication = ssh\n"
+				      "address = 10.0.0.%d\n", i, i);
+	assert_int_equal(with(t, text), ERR_OK);
+	assert_int_equal(conf_tunnel_count(t->c), 32);
+	tunnel_is(t->c, 31, "t32", "ssh", "10.0.0.32", 22, 9 + 31 * 3);
+	/* The 33rd is refused on its line (105), its keys with it. */
+	snprintf(text + n, sizeof(text) - n, "[tunnel t33]\n"
+		 "application = ssh\naddress = 10.0.0.33\n");
+	assert_int_equal(with(t, text), ERR_INVAL);
+	msgs_are(t, "$:105: too many tunnels (max 32)\n");
+}
+
+static void test_ip_canon(void **state)
+{
+	static const char *const bad[] = {
+		"10.0.0.07", "host", "", " 10.0.0.7", "10.0.0.7 ",
+		"fe80::1%1", "[::1]", NULL
+	};
+	char out[CONF_IP_MAX];
+
+	(void)state;
+	assert_true(conf_ip_canon("10.0.0.7", out, sizeof(out)));
+	assert_string_equal(out, "10.0.0.7");
+	assert_true(conf_ip_canon("2001:0DB8:0000::0007", out, sizeof(out)));
+	assert_string_equal(out, "2001:db8::7");
+	assert_true(conf_ip_canon("::ffff:10.0.0.7", out, sizeof(out)));
+	assert_string_equal(out, "10.0.0.7");
+	assert_true(conf_ip_canon("::1", out, sizeof(out)));
+	assert_string_equal(out, "::1");
+	assert_true(conf_ip_canon("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+				  out, sizeof(out)));
+	assert_string_equal(out, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+	for (unsigned i = 0; bad[i]; i++) {
+		out[0] = 'x';
+		assert_false(conf_ip_canon(bad[i], out, sizeof(out)));
+		assert_string_equal(out, "");
+	}
+	assert_false(conf_ip_canon(NULL, out, sizeof(out)));
+	/* "10.0.0.7" needs 9 bytes. */
+	assert_false(conf_ip_canon("10.0.0.7", out, 8));
+	assert_string_equal(out, "");
+	assert_true(conf_ip_canon("10.0.0.7", out, 9));
+	assert_false(conf_ip_canon("10.0.0.7", out, 0));
+	assert_false(conf_ip_canon("10.0.0.7", NULL, 9));
+	assert_int_equal(conf_tunnel_count(NULL), 0);
+	assert_null(conf_tunnel_at(NULL, 0));
+	assert_int_equal(conf_server_count(NULL), 0);
+	assert_null(conf_server_at(NULL, 0));
+}
+
 /* ---- the file itself --------------------------------------------------- */
 
 static void test_world_readable(void **state)
@@ -1172,6 +1723,19 @@ int main(void)
 		T(test_world_readable),
 		T(test_io_errors),
 		T(test_null_errs_and_accessors),
+		T(test_max_streams),
+		T(test_services),
+		T(test_system_address),
+		T(test_network),
+		T(test_network_errors),
+		T(test_network_cap),
+		T(test_tunnels),
+		T(test_tunnel_headers),
+		T(test_tunnel_keys),
+		T(test_tunnel_address),
+		T(test_tunnel_same_target),
+		T(test_tunnel_cap),
+		T(test_ip_canon),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

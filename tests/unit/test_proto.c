@@ -1215,6 +1215,42 @@ static void test_w_overflow(void **state)
 	proto_w_free(w);
 }
 
+static void test_w_arrays(void **state)
+{
+	struct proto_w *w = proto_w_new(256, 0);
+	struct proto_msg *m = NULL;
+	char *buf;
+	size_t len;
+	int64_t v;
+
+	(void)state;
+	proto_w_begin(w, "status", 1);
+	proto_w_arr(w, "tunnels");
+	proto_w_obj(w, NULL);
+	proto_w_int(w, "stream", 2);
+	proto_w_end(w);
+	proto_w_int(w, NULL, 7);
+	proto_w_end(w);
+	proto_w_str(w, "after", "x");
+	assert_int_equal(proto_w_finish(w, &buf, &len), ERR_OK);
+	assert_string_equal(buf, "{\"type\":\"status\",\"id\":1,"
+			    "\"tunnels\":[{\"stream\":2},7],\"after\":\"x\"}");
+	assert_int_equal(proto_parse(buf, len, &m, NULL, NULL, 0), ERR_OK);
+	assert_string_equal(proto_str(m, "after"), "x");
+	assert_false(proto_int(m, "tunnels", &v));
+	proto_msg_free(m);
+
+	/* A key inside an array, or none inside an object, is misuse. */
+	proto_w_begin(w, "x", 1);
+	proto_w_arr(w, "a");
+	proto_w_int(w, "k", 1);
+	assert_int_equal(proto_w_finish(w, &buf, &len), ERR_STATE);
+	proto_w_begin(w, "x", 1);
+	proto_w_int(w, NULL, 1);
+	assert_int_equal(proto_w_finish(w, &buf, &len), ERR_STATE);
+	proto_w_free(w);
+}
+
 static void test_w_headroom(void **state)
 {
 	struct proto_w *w = proto_w_new(64, LWS_PRE);
@@ -1307,6 +1343,7 @@ int main(void)
 		cmocka_unit_test(test_w_nested),
 		cmocka_unit_test(test_w_misuse),
 		cmocka_unit_test(test_w_overflow),
+		cmocka_unit_test(test_w_arrays),
 		cmocka_unit_test(test_w_headroom),
 		cmocka_unit_test(test_reason_text),
 	};

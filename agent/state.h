@@ -1,0 +1,40 @@
+/*
+ * state — small files in the state directory that must survive a crash or
+ * a power cut whole: after state_write() returns, a reader finds either the
+ * old contents or the new ones, never a mix or an empty file.
+ *
+ * Every failure is logged here, once, with the path and the system's error
+ * text; callers only propagate the err_t. A missing file is not a failure
+ * (ERR_NOTFOUND, logged at debug level only): callers have a default.
+ */
+#ifndef COMAGENT_STATE_H
+#define COMAGENT_STATE_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+/* The longest path the functions take, without the NUL (PATH_MAX - 1 less
+ * room for the temporary file's ".tmp"). */
+#define STATE_PATH_MAX	4091
+
+/*
+ * Writes data to path atomically and durably: path.tmp, write, fsync,
+ * rename, fsync the directory. Mode 0600. Writers in one directory (the
+ * daemon and the CLI) take turns, under an flock() on the directory; the
+ * later one's contents win.
+ * ERR_INVAL for a path that is too long, ERR_IO otherwise. A failure
+ * leaves path untouched and no path.tmp behind, except when only the last
+ * step (the directory's fsync) failed: then path already has the new
+ * contents, not yet known to be on disk.
+ */
+err_t state_write(const char *path, const void *data, size_t len);
+
+/*
+ * Reads at most cap bytes into buf (no NUL is added) and their number into
+ * *len. ERR_NOTFOUND if missing, ERR_LIMIT if the file is bigger than cap,
+ * ERR_IO if it cannot be read (a directory, no permission).
+ */
+err_t state_read(const char *path, char *buf, size_t cap, size_t *len);
+
+#endif
