@@ -1010,7 +1010,8 @@ static void fixed_key(struct parse *p, const char *name, const char *value)
 	uint64_t num;
 
 	if (k < 0) {
-		report(p, p->line, "unknown key '%s' in [%s]", name, p->section);
+		report(p, p->line, "unknown key '%s' in [%s]", name,
+		       p->section);
 		return;
 	}
 	if (!first_time(p, name, &p->c->v[k].line))
@@ -1071,7 +1072,8 @@ static void tunnel_key(struct parse *p, const char *name, const char *value)
 	while (k < TK__COUNT && strcmp(tunnel_schema[k].key, name) != 0)
 		k++;
 	if (k == TK__COUNT) {
-		report(p, p->line, "unknown key '%s' in [%s]", name, p->section);
+		report(p, p->line, "unknown key '%s' in [%s]", name,
+		       p->section);
 		return;
 	}
 	v = &t->k[k];
@@ -1362,8 +1364,9 @@ static void check_servers(struct parse *p)
 		const struct server_slot *sv = &p->c->servers[i];
 
 		if (strcasecmp(sv->name, own->str) == 0)
-			report(p, (unsigned)sv->pub.line, "server '%s' has this "
-			       "system's own name (system_name)", sv->name);
+			report(p, (unsigned)sv->pub.line, "server '%s' has "
+			       "this system's own name (system_name)",
+			       sv->name);
 	}
 }
 

@@ -65,7 +65,7 @@ static bool write_all(int fd, const char *data, size_t len)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w == 0)
-			errno = EIO;	/* no progress, and no errno of its own */
+			errno = EIO;	/* no progress, no errno of its own */
 		if (w <= 0)
 			return false;
 		data += w;

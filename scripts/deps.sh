@@ -10,6 +10,7 @@ PKGS=(
   libcmocka-dev
   python3 python3-pytest python3-websockets
   procps
+  openssh-server openssh-client proxytunnel curl
 )
 
 missing=()

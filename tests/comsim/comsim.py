@@ -2,9 +2,11 @@
 """comsim -- a stand-in for COM's cloud side of agent/PROTOCOL.md (version 1).
 
     comsim.py serve --dir DIR [--host 127.0.0.1] [--port 0] [--admin-port 0]
+                    [--proxy-port 0] [--com-domain com.example.test]
                     [--customers FILE] [--cert-name localhost]
     comsim.py ctl --dir DIR agents | events [SINCE] | drop C S | stall C S |
-                  unstall C S | job C S OP | send C S JSON | restart [MS]
+                  unstall C S | job C S OP | send C S JSON | restart [MS] |
+                  tunnels | proxy_account JSON
 
 Python 3 asyncio + websockets 10.4 (legacy API); stdlib otherwise.  The test
 PKI is made with the `openssl` command.  See README.md in this folder.
@@ -14,12 +16,16 @@ import argparse
 import asyncio
 import asyncio.sslproto
 import base64
+import collections
 import datetime
+import hmac
 import http
 import http.client
+import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -42,6 +48,18 @@ WS_MAX_SIZE = 1 << 20            # what websockets itself accepts; we check
 MAX_STREAMS = 64
 WINDOW = 65536
 ID_MAX = 2**53 - 1
+CREDIT_MAX = 2**31 - 1           # PROTOCOL.md section 3: allowance limit
+
+# The remote-support proxy (PROTOCOL.md sections 3, 3.1).
+FRAME_DATA = 16384               # payload bytes per data frame comsim sends
+CREDIT_BATCH = 16384             # grant credit back in steps of at least this
+CLIENT_READ_HIGH = 256 * 1024    # pause reading a proxy client above this...
+CLIENT_READ_LOW = 64 * 1024      # ...and resume below this
+PROXY_HEAD_MAX = 8192            # request header block limit
+PROXY_REALM = "COM remote support"
+PAC_PATH = "/com/remoteproxy/proxy.pac"
+CAPTURE_MAX = 1 << 20            # admin streams keep this much agent data
+DEFAULT_PROXY_ACCOUNTS = [{"user": "reseller1", "password": "proxypw"}]
 
 # PROTOCOL.md section 2.3: reason -> COM wording.
 REASONS = {
@@ -270,12 +288,72 @@ class Link:
         self.close_by = None     # "comsim" once we started closing
         self.record = {}         # the customer record it authenticated as
         self.closed = False
-        self.send_lock = asyncio.Lock()
+        self.gate = SendGate()
+        self.streams = {}        # stream id -> Tunnel, opening or open
+        self.closed_streams = collections.OrderedDict()  # id -> Tunnel, ended
+        self.unknown_answered = collections.OrderedDict()  # ids answered unknown_stream
+        self.next_stream = 2     # comsim opens even ids (PROTOCOL.md section 3)
+        self.violations = 0
 
     def take_id(self):
         i = self.next_id
         self.next_id += 1
         return i
+
+    def take_stream(self):
+        i = self.next_stream
+        self.next_stream += 2
+        return i
+
+    def retire(self, tunnel):
+        """Move an ended stream out of the open table.  Its id is kept for a
+        while: data the agent sent before it saw our stream.close is still
+        legitimate (within the credit it had)."""
+        if self.streams.get(tunnel.sid) is tunnel:
+            del self.streams[tunnel.sid]
+        self.closed_streams[tunnel.sid] = tunnel
+        while len(self.closed_streams) > 4096:
+            self.closed_streams.popitem(last=False)
+
+
+class SendGate:
+    """One writer at a time on a link.  Control messages waiting for the
+    link go before data frames waiting for it (PROTOCOL.md section 1:
+    "a queued control message is written before the next data frame");
+    data frames of different streams take turns in arrival order."""
+
+    def __init__(self):
+        self.busy = False
+        self.ctl = collections.deque()
+        self.data = collections.deque()
+
+    async def acquire(self, control):
+        if not self.busy:
+            self.busy = True
+            return
+        fut = asyncio.get_running_loop().create_future()
+        q = self.ctl if control else self.data
+        q.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()       # it was handed to us as we were cancelled
+            else:
+                try:
+                    q.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+    def release(self):
+        for q in (self.ctl, self.data):
+            while q:
+                f = q.popleft()
+                if not f.done():
+                    f.set_result(None)
+                    return
+        self.busy = False
 
 
 class AgentRec:
@@ -299,14 +377,426 @@ class AgentRec:
                 "stalled": bool(connected and link.stalled)}
 
 
+# ---------------------------------------------------------------- proxy names
+
+class ProxyRefusal(Exception):
+    """A proxy request comsim answers with an error status."""
+
+    def __init__(self, status, reason, message, **info):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.info = info
+
+
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+_HOST_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_IPV4ISH = re.compile(r"[0-9]+(?:\.[0-9]+){3}")
+
+
+def _bad(message, **info):
+    return ProxyRefusal(400, "bad_destination", message, **info)
+
+
+def parse_destination(target, domain, records, allowed=None):
+    """Resolve a CONNECT target
+    `<customer-id>[-<system-name>][-<co-located-ipv4>].maint.<domain>:<port>`
+    against the customer records (PROTOCOL.md section 3.1).
+
+    `allowed` is the proxy account's customer list (None: all).  Returns
+    {"customer", "system" (named system, canonical spelling, or ""),
+    "host" (IPv4 or ""), "port", "primary" (the primary system's name)};
+    raises ProxyRefusal: 400 malformed, 404 unknown customer/system,
+    403 account not allowed for that customer."""
+    if not target:
+        raise _bad("empty CONNECT target")
+    if target.startswith("["):
+        raise _bad("%s: an IP literal is not a remote-support name" % target)
+    host, sep, port = target.rpartition(":")
+    if not sep:
+        raise _bad("%s: no port (CONNECT needs <name>.maint.%s:<port>)"
+                   % (target, domain))
+    if not _PORT_RE.fullmatch(port):
+        raise _bad("%s: bad port %r" % (target, port))
+    pnum = int(port)
+    if not 1 <= pnum <= 65535:
+        raise _bad("%s: port %d is out of range 1..65535" % (target, pnum))
+    if not host:
+        raise _bad("%s: empty host name" % target)
+    if not _HOST_RE.fullmatch(host):
+        c = next(ch for ch in host if not _HOST_RE.fullmatch(ch))
+        raise _bad("%s: bad character %r in the host name" % (target, c))
+    suffix = ".maint." + domain.lower()
+    if not host.lower().endswith(suffix):
+        raise _bad("%s is not a remote-support name: it must end in .maint.%s"
+                   % (host, domain))
+    label = host[:-len(suffix)]
+    if not label:
+        raise _bad("%s: empty name before .maint.%s" % (host, domain))
+    for part in label.split("."):
+        if not part:
+            raise _bad("%s: empty DNS label" % host)
+        if part.startswith("-") or part.endswith("-"):
+            raise _bad("%s: DNS label %r starts or ends with '-'" % (host, part))
+
+    # The longest known customer id that prefixes the label, followed by
+    # its end or '-' (ids and system names may contain '-' themselves).
+    # Host names are case-insensitive; an exact-case match wins a tie.
+    by_customer = collections.OrderedDict()
+    for r in records:
+        by_customer.setdefault(r["customer"], []).append(r)
+    low = label.lower()
+    best = None
+    for c in by_customer:
+        cl = c.lower()
+        if low.startswith(cl) and (len(low) == len(cl) or low[len(cl)] == "-"):
+            if best is None or len(c) > len(best) or \
+                    (len(c) == len(best) and label.startswith(c)):
+                best = c
+    if best is None:
+        raise ProxyRefusal(404, "unknown_customer",
+                           "%s: unknown customer" % host)
+    if allowed is not None and best not in allowed:
+        raise ProxyRefusal(403, "account_not_allowed",
+                           "this proxy account may not reach customer %s" % best,
+                           customer=best)
+    rest = label[len(best) + 1:]
+    ip, name = "", rest
+    if _IPV4ISH.fullmatch(rest):
+        ip, name = rest, ""
+    elif "-" in rest:
+        head, _, tail = rest.rpartition("-")
+        if _IPV4ISH.fullmatch(tail):
+            ip, name = tail, head
+    if ip:
+        try:
+            ipaddress.IPv4Address(ip)
+        except ValueError:
+            raise _bad("%s: bad IPv4 address %r" % (host, ip), customer=best)
+    recs = by_customer[best]
+    system = ""
+    if name:
+        exact = [r["system"] for r in recs if r["system"] == name]
+        loose = [r["system"] for r in recs if r["system"].lower() == name.lower()]
+        if exact or loose:
+            system = (exact or loose)[0]
+        elif "." in name:
+            raise _bad("%s: '.' is only allowed in a trailing co-located IPv4 "
+                       "address (%r)" % (host, name), customer=best)
+        else:
+            raise ProxyRefusal(404, "unknown_system",
+                               "unknown system %s of customer %s" % (name, best),
+                               customer=best)
+    primary = next((r for r in recs if r.get("primary") is True), recs[0])
+    return {"customer": best, "system": system, "host": ip, "port": pnum,
+            "primary": primary["system"]}
+
+
+def pac_file(domain, proxy_host, proxy_port):
+    return ("// COM remote support: *.maint.%(d)s through COM's proxy\n"
+            "function FindProxyForURL(url, host) {\n"
+            "    if (shExpMatch(host.toLowerCase(), \"*.maint.%(d)s\"))\n"
+            "        return \"HTTPS %(h)s:%(p)d\";\n"
+            "    return \"DIRECT\";\n"
+            "}\n") % {"d": domain.lower(), "h": proxy_host, "p": proxy_port}
+
+
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_REQ_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+_HDR_LINE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*")
+_PRINTABLE = bytes(range(0x20, 0x7f)) + b"\t\r"
+_CTL = bytes(range(0, 0x20)).replace(b"\t", b"") + b"\x7f"
+
+
+def parse_request_line(line):
+    """(method, target) of an HTTP/1.x request line; ProxyRefusal else."""
+    line = line[:-1] if line.endswith(b"\r") else line
+    m = _REQ_LINE.fullmatch(line)
+    if not m:
+        raise ProxyRefusal(400, "bad_request", "not an HTTP request line")
+    method, target = m.group(1).decode("ascii"), m.group(2).decode("ascii")
+    if (m.group(3), m.group(4)) not in ((b"1", b"1"), (b"1", b"0")):
+        raise ProxyRefusal(505, "bad_version", "HTTP/%s.%s is not supported" % (
+            m.group(3).decode(), m.group(4).decode()))
+    if method not in ("CONNECT", "GET"):
+        raise ProxyRefusal(405, "bad_method", "method %s not allowed: "
+                           "CONNECT or GET only" % method)
+    return method, target
+
+
+def parse_proxy_head(head):
+    """Parse a request header block (without the blank line).  Returns
+    (method, target, {lower-case name: value}); raises ProxyRefusal."""
+    lines = head.split(b"\n")
+    method, target = parse_request_line(lines[0])
+    headers = {}
+    for ln in lines[1:]:
+        if ln.endswith(b"\r"):
+            ln = ln[:-1]
+        m = _HDR_LINE.fullmatch(ln)
+        if not m or m.group(2).translate(None, _CTL) != m.group(2):
+            raise ProxyRefusal(400, "bad_request", "bad header line %r"
+                               % ln[:80].decode("latin-1"))
+        headers[m.group(1).decode("ascii").lower()] = m.group(2).decode("latin-1")
+    return method, target, headers
+
+
+def _header_safe(v):
+    v = re.sub(r"[^A-Za-z0-9_.-]", "_", str(v))[:64]
+    return v or "-"
+
+
+# ---------------------------------------------------------------- streams
+
+class Tunnel:
+    """A stream comsim opened to an agent (PROTOCOL.md section 3): a proxy
+    client's tunnel, or one opened through the admin API (conn None)."""
+
+    def __init__(self, sim, link, sid, conn, info):
+        self.sim = sim
+        self.link = link
+        self.sid = sid
+        self.hdr = sid.to_bytes(4, "big")
+        self.conn = conn                 # ProxyConn or None
+        self.info = info                 # customer, system, host, port, user, client, via
+        self.state = "opening"           # opening -> open -> closed
+        self.opened = asyncio.get_running_loop().create_future()
+        self.t0 = time.monotonic()
+        self.t_open = None
+        # comsim -> agent
+        self.out_buf = bytearray()
+        self.send_credit = 0             # what the agent lets us send
+        self.client_done = False         # the client sent EOF / went away
+        self.wake = asyncio.Event()
+        self.sender = None
+        self.to_agent = 0
+        # agent -> comsim
+        self.window = WINDOW
+        self.recv_allow = WINDOW         # credit granted, not yet used
+        self.handed = 0                  # bytes written to the client (or dropped)
+        self.credited = 0                # bytes credited back
+        self.from_agent = 0
+        self.late = 0                    # bytes that arrived after our close
+        self.credit_enabled = True
+        self.admin = conn is None
+        self.captured = bytearray()      # admin streams: what the agent sent
+        self.capture_dropped = 0
+        self.closed_by = None
+        self.close_reason = None
+        self.violated = False
+
+    def json(self):
+        d = {k: self.info.get(k) for k in ("customer", "system", "via", "host",
+                                           "port", "user", "client")}
+        d.update({"stream": self.sid, "link": self.link.num, "state": self.state,
+                  "bytes_to_agent": self.to_agent,
+                  "bytes_from_agent": self.from_agent,
+                  "age": round(time.monotonic() - self.t0, 3),
+                  "send_credit": self.send_credit,
+                  "recv_allow": self.recv_allow,
+                  "buffered": len(self.out_buf), "admin": self.admin})
+        return d
+
+    # -- the proxy client's side
+    def transport(self):
+        c = self.conn
+        if c is None or c.transport is None or c.lost or c.transport.is_closing():
+            return None
+        return c.transport
+
+    def client_data(self, data):
+        if self.state == "closed":
+            return
+        self.out_buf += data
+        if len(self.out_buf) >= CLIENT_READ_HIGH:
+            self.conn.pause_reading()
+        self.wake.set()
+
+    def client_eof(self):
+        self.client_done = True
+        if self.state == "opening":
+            self.sim.stream_abandon(self)
+        self.wake.set()
+
+    # -- comsim -> agent
+    async def pump(self):
+        """Client bytes to the agent, within the agent's credit."""
+        link, sim = self.link, self.sim
+        try:
+            while self.state == "open":
+                buf = self.out_buf
+                if buf and self.send_credit > 0:
+                    n = min(len(buf), self.send_credit, FRAME_DATA)
+                    frame = self.hdr + buf[:n]
+                    del buf[:n]
+                    self.send_credit -= n
+                    self.to_agent += n
+                    if len(buf) <= CLIENT_READ_LOW and self.conn is not None:
+                        self.conn.resume_reading()
+                    await sim.send_data(link, frame)
+                    continue
+                if self.client_done and not buf:
+                    sim.stream_end(self, "comsim" if self.admin else "client",
+                                   "done", "")
+                    return
+                self.wake.clear()
+                await self.wake.wait()
+        except websockets.exceptions.ConnectionClosed:
+            pass                  # the link is gone: link_lost() cleans up
+
+    # -- agent -> comsim
+    def agent_data(self, payload):
+        n = len(payload)
+        self.recv_allow -= n
+        self.from_agent += n
+        t = self.transport()
+        if t is not None:
+            t.write(payload)
+        elif self.admin:
+            room = CAPTURE_MAX - len(self.captured)
+            if room > 0:
+                self.captured += payload[:room]
+            self.capture_dropped += max(0, n - max(room, 0))
+        self.handed += n
+        self.check_credit()
+
+    def check_credit(self):
+        """Grant the agent credit for what has left our buffers."""
+        if self.state != "open" or not self.credit_enabled:
+            return
+        t = self.transport()
+        pending = t.get_write_buffer_size() if t is not None else 0
+        give = self.handed - pending - self.credited
+        if give > 0 and give >= min(CREDIT_BATCH, max(1, self.window // 4)):
+            self.credited += give
+            self.recv_allow += give
+            self.sim.post(self.link, {"type": "stream.credit", "stream": self.sid,
+                                      "bytes": give}, log=self.admin)
+
+
+class ProxyConn(asyncio.Protocol):
+    """One connection to the remote-support proxy (inside TLS)."""
+
+    def __init__(self, sim):
+        self.sim = sim
+        self.transport = None
+        self.peer = None
+        self.buf = bytearray()
+        self.phase = "head"              # head -> busy -> tunnel / done
+        self.tunnel = None
+        self.timer = None
+        self.reading = True
+        self.lost = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        try:
+            p = transport.get_extra_info("peername")
+            if p and ":" in p[0]:
+                self.peer = "[%s]:%s" % (p[0], p[1])
+            else:
+                self.peer = "%s:%s" % (p[0], p[1]) if p else None
+        except Exception:
+            self.peer = None
+        transport.set_write_buffer_limits(high=32768, low=8192)
+        self.sim.proxy_conns.add(self)
+        self.timer = asyncio.get_running_loop().call_later(
+            self.sim.proxy_header_timeout, self.head_timeout)
+
+    def data_received(self, data):
+        if self.tunnel is not None:
+            self.tunnel.client_data(data)
+        elif self.phase == "head":
+            self.buf += data
+            self.sim.proxy_head(self)
+        # else: a refusal is on its way; ignore the rest
+
+    def eof_received(self):
+        if self.tunnel is not None:
+            self.tunnel.client_eof()
+        return False
+
+    def connection_lost(self, exc):
+        self.lost = True
+        self.sim.proxy_conns.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.tunnel is not None:
+            self.tunnel.client_eof()
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        if self.tunnel is not None:
+            self.tunnel.check_credit()
+
+    def pause_reading(self):
+        if self.reading and not self.lost and self.transport is not None:
+            self.reading = False
+            try:
+                self.transport.pause_reading()
+            except Exception:
+                pass
+
+    def resume_reading(self):
+        if not self.reading and not self.lost and self.transport is not None:
+            self.reading = True
+            try:
+                self.transport.resume_reading()
+            except Exception:
+                pass
+
+    def head_timeout(self):
+        self.timer = None
+        if self.phase == "head" and not self.lost:
+            self.sim.proxy_refuse(self, ProxyRefusal(
+                408, "header_timeout", "no complete request header within %gs"
+                % self.sim.proxy_header_timeout))
+
+    def respond(self, status, body=b"", headers=(), close=True):
+        if self.lost or self.transport is None or self.transport.is_closing():
+            return
+        phrase = "Connection established" if status == 200 and not close else \
+            http.HTTPStatus(status).phrase
+        lines = ["HTTP/1.1 %d %s" % (status, phrase)]
+        if status != 200 or body:
+            lines.append("Content-Length: %d" % len(body))
+        lines += ["%s: %s" % h for h in headers]
+        if close:
+            lines.append("Connection: close")
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        if close:
+            self.phase = "done"
+            self.close()
+
+    def close(self, abort_after=10.0):
+        t = self.transport
+        if t is None or self.lost or t.is_closing():
+            return
+        t.close()
+        # A TLS close waits for the peer's close_notify; do not wait forever.
+        def force():
+            if not self.lost:
+                try:
+                    t.abort()
+                except Exception:
+                    pass
+        asyncio.get_running_loop().call_later(abort_after, force)
+
+
 class TLSAcceptor(asyncio.sslproto.SSLProtocol):
     """Server-side TLS in front of a websockets protocol, so that a failed
     handshake can be logged (asyncio's own server keeps those silent)."""
 
-    def __init__(self, sim, loop, app, ctx):
+    def __init__(self, sim, loop, app, ctx, listener=None):
         self._sim = sim
         self._peer = None
         self._app = app
+        self._listener = listener
         waiter = loop.create_future()
         super().__init__(loop, app, ctx, waiter, server_side=True,
                          ssl_handshake_timeout=10.0)
@@ -332,7 +822,11 @@ class TLSAcceptor(asyncio.sslproto.SSLProtocol):
             err = "connection closed during TLS handshake"
         else:
             return
-        self._sim.event("tls_error", peer=self._peer, error=err)
+        if self._listener:
+            self._sim.event("tls_error", peer=self._peer, error=err,
+                            listener=self._listener)
+        else:
+            self._sim.event("tls_error", peer=self._peer, error=err)
 
 
 class SimProtocol(WebSocketServerProtocol):
@@ -396,13 +890,28 @@ class ComSim:
         self.stopping = None
         self.ssl_ctx = None
         self.restart_task = None
+        self.proxy_port = args.proxy_port
+        self.com_domain = args.com_domain
+        self.proxy_header_timeout = args.proxy_header_timeout
+        self.tunnel_timeout = args.tunnel_timeout
+        self.proxy_accounts = collections.OrderedDict()
+        self.proxy_servers = []
+        self.proxy_conns = set()
+        self.bg = set()
         recs = DEFAULT_CUSTOMERS
+        accounts = DEFAULT_PROXY_ACCOUNTS
         if args.customers:
             with open(args.customers) as f:
                 data = json.load(f)
             recs = data["customers"] if isinstance(data, dict) else data
+            if isinstance(data, dict) and data.get("proxy_accounts") is not None:
+                accounts = data["proxy_accounts"]
+                if not isinstance(accounts, list):
+                    raise ValueError("proxy_accounts must be a list")
         for r in recs:
             self.upsert(r)
+        for a in accounts:
+            self.upsert_account(a)
 
     # -- events
     def event(self, kind, link=None, customer=None, system=None, **kw):
@@ -438,6 +947,33 @@ class ComSim:
         self.customers[(r["customer"], r["system"])] = r
         return r
 
+    def upsert_account(self, acct):
+        if not isinstance(acct, dict):
+            raise ValueError("proxy account must be an object")
+        for k in ("user", "password"):
+            if not isinstance(acct.get(k), str):
+                raise ValueError("proxy account needs string %r" % k)
+        if not acct["user"] or ":" in acct["user"]:
+            raise ValueError("proxy account user must be non-empty, without ':'")
+        cs = acct.get("customers")
+        if cs is not None and (not isinstance(cs, list) or
+                               not all(isinstance(c, str) for c in cs)):
+            raise ValueError("proxy account customers must be a list of ids")
+        a = {"user": acct["user"], "password": acct["password"],
+             "customers": list(cs) if cs is not None else None}
+        self.proxy_accounts[a["user"]] = a
+        return a
+
+    @staticmethod
+    def account_json(a):
+        return {"user": a["user"], "customers": a["customers"]}
+
+    def primary_system(self, customer):
+        recs = [r for (c, _), r in self.customers.items() if c == customer]
+        if not recs:
+            return None
+        return next((r for r in recs if r.get("primary") is True), recs[0])["system"]
+
     def agent(self, customer, system):
         key = (customer, system)
         a = self.agents.get(key)
@@ -463,20 +999,51 @@ class ComSim:
         return None
 
     # -- sending
-    async def send(self, link, msg=None, raw=None):
-        if raw is None:
-            if "id" not in msg:
-                m = {"type": msg.get("type"), "id": link.take_id()}
-                m.update(msg)
-                msg = m
-            raw = json.dumps(msg, separators=(",", ":"))
-        async with link.send_lock:
+    async def send(self, link, msg=None, raw=None, log=True):
+        """One control message (or raw text frame).  A message without an
+        id gets the next one while it holds the link, so ids go out in
+        increasing order."""
+        await link.gate.acquire(True)
+        try:
+            if raw is None:
+                if "id" not in msg:
+                    m = {"type": msg.get("type"), "id": link.take_id()}
+                    m.update(msg)
+                    msg = m
+                raw = json.dumps(msg, separators=(",", ":"))
             await link.ws.send(raw)
-        if msg is not None:
+        finally:
+            link.gate.release()
+        if not log:
+            pass
+        elif msg is not None:
             self.event("sent", link, msg=msg)
         else:
             self.event("sent", link, raw=short(raw, 300), size=len(raw))
         return msg
+
+    async def send_data(self, link, frame):
+        """One binary frame, after any control message waiting."""
+        await link.gate.acquire(False)
+        try:
+            await link.ws.send(frame)
+        finally:
+            link.gate.release()
+
+    def post(self, link, msg, log=True):
+        """send() without waiting (from callbacks and the link's reader)."""
+        task = asyncio.ensure_future(self._post(link, msg, log))
+        self.bg.add(task)
+        task.add_done_callback(self.bg.discard)
+
+    async def _post(self, link, msg, log):
+        try:
+            await self.send(link, msg, log=log)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        except Exception as e:
+            self.event("internal_error", link, error="sending %s: %r" % (
+                msg.get("type"), e))
 
     async def reply(self, link, msg):
         try:
@@ -523,6 +1090,7 @@ class ComSim:
             self.event("internal_error", link, error=repr(e))
             await self.close_link(link, 1011, "internal error")
         finally:
+            self.link_lost(link)
             try:
                 await asyncio.wait_for(ws.wait_closed(), 15)
             except Exception:
@@ -691,9 +1259,139 @@ class ComSim:
             await self.close_link(link, 4002, "short binary frame")
             return
         sid = int.from_bytes(data[:4], "big")
-        self.event("message", link, binary=True, stream=sid, size=len(data) - 4)
-        await self.reply(link, {"type": "stream.close", "stream": sid,
-                                "reason": "unknown_stream", "message": ""})
+        n = len(data) - 4
+        t = link.streams.get(sid)
+        if t is not None:
+            if t.state == "opening":
+                self.violation(link, sid, "data before stream.accept", size=n)
+                self.stream_end(t, "comsim", "unknown_stream",
+                                "data before stream.accept")
+            elif n > t.recv_allow:
+                self.violation(link, sid, "%d bytes beyond credit (allowance %d)"
+                               % (n, t.recv_allow), size=n)
+                self.stream_end(t, "comsim", "flow", "data beyond credit")
+            else:
+                t.agent_data(memoryview(data)[4:])
+            return
+        t = link.closed_streams.get(sid)
+        if t is not None and t.closed_by != "agent":
+            # Sent before the agent saw our stream.close: fine within credit.
+            if n <= t.recv_allow:
+                t.recv_allow -= n
+                t.late += n
+            elif not t.violated:
+                t.violated = True
+                self.violation(link, sid, "%d bytes beyond credit after "
+                               "stream.close (allowance %d)" % (n, t.recv_allow),
+                               size=n)
+            return
+        self.event("message", link, binary=True, stream=sid, size=n)
+        self.violation(link, sid, "data for a stream that is not open"
+                       if t is None else "data after the agent closed the stream",
+                       size=n)
+        self.answer_unknown(link, sid)
+
+    def violation(self, link, sid, error, **kw):
+        link.violations += 1
+        k = link.violations
+        if k <= 100 or k % 1000 == 0:
+            self.event("stream_violation", link, stream=sid, error=error,
+                       count=k, **kw)
+
+    def answer_unknown(self, link, sid):
+        """One stream.close unknown_stream per id (PROTOCOL.md section 3)."""
+        if sid in link.unknown_answered:
+            return
+        link.unknown_answered[sid] = True
+        while len(link.unknown_answered) > 4096:
+            link.unknown_answered.popitem(last=False)
+        self.post(link, {"type": "stream.close", "stream": sid,
+                         "reason": "unknown_stream", "message": ""})
+
+    # -- streams comsim opened
+    def stream_end(self, t, by, reason, message="", send=None, abort_after=10.0):
+        """End stream t: by "client" (EOF), "agent" (its stream.close),
+        "link" (link lost) or "comsim" (timeout, violation, admin)."""
+        if t.state == "closed":
+            return
+        was_open = t.state == "open"
+        t.state = "closed"
+        t.closed_by = by
+        t.close_reason = reason
+        t.link.retire(t)
+        if send is None:
+            send = by not in ("agent", "link")
+        if send:
+            self.post(t.link, {"type": "stream.close", "stream": t.sid,
+                               "reason": reason, "message": message})
+        t.wake.set()
+        if not t.opened.done():
+            t.opened.set_result(("end", by, reason, message))
+        if was_open:
+            if t.conn is not None:
+                t.conn.close(abort_after)
+            self.event("tunnel_close", t.link, customer=t.info["customer"],
+                       system=t.info["system"], via=t.info["via"],
+                       host=t.info["host"], port=t.info["port"], stream=t.sid,
+                       user=t.info["user"], by=by, reason=reason, message=message,
+                       bytes_to_agent=t.to_agent, bytes_from_agent=t.from_agent,
+                       duration=round(time.monotonic() - (t.t_open or t.t0), 3),
+                       admin=t.admin)
+
+    def stream_abandon(self, t):
+        """The proxy client went away before the agent answered."""
+        self.stream_end(t, "client", "done", "proxy client went away")
+
+    def link_lost(self, link):
+        for t in list(link.streams.values()):
+            self.stream_end(t, "link", "link_lost",
+                            "the system's link to COM was lost", abort_after=2.0)
+
+    def on_stream_message(self, link, msg):
+        """stream.accept / stream.credit / stream.close from the agent."""
+        t, mid, sid = msg["type"], msg["id"], msg.get("stream")
+        tun = link.streams.get(sid) if _is_int(sid) else None
+        if t == "stream.close":
+            if tun is not None:
+                reason, message = msg.get("reason"), msg.get("message")
+                self.stream_end(tun, "agent",
+                                reason if isinstance(reason, str) else "",
+                                message if isinstance(message, str) else "")
+            return
+        if tun is None:
+            if _is_int(sid) and sid in link.closed_streams:
+                return            # crossed our stream.close: ignore
+            if t == "stream.credit":
+                self.violation(link, sid, "stream.credit for a stream that is not open")
+            self.answer_unknown(link, sid)
+            return
+        if t == "stream.accept":
+            if tun.state != "opening":
+                self.violation(link, sid, "stream.accept for an open stream")
+                return
+            w = msg.get("window", WINDOW)
+            if not _is_int(w) or not 0 <= w <= CREDIT_MAX or \
+                    tun.send_credit + w > CREDIT_MAX:
+                self.violation(link, sid, "bad window %r in stream.accept" % (w,))
+                self.stream_end(tun, "comsim", "flow", "bad window in stream.accept")
+                return
+            tun.send_credit += w
+            tun.state = "open"
+            tun.t_open = time.monotonic()
+            tun.opened.set_result(("accept", msg))
+            return
+        # stream.credit
+        b = msg.get("bytes")
+        if not _is_int(b) or b < 0:
+            self.post(link, {"type": "error", "re": mid, "code": "malformed",
+                             "message": "stream.credit needs bytes, an integer >= 0"})
+            return
+        tun.send_credit += b
+        if tun.send_credit > CREDIT_MAX:
+            self.violation(link, sid, "credit overflow: allowance %d" % tun.send_credit)
+            self.stream_end(tun, "comsim", "flow", "credit above 2^31-1")
+            return
+        tun.wake.set()
 
     async def on_text(self, link, data):
         try:
@@ -712,8 +1410,21 @@ class ComSim:
             if t not in ("error", "unsupported", "ack"):
                 await self.reply(link, err)
             return
-        self.event("message", link, msg=msg)
         t, mid = msg["type"], msg["id"]
+        if t in ("stream.accept", "stream.credit", "stream.close"):
+            if t != "stream.credit":
+                self.event("message", link, msg=msg)
+            else:
+                # Not logged per message (a bulk transfer sends thousands),
+                # except for streams opened through the admin API.
+                sid = msg.get("stream")
+                tun = (link.streams.get(sid) or link.closed_streams.get(sid)) \
+                    if _is_int(sid) else None
+                if tun is None or tun.admin:
+                    self.event("message", link, msg=msg)
+            self.on_stream_message(link, msg)
+            return
+        self.event("message", link, msg=msg)
         if t in ("ack", "error", "unsupported"):
             return
         if t == "status":
@@ -728,18 +1439,254 @@ class ComSim:
                                     "stream": msg.get("stream"),
                                     "reason": "refused",
                                     "message": "comsim opens no streams"})
-        elif t in ("stream.close",):
-            pass
-        elif t in ("stream.accept", "stream.credit"):
-            await self.reply(link, {"type": "stream.close",
-                                    "stream": msg.get("stream"),
-                                    "reason": "unknown_stream", "message": ""})
         elif t == "hello":
             await self.reply(link, {"type": "error", "re": mid,
                                     "code": "malformed",
                                     "message": "hello after welcome"})
         else:
             await self.reply(link, {"type": "unsupported", "re": mid, "what": t})
+
+    # -- the remote-support proxy
+    def proxy_head(self, conn):
+        """Called as header bytes arrive; acts once the block is complete."""
+        buf = conn.buf
+        ends = [(i, n) for i, n in ((buf.find(b"\r\n\r\n"), 4), (buf.find(b"\n\n"), 2))
+                if i >= 0]
+        if not ends:
+            nl = buf.find(b"\n")
+            first = bytes(buf[:nl] if nl >= 0 else buf[:PROXY_HEAD_MAX + 1])
+            try:
+                if first.translate(None, _PRINTABLE):
+                    raise ProxyRefusal(400, "bad_request", "not an HTTP request")
+                if nl >= 0:
+                    parse_request_line(first)
+                if len(buf) > PROXY_HEAD_MAX:
+                    if nl < 0:
+                        raise ProxyRefusal(400, "bad_request",
+                                           "no request line within %d bytes"
+                                           % PROXY_HEAD_MAX)
+                    raise ProxyRefusal(431, "header_too_large",
+                                       "request header block larger than %d bytes"
+                                       % PROXY_HEAD_MAX)
+            except ProxyRefusal as r:
+                self.proxy_refuse(conn, r)
+            return
+        end, n = min(ends)
+        head, leftover = bytes(buf[:end]), bytes(buf[end + n:])
+        conn.buf = bytearray()
+        conn.phase = "busy"
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        ctx = {}
+        try:
+            if end + n > PROXY_HEAD_MAX:
+                raise ProxyRefusal(431, "header_too_large",
+                                   "request header block larger than %d bytes"
+                                   % PROXY_HEAD_MAX)
+            method, target, headers = parse_proxy_head(head)
+            ctx["target"] = target
+            ctx["method"] = method
+            if method == "GET":
+                self.proxy_get(conn, target)
+                return
+            user = self.proxy_auth(headers)
+            ctx["user"] = user
+            acct = self.proxy_accounts[user]
+            dest = parse_destination(target, self.com_domain,
+                                     list(self.customers.values()),
+                                     acct["customers"])
+            ctx.update(customer=dest["customer"],
+                       system=dest["system"] or dest["primary"],
+                       host=dest["host"], port=dest["port"])
+            link = self.current_link(dest["customer"], dest["primary"])
+            if link is None or not link.up or not link.ws.open:
+                raise ProxyRefusal(502, "not_connected",
+                                   "system not connected: %s/%s"
+                                   % (dest["customer"], dest["primary"]))
+        except ProxyRefusal as r:
+            self.proxy_refuse(conn, r, **ctx)
+            return
+        task = asyncio.ensure_future(self.tunnel_connect(link, dest, user, conn,
+                                                         leftover))
+        self.bg.add(task)
+        task.add_done_callback(self.bg.discard)
+
+    def proxy_get(self, conn, target):
+        path = target
+        m = re.match(r"(?i)https?://[^/?#]*", target)
+        if m:
+            path = target[m.end():] or "/"
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        if path != PAC_PATH:
+            raise ProxyRefusal(404, "not_found", "no such resource: %s" % path)
+        body = pac_file(self.com_domain, self.cert_name, self.proxy_port).encode()
+        self.event("proxy_pac", peer=conn.peer)
+        conn.respond(200, body, [("Content-Type", "application/x-ns-proxy-autoconfig")])
+
+    def proxy_auth(self, headers):
+        """The proxy user named by a valid Proxy-Authorization, else 407."""
+        v = headers.get("proxy-authorization")
+        if not v:
+            raise ProxyRefusal(407, "auth_required", "proxy authentication required")
+        scheme, _, cred = v.strip().partition(" ")
+        user = None
+        try:
+            if scheme.lower() != "basic":
+                raise ValueError("scheme")
+            text = base64.b64decode(cred.strip(), validate=True).decode("utf-8")
+            user, sep, pw = text.partition(":")
+            if not sep:
+                raise ValueError("no ':'")
+        except (ValueError, UnicodeDecodeError):
+            raise ProxyRefusal(407, "auth_failed", "proxy credentials not understood")
+        acct = self.proxy_accounts.get(user)
+        if acct is None or not hmac.compare_digest(acct["password"].encode(),
+                                                   pw.encode()):
+            raise ProxyRefusal(407, "auth_failed", "proxy credentials refused",
+                               user=user)
+        return user
+
+    def proxy_refuse(self, conn, r, link=None, **ctx):
+        headers = [("Content-Type", "text/plain; charset=utf-8"),
+                   ("X-COM-Reason", _header_safe(r.reason))]
+        if r.status == 407:
+            headers.append(("Proxy-Authenticate", 'Basic realm="%s"' % PROXY_REALM))
+        elif r.status == 405:
+            headers.append(("Allow", "CONNECT, GET"))
+        info = dict(ctx)
+        info.update(r.info)
+        self.event("tunnel_refused", link, customer=info.pop("customer", None),
+                   system=info.pop("system", None), status=r.status,
+                   reason=r.reason, message=r.message, peer=conn.peer, **info)
+        conn.respond(r.status, (r.message + "\n").encode("utf-8", "replace"), headers)
+
+    async def tunnel_connect(self, link, dest, user, conn=None, leftover=b"",
+                             sid=None, kind="tunnel", window=WINDOW,
+                             credit=True, fields=None):
+        """Open a stream on link and see it through to accept or refusal.
+        Returns the stream.open message sent (None if the link was gone)."""
+        if sid is None:
+            sid = link.take_stream()
+        info = {"customer": dest["customer"],
+                "system": dest["system"] or dest["primary"],
+                "via": dest["primary"], "host": dest["host"],
+                "port": dest["port"], "user": user,
+                "client": conn.peer if conn is not None else None}
+        t = Tunnel(self, link, sid, conn, info)
+        t.window = t.recv_allow = window
+        t.credit_enabled = credit
+        link.streams[sid] = t
+        if conn is not None:
+            conn.tunnel = t
+            if leftover:
+                t.client_data(leftover)
+            if conn.lost:
+                t.client_done = True
+        msg = {"type": "stream.open", "stream": sid, "kind": kind,
+               "window": window, "system": dest["system"], "host": dest["host"],
+               "port": dest["port"],
+               "client": conn.peer if conn is not None else "", "user": user}
+        if dest["port"] is None:
+            del msg["port"]
+        if fields:
+            msg.update(fields)
+        try:
+            msg = await self.send(link, msg)
+        except websockets.exceptions.ConnectionClosed:
+            msg = None
+            self.stream_end(t, "link", "link_lost", "the system's link to COM was lost")
+        if msg is not None and conn is None:
+            # An admin-API stream: answer the API now, follow up in events.
+            task = asyncio.ensure_future(self.tunnel_wait(t))
+            self.bg.add(task)
+            task.add_done_callback(self.bg.discard)
+            return msg
+        await self.tunnel_wait(t)
+        return msg
+
+    async def tunnel_wait(self, t):
+        conn, info = t.conn, t.info
+        ctx = {k: info[k] for k in ("customer", "system", "via", "host", "port",
+                                    "user")}
+        ctx.update(stream=t.sid, admin=t.admin)
+        if t.state == "opening" and t.client_done and conn is not None:
+            self.stream_abandon(t)
+        try:
+            res = await asyncio.wait_for(asyncio.shield(t.opened), self.tunnel_timeout)
+        except asyncio.TimeoutError:
+            msg = "no answer from the agent within %gs" % self.tunnel_timeout
+            self.stream_end(t, "comsim", "timeout", msg)
+            res = ("timeout", "comsim", "timeout", msg)
+        if res[0] == "accept":
+            if conn is not None:
+                conn.respond(200, close=False)
+                conn.phase = "tunnel"
+            self.event("tunnel_open", t.link, client=info["client"], **ctx)
+            t.sender = asyncio.ensure_future(t.pump())
+            self.bg.add(t.sender)
+            t.sender.add_done_callback(self.bg.discard)
+            return
+        _, by, reason, message = res
+        if by == "client":
+            status = None
+        elif res[0] == "timeout":
+            status = 504
+        elif by == "agent":
+            status = 403 if reason == "not_allowed" else 502
+        else:
+            status = 502
+        if not message:
+            message = {"link_lost": "the system's link to COM was lost"}.get(
+                reason, reason or "stream refused")
+        r = ProxyRefusal(status, reason or "refused", message)
+        if conn is None or status is None:
+            self.event("tunnel_refused", t.link, status=status, reason=r.reason,
+                       message=message, by=by, **ctx)
+        else:
+            self.proxy_refuse(conn, r, t.link, by=by, **ctx)
+
+    async def proxy_listen(self):
+        loop = asyncio.get_running_loop()
+        port = self.proxy_port
+        servers = []
+
+        def factory():
+            return TLSAcceptor(self, loop, ProxyConn(self), self.ssl_ctx,
+                               listener="proxy")
+        for i, host in enumerate(self.hosts):
+            try:
+                srv = await loop.create_server(factory, host, port,
+                                               reuse_address=True)
+            except OSError as e:
+                if i == 0:
+                    raise
+                self.event("listen_error", host=host, port=port, error=str(e),
+                           listener="proxy")
+                continue
+            servers.append(srv)
+            if port == 0:
+                port = srv.sockets[0].getsockname()[1]
+        self.proxy_port = port
+        self.proxy_servers = servers
+        self.event("listen", port=port, hosts=self.hosts, listener="proxy",
+                   domain=self.com_domain)
+
+    async def proxy_unlisten(self):
+        servers, self.proxy_servers = self.proxy_servers, []
+        for s in servers:
+            s.close()
+        for c in list(self.proxy_conns):
+            if c.transport is not None and not c.lost:
+                try:
+                    c.transport.abort()
+                except Exception:
+                    pass
+        for s in servers:
+            try:
+                await asyncio.wait_for(s.wait_closed(), 5)
+            except asyncio.TimeoutError:
+                pass
 
     # -- listeners
     async def listen(self):
@@ -875,6 +1822,24 @@ class ComSim:
             return 200, list(self.customers.values())
         if method == "GET" and path == "/health":
             return 200, {"ok": True, "port": self.port, "listening": bool(self.ws_servers)}
+        if method == "GET" and path == "/tunnels":
+            out = []
+            for link in list(self.links):
+                out += [t.json() for t in link.streams.values()]
+            return 200, sorted(out, key=lambda d: (d["link"], d["stream"]))
+        if method == "GET" and path == "/proxy_accounts":
+            return 200, [self.account_json(a) for a in self.proxy_accounts.values()]
+        if method == "POST" and path == "/proxy_accounts":
+            try:
+                a = self.upsert_account(body)
+            except ValueError as e:
+                return 400, {"error": str(e)}
+            self.event("proxy_account", user=a["user"], customers=a["customers"])
+            return 200, self.account_json(a)
+        if method == "POST" and path in ("/send_binary", "/stream_open",
+                                         "/stream_close", "/stream_data",
+                                         "/stream_read"):
+            return await self.admin_stream(path, body)
         if method != "POST" or path not in ("/customers", "/drop", "/stall",
                                             "/unstall", "/send", "/job", "/restart"):
             return 404, {"error": "no such endpoint: %s %s" % (method, path)}
@@ -945,6 +1910,98 @@ class ComSim:
             return 200, {"job": jid, "id": msg["id"]}
         return 404, {"error": "no such endpoint"}
 
+    async def admin_stream(self, path, body):
+        """POST /send_binary, /stream_open, /stream_close, /stream_data,
+        /stream_read.  customer + system name the link; system defaults to
+        the customer's primary system."""
+        c, s = body.get("customer"), body.get("system")
+        if not isinstance(c, str) or (s is not None and not isinstance(s, str)):
+            return 400, {"error": "customer (and optionally system) required"}
+        if s is None:
+            s = self.primary_system(c)
+        link = self.current_link(c, s) if s is not None else None
+        if link is None or not link.up:
+            return 404, {"error": "no link for %s/%s" % (c, s)}
+        sid = body.get("stream")
+        if sid is not None and (not _is_int(sid) or not 0 <= sid <= 0xFFFFFFFF):
+            return 400, {"error": "stream must be an integer 0..2^32-1"}
+        try:
+            if path == "/send_binary":
+                if sid is None:
+                    return 400, {"error": "stream required"}
+                try:
+                    data = base64.b64decode(body.get("data_b64", ""), validate=True)
+                except (ValueError, TypeError) as e:
+                    return 400, {"error": "data_b64: %s" % e}
+                await self.send_data(link, sid.to_bytes(4, "big") + data)
+                self.event("sent", link, binary=True, stream=sid, size=len(data))
+                return 200, {"sent": len(data), "stream": sid}
+            if path == "/stream_open":
+                port = body.get("port")
+                if port is not None and not _is_int(port):
+                    return 400, {"error": "port must be an integer"}
+                window = body.get("window", WINDOW)
+                if not _is_int(window) or not 0 <= window <= CREDIT_MAX:
+                    return 400, {"error": "window must be an integer 0..2^31-1"}
+                fields = body.get("fields") or {}
+                if not isinstance(fields, dict):
+                    return 400, {"error": "fields must be an object"}
+                target = body.get("target", "")
+                host = body.get("host", "")
+                if not isinstance(target, str) or not isinstance(host, str):
+                    return 400, {"error": "target and host must be strings"}
+                if sid is not None:
+                    if sid in link.streams:
+                        return 409, {"error": "stream %d is open" % sid}
+                    if sid % 2 == 0 and sid >= link.next_stream:
+                        link.next_stream = sid + 2
+                dest = {"customer": c, "system": target, "primary": s,
+                        "host": host, "port": port}
+                msg = await self.tunnel_connect(
+                    link, dest, str(body.get("user", "admin")), sid=sid,
+                    kind=body.get("kind", "tunnel"), window=window,
+                    credit=bool(body.get("credit", True)), fields=fields)
+                if msg is None:
+                    return 409, {"error": "link closed"}
+                return 200, {"stream": msg["stream"], "id": msg["id"]}
+            if sid is None:
+                return 400, {"error": "stream required"}
+            t = link.streams.get(sid) or link.closed_streams.get(sid)
+            if t is None:
+                return 404, {"error": "no stream %d on that link" % sid}
+            if path == "/stream_close":
+                reason, message = body.get("reason", "done"), body.get("message", "")
+                if t.state == "closed":
+                    return 409, {"error": "stream %d is closed" % sid}
+                self.stream_end(t, "comsim", str(reason), str(message))
+                return 200, {"closed": sid}
+            if path == "/stream_data":
+                if not t.admin:
+                    return 400, {"error": "stream %d belongs to a proxy client" % sid}
+                if t.state == "closed":
+                    return 409, {"error": "stream %d is closed" % sid}
+                try:
+                    data = base64.b64decode(body.get("data_b64", ""), validate=True)
+                except (ValueError, TypeError) as e:
+                    return 400, {"error": "data_b64: %s" % e}
+                t.out_buf += data
+                if body.get("eof"):
+                    t.client_done = True
+                t.wake.set()
+                return 200, {"queued": len(t.out_buf)}
+            if path == "/stream_read":
+                data = bytes(t.captured)
+                t.captured.clear()
+                return 200, {"data_b64": base64.b64encode(data).decode(),
+                             "size": len(data), "state": t.state,
+                             "closed_by": t.closed_by, "reason": t.close_reason,
+                             "bytes_from_agent": t.from_agent,
+                             "bytes_to_agent": t.to_agent,
+                             "dropped": t.capture_dropped}
+        except websockets.exceptions.ConnectionClosed:
+            return 409, {"error": "link closed"}
+        return 404, {"error": "no such endpoint"}
+
     # -- lifecycle
     async def run(self):
         self.stopping = asyncio.Event()
@@ -960,18 +2017,21 @@ class ComSim:
         self.ssl_ctx = ctx
 
         await self.listen()
+        await self.proxy_listen()
         self.admin_server = await asyncio.start_server(
             self.admin_conn, "127.0.0.1", self.admin_port, limit=1 << 16)
         self.admin_port = self.admin_server.sockets[0].getsockname()[1]
 
         info = {"port": self.port, "admin_port": self.admin_port, "ca": ca,
-                "pid": os.getpid(), "cert": pem, "cert_name": self.cert_name}
+                "pid": os.getpid(), "cert": pem, "cert_name": self.cert_name,
+                "proxy_port": self.proxy_port, "com_domain": self.com_domain}
         path = os.path.join(self.dir, "comsim.json")
         tmp = path + ".tmp.%d" % os.getpid()
         with open(tmp, "w") as f:
             json.dump(info, f)
         os.replace(tmp, path)
-        self.event("ready", port=self.port, admin_port=self.admin_port, ca=ca)
+        self.event("ready", port=self.port, admin_port=self.admin_port, ca=ca,
+                   proxy_port=self.proxy_port)
 
         await self.stopping.wait()
         self.event("shutdown")
@@ -982,6 +2042,10 @@ class ComSim:
         if self.restart_task:
             self.restart_task.cancel()
         self.admin_server.close()
+        try:
+            await asyncio.wait_for(self.proxy_unlisten(), 8)
+        except asyncio.TimeoutError:
+            pass
         try:
             await asyncio.wait_for(self.unlisten(), 8)
         except asyncio.TimeoutError:
@@ -1010,7 +2074,8 @@ class SimProcess:
     PYTHON = "/usr/bin/python3"
 
     def __init__(self, directory, customers=None, cert_name="localhost",
-                 host="127.0.0.1", extra_args=(), start_timeout=20):
+                 host="127.0.0.1", extra_args=(), start_timeout=20,
+                 proxy_accounts=None):
         self.dir = os.path.abspath(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.cert_name = cert_name
@@ -1018,13 +2083,18 @@ class SimProcess:
         self.extra_args = list(extra_args)
         self.start_timeout = start_timeout
         self.customers_file = None
-        if customers is not None:
+        if customers is not None or proxy_accounts is not None:
             self.customers_file = os.path.join(self.dir, "customers.json")
+            data = {"customers": customers if customers is not None
+                    else DEFAULT_CUSTOMERS}
+            if proxy_accounts is not None:
+                data["proxy_accounts"] = proxy_accounts
             with open(self.customers_file, "w") as f:
-                json.dump({"customers": customers}, f)
+                json.dump(data, f)
         self.proc = None
         self.port = 0
         self.admin_port = 0
+        self.proxy_port = 0
         self.ca = os.path.join(self.dir, "ca.pem")
         self.info = None
         self.runs = 0
@@ -1042,6 +2112,7 @@ class SimProcess:
         cmd = [self.PYTHON, os.path.abspath(__file__), "serve", "--dir", self.dir,
                "--host", self.host, "--port", str(self.port),
                "--admin-port", str(self.admin_port),
+               "--proxy-port", str(self.proxy_port),
                "--cert-name", self.cert_name] + self.extra_args
         if self.customers_file:
             cmd += ["--customers", self.customers_file]
@@ -1069,6 +2140,7 @@ class SimProcess:
         self.info = info
         self.port = info["port"]
         self.admin_port = info["admin_port"]
+        self.proxy_port = info["proxy_port"]
         self.ca = info["ca"]
         return self
 
@@ -1140,6 +2212,15 @@ class SimProcess:
                 return a
         return None
 
+    def tunnels(self):
+        return self.admin("GET", "/tunnels")
+
+    def proxy(self, target, user="reseller1", password="proxypw", **kw):
+        """CONNECT through comsim's proxy; see proxy_request()."""
+        return proxy_request(self.proxy_port, self.ca, target, user=user,
+                             password=password, server_name=self.cert_name,
+                             host=self.host.split(",")[0], **kw)
+
     def messages(self, customer=None, system=None, type=None, since=0):
         """Parsed messages the agent sent (kind `message` events' msg)."""
         out = []
@@ -1148,6 +2229,87 @@ class SimProcess:
             if m is not None and (type is None or m.get("type") == type):
                 out.append(m)
         return out
+
+
+class ProxyReply:
+    """The answer to a proxy request: status, reason phrase, headers (lower-
+    case names), body; sock is the open TLS socket of a 200 CONNECT (the
+    tunnel, with `pending` bytes already read past the header), else None."""
+
+    def __init__(self, status, phrase, headers, body, sock, pending=b""):
+        self.status = status
+        self.phrase = phrase
+        self.headers = headers
+        self.body = body
+        self.sock = sock
+        self.pending = pending
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __repr__(self):
+        return "<ProxyReply %s %s %r>" % (self.status, self.phrase, self.body[:200])
+
+
+def proxy_request(port, ca, target=None, user="reseller1", password="proxypw",
+                  server_name="localhost", host="127.0.0.1", timeout=20,
+                  auth=True, method="CONNECT", raw=None, headers=()):
+    """Blocking client of comsim's remote-support proxy (for tests).
+
+    Sends `CONNECT target HTTP/1.1` (or `method target`, or the bytes
+    `raw`) over TLS, with Basic credentials unless auth is False, and reads
+    the response.  Returns a ProxyReply; after a 200 to CONNECT its sock is
+    the tunnel."""
+    ctx = ssl.create_default_context(cafile=ca)
+    s = socket.create_connection((host, port), timeout=timeout)
+    try:
+        ts = ctx.wrap_socket(s, server_hostname=server_name)
+    except BaseException:
+        s.close()
+        raise
+    try:
+        if raw is None:
+            lines = ["%s %s HTTP/1.1" % (method, target), "Host: %s" % target]
+            if auth:
+                tok = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+                lines.append("Proxy-Authorization: Basic %s" % tok)
+            lines += ["%s: %s" % h for h in headers]
+            raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        ts.sendall(raw)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = ts.recv(4096)
+            if not chunk:
+                raise ConnectionError("proxy closed before a full response header: %r"
+                                      % buf)
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        status, phrase = int(parts[1]), parts[2] if len(parts) > 2 else ""
+        hdrs = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        if status == 200 and method == "CONNECT":
+            return ProxyReply(status, phrase, hdrs, b"", ts, rest)
+        n = int(hdrs.get("content-length", "-1"))
+        body = rest
+        while n < 0 or len(body) < n:
+            try:
+                chunk = ts.recv(65536)
+            except (ssl.SSLError, OSError):
+                break
+            if not chunk:
+                break
+            body += chunk
+        ts.close()
+        return ProxyReply(status, phrase, hdrs, body, None)
+    except BaseException:
+        ts.close()
+        raise
 
 
 # ---------------------------------------------------------------- ctl
@@ -1199,10 +2361,15 @@ def ctl(args):
     elif cmd == "customer":
         need(2)
         req = ("POST", "/customers", json.loads(a[1]))
+    elif cmd == "tunnels":
+        req = ("GET", "/tunnels", None)
+    elif cmd == "proxy_account":
+        need(2)
+        req = ("POST", "/proxy_accounts", json.loads(a[1]))
     else:
         sys.exit("comsim ctl: agents | events [SINCE] | drop C S | stall C S | "
                  "unstall C S | job C S OP [JOB] | send C S JSON | "
-                 "customer JSON | restart [MS]")
+                 "customer JSON | restart [MS] | tunnels | proxy_account JSON")
     status, body = admin_call(info["admin_port"], *req)
     print(json.dumps(body, indent=2))
     return 0 if status == 200 else 1
@@ -1224,7 +2391,15 @@ def main(argv=None):
     s.add_argument("--customers", help="JSON customers file")
     s.add_argument("--cert-name", default="localhost",
                    help="DNS name in the server certificate")
+    s.add_argument("--proxy-port", type=int, default=0,
+                   help="remote-support proxy port (TLS), 0 = pick one")
+    s.add_argument("--com-domain", default="com.example.test",
+                   help="proxy names are <customer>[-<system>][-<ip>].maint.DOMAIN")
     s.add_argument("--hello-timeout", type=float, default=10.0,
+                   help=argparse.SUPPRESS)
+    s.add_argument("--proxy-header-timeout", type=float, default=10.0,
+                   help=argparse.SUPPRESS)
+    s.add_argument("--tunnel-timeout", type=float, default=15.0,
                    help=argparse.SUPPRESS)
     c = sub.add_parser("ctl", help="talk to a running simulator's admin API")
     c.add_argument("--dir", required=True)

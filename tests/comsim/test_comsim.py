@@ -7,6 +7,7 @@ PROTOCOL.md asks of COM, plus the admin API.
 """
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -37,6 +38,12 @@ CUSTOMERS = [
      "password": PASSWORD, "state": st}
     for st in ("disabled", "locked", "expired", "insufficient", "new_password",
                "max_sessions", "legacy", "frobnicated")
+] + [
+    # for the proxy: '-' in customer ids and system names, a primary
+    {"customer": c, "system": s, "user": "COMAdmin", "password": PASSWORD,
+     "state": "ok", **extra}
+    for c, s, extra in (("C-1", "pbx-a", {}), ("C-1", "pbx-main", {"primary": True}),
+                        ("C-1", "pbx-a-b", {}), ("C-1-x", "s", {}), ("C-1-x", "t", {}))
 ]
 
 
@@ -63,7 +70,10 @@ def sim(tmp_path, pki):
     for f in os.listdir(pki):
         shutil.copy(os.path.join(pki, f), tmp_path / f)
     s = comsim.SimProcess(str(tmp_path),
-                          customers=CUSTOMERS, extra_args=["--hello-timeout", "1"])
+                          customers=CUSTOMERS,
+                          extra_args=["--hello-timeout", "1",
+                                      "--proxy-header-timeout", "1",
+                                      "--tunnel-timeout", "2"])
     s.start()
     yield s
     try:
@@ -658,3 +668,857 @@ def test_record_behaviours(tmp_path, pki):
     finally:
         assert s.stop() == 0
         s.kill()
+
+
+# ================================================================== proxy
+#
+# COM's remote-support proxy (PROTOCOL.md sections 3, 3.1), driven with a
+# fake agent: websockets' client that says hello and then carries tunnels to
+# local TCP services, with credit flow control both ways.
+
+DOMAIN = "com.example.test"
+
+
+def dest(label, port=22):
+    return "%s.maint.%s:%d" % (label, DOMAIN, port)
+
+
+async def echo_server():
+    """A local TCP echo service; returns (server, port)."""
+    async def handle(r, w):
+        try:
+            while True:
+                data = await r.read(65536)
+                if not data:
+                    break
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            w.close()
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()[1]
+
+
+async def banner_server(payload):
+    """Sends payload, then closes (a service that ends the connection)."""
+    async def handle(r, w):
+        w.write(payload)
+        await w.drain()
+        w.close()
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return srv, srv.sockets[0].getsockname()[1]
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class FStream:
+    def __init__(self, sid, window, allowance):
+        self.sid = sid
+        self.hdr = sid.to_bytes(4, "big")
+        self.granted = window        # what comsim may send us, in total
+        self.allowance = allowance   # what we may still send comsim
+        self.received = 0
+        self.consumed = 0
+        self.credited = 0
+        self.sent = 0
+        self.evt = asyncio.Event()
+        self.q = asyncio.Queue()
+        self.writer = None
+        self.tasks = []
+        self.closed = None           # stream.close message comsim sent
+
+
+class FakeAgent:
+    """route(open_msg) -> ("connect", port) | ("close", reason, message) |
+    ("ignore",).  window/credit_step: what we grant comsim; frame: our
+    data frame size; ignore_credit: send regardless of comsim's credit."""
+
+    def __init__(self, sim, customer="C1001", system="pbx-hq", route=None,
+                 window=65536, credit_step=16384, frame=16384,
+                 ignore_credit=False):
+        self.sim = sim
+        self.customer, self.system = customer, system
+        self.route = route
+        self.window, self.credit_step, self.frame = window, credit_step, frame
+        self.ignore_credit = ignore_credit
+        self.opens = []
+        self.msgs = []
+        self.streams = {}
+        self.unknown = []            # (stream id, payload) for streams we do not have
+        self.violations = []
+        self.max_frame = 0
+        self.next_id = 2
+        self.ws = None
+
+    async def start(self):
+        self.ws = await websockets.connect(
+            "wss://localhost:%d/agent/v1" % self.sim.port, ssl=client_ctx(self.sim.ca),
+            subprotocols=[SUB], ping_interval=None, close_timeout=2, max_size=1 << 20)
+        w = await say_hello(self.ws, customer=self.customer, system=self.system)
+        assert w["type"] == "welcome", w
+        self.task = asyncio.ensure_future(self.run())
+        return self
+
+    async def stop(self):
+        await self.ws.close()
+        await asyncio.wait_for(self.task, 5)
+
+    async def send(self, m):
+        m["id"] = self.next_id
+        self.next_id += 1
+        await self.ws.send(json.dumps(m))
+
+    async def run(self):
+        try:
+            async for data in self.ws:
+                if isinstance(data, bytes):
+                    self.on_data(data)
+                else:
+                    await self.on_msg(json.loads(data))
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            for st in list(self.streams.values()):
+                self.drop(st)
+
+    def drop(self, st):
+        self.streams.pop(st.sid, None)
+        for t in st.tasks:
+            t.cancel()
+        if st.writer is not None:
+            st.writer.close()
+
+    def on_data(self, data):
+        sid = int.from_bytes(data[:4], "big")
+        payload = data[4:]
+        self.max_frame = max(self.max_frame, len(payload))
+        st = self.streams.get(sid)
+        if st is None:
+            self.unknown.append((sid, payload))
+            return
+        st.received += len(payload)
+        if st.received > st.granted:
+            self.violations.append("stream %d: %d bytes received, %d granted" % (
+                sid, st.received, st.granted))
+        st.q.put_nowait(payload)
+
+    async def on_msg(self, m):
+        self.msgs.append(m)
+        t = m.get("type")
+        if t == "stream.open":
+            self.opens.append(m)
+            asyncio.ensure_future(self.open(m))
+        elif t == "stream.credit":
+            st = self.streams.get(m["stream"])
+            if st is not None:
+                st.allowance += m["bytes"]
+                st.evt.set()
+        elif t == "stream.close":
+            st = self.streams.get(m["stream"])
+            if st is not None:
+                st.closed = m
+                st.q.put_nowait(None)      # write what is queued, then close
+
+    async def open(self, m):
+        sid = m["stream"]
+        what = self.route(m) if self.route else ("close", "not_allowed", "no route")
+        if what[0] == "ignore":
+            return
+        if what[0] == "close":
+            await self.send({"type": "stream.close", "stream": sid,
+                             "reason": what[1], "message": what[2]})
+            return
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", what[1])
+        except OSError as e:
+            await self.send({"type": "stream.close", "stream": sid,
+                             "reason": "unreachable",
+                             "message": "connect 127.0.0.1:%d: %s" % (what[1], e.strerror)})
+            return
+        st = FStream(sid, self.window, m["window"])
+        st.writer = w
+        self.streams[sid] = st
+        await self.send({"type": "stream.accept", "re": m["id"], "stream": sid,
+                         "window": self.window})
+        st.tasks = [asyncio.ensure_future(self.pump(st, r)),
+                    asyncio.ensure_future(self.drain(st))]
+
+    async def pump(self, st, reader):
+        """TCP -> comsim, within comsim's credit."""
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                mv = memoryview(data)
+                while mv:
+                    while st.allowance <= 0 and not self.ignore_credit:
+                        st.evt.clear()
+                        await st.evt.wait()
+                    n = len(mv) if self.ignore_credit else min(len(mv), st.allowance)
+                    n = min(n, self.frame)
+                    await self.ws.send(st.hdr + bytes(mv[:n]))
+                    st.allowance -= n
+                    st.sent += n
+                    mv = mv[n:]
+            if st.sid in self.streams:
+                await self.send({"type": "stream.close", "stream": st.sid,
+                                 "reason": "done", "message": ""})
+                self.streams.pop(st.sid, None)
+        except (websockets.exceptions.ConnectionClosed, ConnectionError):
+            pass
+
+    async def drain(self, st):
+        """comsim -> TCP; credit back as it is written."""
+        try:
+            while True:
+                payload = await st.q.get()
+                if payload is None:
+                    break
+                st.writer.write(payload)
+                await st.writer.drain()
+                st.consumed += len(payload)
+                give = st.consumed - st.credited
+                if give >= self.credit_step and st.sid in self.streams:
+                    st.credited += give
+                    st.granted += give
+                    await self.send({"type": "stream.credit", "stream": st.sid,
+                                     "bytes": give})
+        except (websockets.exceptions.ConnectionClosed, ConnectionError):
+            pass
+        finally:
+            self.drop(st)
+
+
+class PClient:
+    """An async client of comsim's proxy."""
+
+    def __init__(self, status, headers, body, reader=None, writer=None):
+        self.status, self.headers, self.body = status, headers, body
+        self.reader, self.writer = reader, writer
+
+    async def read_all(self, timeout=10):
+        out = bytearray()
+        while True:
+            chunk = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not chunk:
+                return bytes(out)
+            out += chunk
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def proxy_open(sim, target, user="reseller1", password="proxypw", auth=True,
+                     raw=None):
+    r, w = await asyncio.open_connection("127.0.0.1", sim.proxy_port,
+                                         ssl=client_ctx(sim.ca),
+                                         server_hostname="localhost")
+    if raw is None:
+        lines = ["CONNECT %s HTTP/1.1" % target, "Host: %s" % target]
+        if auth:
+            tok = base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+            lines.append("Proxy-Authorization: Basic " + tok)
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    w.write(raw)
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 20)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    hdrs = {}
+    for ln in lines[1:]:
+        if ":" in ln:
+            k, v = ln.split(":", 1)
+            hdrs[k.strip().lower()] = v.strip()
+    if status == 200:
+        return PClient(status, hdrs, b"", r, w)
+    body = await asyncio.wait_for(r.read(), 10)
+    w.close()
+    return PClient(status, hdrs, body)
+
+
+def preq(sim, target=None, **kw):
+    """Blocking proxy request (comsim.proxy_request)."""
+    return comsim.proxy_request(sim.proxy_port, sim.ca, target, **kw)
+
+
+async def athread(f, *a, **kw):
+    return await asyncio.to_thread(f, *a, **kw)
+
+
+# ------------------------------------------------------------------ names
+
+NAME_RECORDS = [
+    {"customer": "C1001", "system": "pbx-hq"},
+    {"customer": "C1001", "system": "pbx-b"},
+    {"customer": "C-1", "system": "pbx-a"},
+    {"customer": "C-1", "system": "pbx-main", "primary": True},
+    {"customer": "C-1", "system": "pbx-a-b"},
+    {"customer": "C-1-x", "system": "s"},
+    {"customer": "C-1-x", "system": "t"},
+]
+
+
+@pytest.mark.parametrize("label,port,want", [
+    ("C1001", 22, ("C1001", "", "", "pbx-hq")),
+    ("c1001", 443, ("C1001", "", "", "pbx-hq")),
+    ("C1001-pbx-b", 8443, ("C1001", "pbx-b", "", "pbx-hq")),
+    ("C1001-PBX-B", 8443, ("C1001", "pbx-b", "", "pbx-hq")),
+    ("C1001-pbx-hq", 22, ("C1001", "pbx-hq", "", "pbx-hq")),
+    ("C1001-10.0.0.7", 3389, ("C1001", "", "10.0.0.7", "pbx-hq")),
+    ("C1001-pbx-b-192.168.1.254", 22, ("C1001", "pbx-b", "192.168.1.254", "pbx-hq")),
+    ("C-1", 22, ("C-1", "", "", "pbx-main")),
+    ("C-1-pbx-a", 22, ("C-1", "pbx-a", "", "pbx-main")),
+    ("C-1-pbx-a-b", 22, ("C-1", "pbx-a-b", "", "pbx-main")),
+    ("C-1-pbx-a-b-10.1.2.3", 65535, ("C-1", "pbx-a-b", "10.1.2.3", "pbx-main")),
+    ("C-1-10.1.2.3", 1, ("C-1", "", "10.1.2.3", "pbx-main")),
+    ("C-1-x", 22, ("C-1-x", "", "", "s")),
+    ("C-1-x-t", 22, ("C-1-x", "t", "", "s")),
+    ("C-1-x-0.0.0.0", 22, ("C-1-x", "", "0.0.0.0", "s")),
+])
+def test_parse_destination(label, port, want):
+    d = comsim.parse_destination(dest(label, port).replace(DOMAIN, DOMAIN.upper()),
+                                 DOMAIN, NAME_RECORDS)
+    assert (d["customer"], d["system"], d["host"], d["primary"]) == want
+    assert d["port"] == port
+
+
+@pytest.mark.parametrize("target,status,words", [
+    ("C1001.maint.example.org:22", 400, "must end in .maint.com.example.test"),
+    ("C1001.com.example.test:22", 400, "must end in"),
+    ("C1001.maint.com.example.test.evil:22", 400, "must end in"),
+    ("C1001.maint.com.example.test", 400, "no port"),
+    ("C1001.maint.com.example.test:", 400, "bad port"),
+    ("C1001.maint.com.example.test:0", 400, "out of range"),
+    ("C1001.maint.com.example.test:65536", 400, "out of range"),
+    ("C1001.maint.com.example.test:123456", 400, "bad port"),
+    ("C1001.maint.com.example.test:+22", 400, "bad port"),
+    ("C1001.maint.com.example.test:2a", 400, "bad port"),
+    (".maint.com.example.test:22", 400, "empty name"),
+    ("maint.com.example.test:22", 400, "must end in"),
+    (":22", 400, "empty host"),
+    ("", 400, "empty"),
+    ("C1001..maint.com.example.test:22", 400, "empty DNS label"),
+    ("C1001-.maint.com.example.test:22", 400, "'-'"),
+    ("-C1001.maint.com.example.test:22", 400, "'-'"),
+    ("C1001!x.maint.com.example.test:22", 400, "bad character '!'"),
+    ("C1001 x.maint.com.example.test:22", 400, "bad character ' '"),
+    ("C1001%2e.maint.com.example.test:22", 400, "bad character '%'"),
+    ("C1001/x.maint.com.example.test:22", 400, "bad character '/'"),
+    ("[::1]:22", 400, "IP literal"),
+    ("10.0.0.7:22", 400, "must end in"),
+    ("C1001-10.0.0.256.maint.com.example.test:22", 400, "bad IPv4 address"),
+    ("C1001-010.0.0.7.maint.com.example.test:22", 400, "bad IPv4 address"),
+    ("C1001-pbx-b-10.0.0.999.maint.com.example.test:22", 400, "bad IPv4 address"),
+    ("C1001-10.0.0.maint.com.example.test:22", 400, "'.' is only allowed"),
+    ("C9.maint.com.example.test:22", 404, "unknown customer"),
+    ("C10011.maint.com.example.test:22", 404, "unknown customer"),
+    ("C1001x-pbx.maint.com.example.test:22", 404, "unknown customer"),
+    ("C1001-nope.maint.com.example.test:22", 404, "unknown system nope"),
+    ("C1001-pbx-b-x.maint.com.example.test:22", 404, "unknown system pbx-b-x"),
+    ("C-1-x-pbx-a.maint.com.example.test:22", 404, "unknown system pbx-a of customer C-1-x"),
+])
+def test_parse_destination_refusals(target, status, words):
+    with pytest.raises(comsim.ProxyRefusal) as e:
+        comsim.parse_destination(target, DOMAIN, NAME_RECORDS)
+    assert e.value.status == status and words in e.value.message, e.value.message
+
+
+def test_parse_destination_account():
+    with pytest.raises(comsim.ProxyRefusal) as e:
+        comsim.parse_destination(dest("C1001"), DOMAIN, NAME_RECORDS, allowed=["C-1"])
+    assert e.value.status == 403
+    d = comsim.parse_destination(dest("C-1-pbx-a"), DOMAIN, NAME_RECORDS, allowed=["C-1"])
+    assert d["customer"] == "C-1"
+
+
+# ------------------------------------------------------------------ proxy HTTP
+
+def test_proxy_port_and_pac(sim):
+    info = json.load(open(os.path.join(sim.dir, "comsim.json")))
+    assert info["proxy_port"] == sim.proxy_port > 0 and info["proxy_port"] != sim.port
+    assert info["com_domain"] == DOMAIN
+    r = preq(sim, "/com/remoteproxy/proxy.pac", method="GET", auth=False)
+    assert r.status == 200
+    assert r.headers["content-type"] == "application/x-ns-proxy-autoconfig"
+    pac = r.body.decode()
+    assert "function FindProxyForURL(url, host)" in pac
+    assert '"*.maint.com.example.test"' in pac
+    assert '"HTTPS localhost:%d"' % sim.proxy_port in pac
+    assert '"DIRECT"' in pac
+    r = preq(sim, "http://whatever/com/remoteproxy/proxy.pac?x=1", method="GET", auth=False)
+    assert r.status == 200 and r.body.decode() == pac
+    for path in ("/", "/com/remoteproxy/proxy.pac2", "/agent/v1"):
+        r = preq(sim, path, method="GET", auth=False)
+        assert r.status == 404, path
+    assert sim.events("proxy_pac")
+
+
+def test_proxy_auth(sim):
+    realm = 'Basic realm="COM remote support"'
+    t = dest("C1001")
+    for kw in ({"auth": False}, {"password": "wrong"}, {"user": "nobody"},
+               {"password": ""}):
+        r = preq(sim, t, **kw)
+        assert r.status == 407, kw
+        assert r.headers["proxy-authenticate"] == realm
+    for hdr in ("Basic !!!notbase64", "Bearer abc", "Basic " +
+                base64.b64encode(b"no-colon").decode(), "Basic"):
+        raw = ("CONNECT %s HTTP/1.1\r\nProxy-Authorization: %s\r\n\r\n" % (t, hdr)).encode()
+        r = preq(sim, raw=raw)
+        assert r.status == 407 and r.headers["proxy-authenticate"] == realm, hdr
+    ev = sim.events("tunnel_refused")
+    assert len(ev) == 8 and all(e["status"] == 407 for e in ev)
+    assert "proxypw" not in sim.log()
+    # accounts: list, upsert, use
+    assert sim.admin("GET", "/proxy_accounts") == [{"user": "reseller1", "customers": None}]
+    sim.admin("POST", "/proxy_accounts", {"user": "eng2", "password": "pw2"})
+    r = preq(sim, t, user="eng2", password="pw2")
+    assert r.status == 502      # authenticated; nobody connected
+    st, body = sim.admin_status("POST", "/proxy_accounts", {"user": "x"})
+    assert st == 400 and "error" in body
+
+
+def test_proxy_bad_requests(sim):
+    def raw(data):
+        return preq(sim, raw=data)
+    t = dest("C1001")
+    r = raw(os.urandom(1) + b"\x00\xff" + os.urandom(2000))
+    assert r.status == 400
+    r = raw(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")   # TLS inside TLS
+    assert r.status == 400
+    r = raw(b"HELLO\r\n\r\n")
+    assert r.status == 400
+    r = raw(b"CONNECT  x HTTP/1.1\r\n\r\n")
+    assert r.status == 400
+    r = raw(b"CONNECT x\r\n\r\n")
+    assert r.status == 400
+    r = raw(b"connect x HTTP/1.1\r\n\r\n")
+    assert r.status == 405 and r.headers["allow"] == "CONNECT, GET"
+    for m in ("DELETE", "POST", "HEAD", "PUT", "OPTIONS"):
+        r = raw(("%s / HTTP/1.1\r\n\r\n" % m).encode())
+        assert r.status == 405, m
+    r = raw(("CONNECT %s HTTP/2.0\r\n\r\n" % t).encode())
+    assert r.status == 505
+    r = raw(("CONNECT %s HTTP/1.1\r\nbad header\r\n\r\n" % t).encode())
+    assert r.status == 400 and b"bad header line" in r.body
+    r = raw(("CONNECT %s HTTP/1.1\r\nX-Pad: %s\r\n\r\n" % (t, "a" * 9000)).encode())
+    assert r.status == 431
+    r = raw(b"CONNECT " + b"a" * 9000)
+    assert r.status == 400
+    # a header that never completes: 408 after --proxy-header-timeout (1 s)
+    t0 = time.monotonic()
+    r = raw(b"CONNECT x HTTP/1.1\r\n")
+    assert r.status == 408 and 0.8 < time.monotonic() - t0 < 5
+    # bare LF line ends are accepted
+    r = raw(("CONNECT %s HTTP/1.1\nProxy-Authorization: Basic %s\n\n" % (
+        dest("C9"), base64.b64encode(b"reseller1:proxypw").decode())).encode())
+    assert r.status == 404
+    # malformed names, over the wire
+    for target, words in (
+            ("C1001.maint.example.org:22", "must end in .maint.com.example.test"),
+            ("C1001.maint.com.example.test", "no port"),
+            ("C1001.maint.com.example.test:0", "out of range"),
+            ("C1001.maint.com.example.test:65536", "out of range"),
+            (".maint.com.example.test:22", "empty name"),
+            ("C1001..maint.com.example.test:22", "empty DNS label"),
+            ("C1001_%.maint.com.example.test:22", "bad character '%'"),
+            ("C1001-10.0.0.300.maint.com.example.test:22", "bad IPv4 address")):
+        r = preq(sim, target)
+        assert r.status == 400, target
+        assert words in r.body.decode(), (target, r.body)
+        assert r.headers["x-com-reason"] == "bad_destination"
+    # raw TCP noise on the proxy port (not TLS)
+    with socket.create_connection(("127.0.0.1", sim.proxy_port)) as s:
+        s.sendall(os.urandom(3000))
+        s.settimeout(3)
+        try:
+            s.recv(100)
+        except OSError:
+            pass
+    wait_until(lambda: any(e.get("listener") == "proxy" for e in sim.events("tls_error")),
+               what="tls_error on the proxy listener")
+    assert sim.proxy(dest("C1001")).status == 502       # still serving
+
+
+def test_proxy_404_403_502(sim):
+    r = preq(sim, dest("C9999"))
+    assert r.status == 404 and b"unknown customer" in r.body
+    r = preq(sim, dest("C1001-nope"))
+    assert r.status == 404 and b"unknown system nope" in r.body
+    assert r.headers["x-com-reason"] == "unknown_system"
+    sim.admin("POST", "/proxy_accounts", {"user": "limited", "password": "lpw",
+                                          "customers": ["C2"]})
+    r = preq(sim, dest("C1001"), user="limited", password="lpw")
+    assert r.status == 403 and b"may not reach customer C1001" in r.body
+    r = preq(sim, dest("C2"), user="limited", password="lpw")
+    assert r.status == 502
+    r = preq(sim, dest("C1001"))
+    assert r.status == 502 and r.body == b"system not connected: C1001/pbx-hq\n"
+    assert r.headers["x-com-reason"] == "not_connected"
+    ev = sim.events("tunnel_refused")
+    assert [e["status"] for e in ev] == [404, 404, 403, 502, 502]
+    assert ev[-1]["customer"] == "C1001" and ev[-1]["user"] == "reseller1"
+
+
+# ------------------------------------------------------------------ tunnels
+
+def test_tunnel_echo(sim):
+    async def go():
+        srv, eport = await echo_server()
+        agent = await FakeAgent(sim, route=lambda m: ("connect", eport)).start()
+        c = await proxy_open(sim, dest("C1001"))
+        assert c.status == 200
+        o = agent.opens[0]
+        assert {k: v for k, v in o.items() if k != "id"} == {
+            "type": "stream.open", "stream": 2, "kind": "tunnel", "window": 65536,
+            "system": "", "host": "", "port": 22, "user": "reseller1",
+            "client": "127.0.0.1:%d" % c.writer.get_extra_info("sockname")[1]}
+        data = os.urandom(3 << 20)
+
+        async def feed():
+            for i in range(0, len(data), 100000):
+                c.writer.write(data[i:i + 100000])
+                await c.writer.drain()
+        feeder = asyncio.ensure_future(feed())
+        got = bytearray()
+        tun = None
+        while len(got) < len(data):
+            chunk = await asyncio.wait_for(c.reader.read(65536), 10)
+            assert chunk
+            got += chunk
+            if tun is None and len(got) > len(data) // 2:
+                tun = await athread(sim.tunnels)
+        await feeder
+        assert bytes(got) == data
+        assert len(tun) == 1
+        t = tun[0]
+        assert (t["customer"], t["system"], t["host"], t["port"], t["stream"]) == \
+            ("C1001", "pbx-hq", "", 22, 2)
+        assert t["bytes_to_agent"] > 0 and t["bytes_from_agent"] > 0 and t["age"] >= 0
+        # client EOF: the agent gets stream.close done
+        c.writer.write_eof() if c.writer.can_write_eof() else c.writer.close()
+        c.writer.close()
+        await asyncio.sleep(0)
+        for _ in range(200):
+            if any(m["type"] == "stream.close" for m in agent.msgs):
+                break
+            await asyncio.sleep(0.02)
+        closes = [m for m in agent.msgs if m["type"] == "stream.close"]
+        assert closes and closes[0]["stream"] == 2 and closes[0]["reason"] == "done"
+        # a second tunnel gets the next even id
+        c2 = await proxy_open(sim, dest("C1001-pbx-hq", 443))
+        assert c2.status == 200 and agent.opens[1]["stream"] == 4
+        assert agent.opens[1]["system"] == "pbx-hq" and agent.opens[1]["port"] == 443
+        c2.writer.write(b"ping")
+        assert await asyncio.wait_for(c2.reader.readexactly(4), 5) == b"ping"
+        c2.close()
+        assert not agent.violations and agent.max_frame <= 16384
+        await agent.stop()
+        srv.close()
+    run(go())
+    wait_until(lambda: len(sim.events("tunnel_close")) == 2, what="two tunnel_close")
+    op = sim.events("tunnel_open")[0]
+    assert (op["customer"], op["system"], op["host"], op["port"], op["stream"], op["user"]) \
+        == ("C1001", "pbx-hq", "", 22, 2, "reseller1")
+    cl = sim.events("tunnel_close")[0]
+    assert cl["bytes_to_agent"] == cl["bytes_from_agent"] == 3 << 20
+    assert cl["by"] == "client" and cl["duration"] > 0
+    assert not sim.events("stream_violation")
+    # credit messages are not logged one by one
+    assert not [m for m in sim.messages(type="stream.credit")]
+    assert not [e for e in sim.events("sent") if e.get("msg", {}).get("type") == "stream.credit"]
+
+
+def test_tunnel_agent_closes(sim):
+    """The service ends: the client gets everything, then EOF."""
+    payload = b"SSH-2.0-test\r\n" + os.urandom(300000)
+
+    async def go():
+        srv, bport = await banner_server(payload)
+        agent = await FakeAgent(sim, route=lambda m: ("connect", bport),
+                                frame=5000).start()
+        c = await proxy_open(sim, dest("C1001"))
+        assert c.status == 200
+        assert await c.read_all() == payload
+        await agent.stop()
+        srv.close()
+    run(go())
+    cl = wait_until(lambda: sim.events("tunnel_close"), what="tunnel_close")[0]
+    assert cl["by"] == "agent" and cl["reason"] == "done"
+    assert cl["bytes_from_agent"] == len(payload)
+
+
+def test_tunnel_agent_refusals(sim):
+    refused_port = closed_port()
+
+    def route(m):
+        if m["port"] == 3389:
+            return ("close", "not_allowed", "no tunnel configured for %s:3389" % m["host"])
+        if m["port"] == 25:
+            return ("close", "not_allowed", "port 25 is not a remote-support service")
+        if m["port"] == 7071:
+            return ("close", "limit", "too many streams")
+        if m["port"] == 9:
+            return ("ignore",)
+        return ("connect", refused_port)
+
+    async def go():
+        agent = await FakeAgent(sim, route=route).start()
+        c = await proxy_open(sim, dest("C1001-10.0.0.7", 3389))
+        assert c.status == 403
+        assert c.body == b"no tunnel configured for 10.0.0.7:3389\n"
+        assert c.headers["x-com-reason"] == "not_allowed"
+        assert agent.opens[-1]["host"] == "10.0.0.7" and agent.opens[-1]["system"] == ""
+        c = await proxy_open(sim, dest("C1001", 25))
+        assert c.status == 403 and b"port 25" in c.body
+        c = await proxy_open(sim, dest("C1001", 22))
+        assert c.status == 502 and c.headers["x-com-reason"] == "unreachable"
+        assert b"connect 127.0.0.1:%d: " % refused_port in c.body
+        c = await proxy_open(sim, dest("C1001", 7071))
+        assert c.status == 502 and c.headers["x-com-reason"] == "limit"
+        t0 = time.monotonic()
+        c = await proxy_open(sim, dest("C1001", 9))          # --tunnel-timeout 2
+        assert c.status == 504 and c.headers["x-com-reason"] == "timeout"
+        assert 1.5 < time.monotonic() - t0 < 6
+        for _ in range(100):
+            if agent.msgs[-1]["type"] == "stream.close":
+                break
+            await asyncio.sleep(0.02)
+        last = agent.msgs[-1]
+        assert last["type"] == "stream.close" and last["reason"] == "timeout"
+        assert last["stream"] == agent.opens[-1]["stream"]
+        assert [o["stream"] for o in agent.opens] == [2, 4, 6, 8, 10]
+        await agent.stop()
+    run(go())
+    ev = sim.events("tunnel_refused")
+    assert [(e["status"], e["reason"]) for e in ev] == [
+        (403, "not_allowed"), (403, "not_allowed"), (502, "unreachable"),
+        (502, "limit"), (504, "timeout")]
+    assert ev[0]["message"] == "no tunnel configured for 10.0.0.7:3389"
+    assert not sim.events("tunnel_open")
+
+
+def test_tunnel_name_routing(sim):
+    """'-' in customer ids and system names, co-located IPs, primary."""
+    seen = []
+
+    def route(m):
+        seen.append(m)
+        return ("close", "not_allowed", "seen")
+
+    async def go():
+        main = await FakeAgent(sim, customer="C-1", system="pbx-main", route=route).start()
+        cases = [("c-1", "", ""), ("C-1-pbx-a", "pbx-a", ""),
+                 ("C-1-PBX-A-B", "pbx-a-b", ""),
+                 ("C-1-pbx-a-b-10.1.2.3", "pbx-a-b", "10.1.2.3"),
+                 ("C-1-10.1.2.3", "", "10.1.2.3"),
+                 ("C-1-pbx-main", "pbx-main", "")]
+        for label, system, host in cases:
+            c = await proxy_open(sim, dest(label, 8443))
+            assert c.status == 403 and c.body == b"seen\n", label
+            assert (seen[-1]["system"], seen[-1]["host"], seen[-1]["port"]) == \
+                (system, host, 8443), label
+        # C-1-x is a customer of its own (longest prefix), not connected yet
+        c = await proxy_open(sim, dest("C-1-x"))
+        assert c.status == 502 and b"C-1-x/s" in c.body
+        x = await FakeAgent(sim, customer="C-1-x", system="s", route=route).start()
+        c = await proxy_open(sim, dest("C-1-x-t"))
+        assert c.status == 403 and seen[-1]["system"] == "t"
+        assert len(seen) == len(cases) + 1
+        c = await proxy_open(sim, dest("C-1-x-pbx-a"))
+        assert c.status == 404
+        await main.stop()
+        await x.stop()
+    run(go())
+
+
+def test_tunnel_credit(sim):
+    """A fake agent that grants little: comsim never exceeds it, and keeps
+    granting credit to an agent that sends in small frames."""
+    async def go():
+        srv, eport = await echo_server()
+        agent = await FakeAgent(sim, route=lambda m: ("connect", eport),
+                                window=3000, credit_step=1000, frame=1000).start()
+        c = await proxy_open(sim, dest("C1001"))
+        assert c.status == 200
+        data = os.urandom(1 << 20)
+        c.writer.write(data)            # far more than the agent's window
+        got = await asyncio.wait_for(c.reader.readexactly(len(data)), 30)
+        assert got == data
+        assert not agent.violations, agent.violations[:3]
+        assert 0 < agent.max_frame <= 3000
+        st = agent.streams[2]
+        assert st.received == len(data) <= st.granted
+        c.close()
+        await agent.stop()
+        srv.close()
+    run(go())
+    assert not sim.events("stream_violation")
+
+
+def test_tunnel_agent_violations(sim):
+    """Data beyond comsim's credit closes the stream with flow; data for a
+    stream that is not open is answered unknown_stream once per id."""
+    async def go():
+        srv, bport = await banner_server(os.urandom(400000))
+        agent = await FakeAgent(sim, route=lambda m: ("connect", bport),
+                                ignore_credit=True).start()
+        # comsim grants 4096 bytes and no more credit
+        r = await athread(sim.admin, "POST", "/stream_open",
+                          {"customer": "C1001", "port": 22, "window": 4096,
+                           "credit": False})
+        assert r["stream"] == 2 and agent.opens[-1]["window"] == 4096
+        for _ in range(100):
+            if any(m["type"] == "stream.close" for m in agent.msgs):
+                break
+            await asyncio.sleep(0.02)
+        cl = [m for m in agent.msgs if m["type"] == "stream.close"]
+        assert cl[0]["stream"] == 2 and cl[0]["reason"] == "flow"
+        n = len(agent.msgs)
+        for _ in range(2):
+            await agent.ws.send(b"\x00\x00\x00\x07xx")
+        await agent.ws.send(json.dumps({"type": "stream.credit", "id": 900, "stream": 11,
+                                        "bytes": 5}))
+        await asyncio.sleep(0.5)
+        new = agent.msgs[n:]
+        assert [(m["type"], m["stream"], m["reason"]) for m in new] == [
+            ("stream.close", 7, "unknown_stream"), ("stream.close", 11, "unknown_stream")]
+        await agent.stop()
+        srv.close()
+    run(go())
+    ev = sim.events("stream_violation")
+    assert "beyond credit" in ev[0]["error"] and ev[0]["stream"] == 2
+    assert [e["stream"] for e in ev[-3:]] == [7, 7, 11]
+    cl = sim.events("tunnel_close")[0]
+    assert cl["by"] == "comsim" and cl["reason"] == "flow"
+
+
+def test_tunnel_link_drop(sim):
+    async def go():
+        srv, eport = await echo_server()
+        agent = await FakeAgent(sim, route=lambda m: ("connect", eport)).start()
+        c = await proxy_open(sim, dest("C1001"))
+        assert c.status == 200
+        c.writer.write(b"x" * 1000)
+        assert await asyncio.wait_for(c.reader.readexactly(1000), 5) == b"x" * 1000
+        t0 = time.monotonic()
+        await athread(sim.admin, "POST", "/drop", {"customer": "C1001", "system": "pbx-hq"})
+        assert await c.read_all(5) == b""
+        assert time.monotonic() - t0 < 3
+        assert await athread(sim.tunnels) == []
+        c.close()
+        await asyncio.wait_for(agent.task, 5)
+        srv.close()
+    run(go())
+    cl = sim.events("tunnel_close")[0]
+    assert cl["by"] == "link" and cl["reason"] == "link_lost"
+
+
+def test_tunnel_admin_api(sim):
+    async def go():
+        srv, eport = await echo_server()
+
+        def route(m):
+            return ("connect", eport) if m["port"] == 7 else ("ignore",)
+        agent = await FakeAgent(sim, route=route).start()
+        C = {"customer": "C1001", "system": "pbx-hq"}
+        r = await athread(sim.admin, "POST", "/stream_open",
+                          dict(C, target="pbx-b", host="10.0.0.9", port=7))
+        assert r["stream"] == 2
+        for _ in range(100):
+            if agent.streams:
+                break
+            await asyncio.sleep(0.02)
+        o = agent.opens[0]
+        assert (o["stream"], o["system"], o["host"], o["port"], o["client"], o["id"]) == \
+            (2, "pbx-b", "10.0.0.9", 7, "", r["id"])
+        wait_until(lambda: sim.events("tunnel_open"), what="tunnel_open")
+        tun = await athread(sim.tunnels)
+        assert [(t["stream"], t["system"], t["host"], t["port"], t["admin"])
+                for t in tun] == [(2, "pbx-b", "10.0.0.9", 7, True)]
+        # data through the admin stream, echoed back
+        await athread(sim.admin, "POST", "/stream_data",
+                      dict(C, stream=2, data_b64=base64.b64encode(b"hello").decode()))
+        got = b""
+        for _ in range(100):
+            rr = await athread(sim.admin, "POST", "/stream_read", dict(C, stream=2))
+            got += base64.b64decode(rr["data_b64"])
+            if got == b"hello":
+                break
+            await asyncio.sleep(0.02)
+        assert got == b"hello"
+        # raw binary frame, any stream id
+        r2 = await athread(sim.admin, "POST", "/send_binary",
+                           dict(C, stream=99, data_b64=base64.b64encode(b"raw").decode()))
+        assert r2["sent"] == 3
+        for _ in range(100):
+            if agent.unknown:
+                break
+            await asyncio.sleep(0.02)
+        assert agent.unknown == [(99, b"raw")]
+        # explicit stream id; a stream id in use is refused
+        r3 = await athread(sim.admin, "POST", "/stream_open", dict(C, port=9, stream=40))
+        assert r3["stream"] == 40
+        st, _ = await athread(sim.admin_status, "POST", "/stream_open",
+                              dict(C, port=9, stream=40))
+        assert st == 409
+        r4 = await athread(sim.admin, "POST", "/stream_open", {"customer": "C1001", "port": 9})
+        assert r4["stream"] == 42
+        # close from comsim
+        await athread(sim.admin, "POST", "/stream_close", dict(C, stream=2))
+        for _ in range(100):
+            if 2 not in agent.streams:
+                break
+            await asyncio.sleep(0.02)
+        assert any(m["type"] == "stream.close" and m["stream"] == 2 and m["reason"] == "done"
+                   for m in agent.msgs)
+        st, _ = await athread(sim.admin_status, "POST", "/stream_open",
+                              {"customer": "C9", "port": 9})
+        assert st == 404
+        await agent.stop()
+        srv.close()
+    run(go())
+    # the agent's answers to admin streams are events
+    assert any(m["type"] == "stream.accept" for m in sim.messages())
+    cl = sim.events("tunnel_close")[0]
+    assert cl["stream"] == 2 and cl["by"] == "comsim" and cl["admin"]
+
+
+def test_tunnel_client_gone_while_opening(sim):
+    async def go():
+        agent = await FakeAgent(sim, route=lambda m: ("ignore",)).start()
+        r, w = await asyncio.open_connection("127.0.0.1", sim.proxy_port,
+                                             ssl=client_ctx(sim.ca),
+                                             server_hostname="localhost")
+        tok = base64.b64encode(b"reseller1:proxypw").decode()
+        w.write(("CONNECT %s HTTP/1.1\r\nProxy-Authorization: Basic %s\r\n\r\nearly"
+                 % (dest("C1001"), tok)).encode())
+        for _ in range(100):
+            if agent.opens:
+                break
+            await asyncio.sleep(0.02)
+        w.close()
+        for _ in range(100):
+            if any(m["type"] == "stream.close" for m in agent.msgs):
+                break
+            await asyncio.sleep(0.02)
+        cl = [m for m in agent.msgs if m["type"] == "stream.close"]
+        assert cl and cl[0]["stream"] == 2
+        # its late accept is ignored
+        await agent.send({"type": "stream.accept", "stream": 2, "window": 65536})
+        await agent.send({"type": "status"})
+        await asyncio.sleep(0.3)
+        assert [m["type"] for m in agent.msgs[-1:]] == ["ack"]
+        await agent.stop()
+    run(go())
+    ev = sim.events("tunnel_refused")
+    assert ev and ev[0]["reason"] == "done" and ev[0]["status"] is None

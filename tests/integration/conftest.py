@@ -475,3 +475,51 @@ def pytest_runtest_call(item):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+# ------------------------------------------------------------------ tunnel servers
+# Real local services for the remote-support tunnel tests (tunnelkit.py):
+#   sshd                       a started tunnelkit.SSHD on 127.0.0.1 (own keys)
+#   tcp_server(addrs, mode)    a started tunnelkit.TCPServer (factory)
+#   https_server(names)        a started tunnelkit.HTTPSServer (factory)
+
+@pytest.fixture
+def sshd(tmp_path):
+    import tunnelkit
+    s = tunnelkit.SSHD(str(tmp_path / "sshd"))
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        print("---- sshd log (tail)\n%s" % tail(s.log(), 30))
+
+
+@pytest.fixture
+def tcp_server():
+    import tunnelkit
+    servers = []
+
+    def make(addrs=("127.0.0.1",), mode="echo", port=0, nbytes=0):
+        s = tunnelkit.TCPServer(addrs, mode, port, nbytes)
+        servers.append(s)
+        return s.start()
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def https_server(tmp_path):
+    import tunnelkit
+    servers = []
+
+    def make(names):
+        s = tunnelkit.HTTPSServer(str(tmp_path / ("https%d" % len(servers))), names)
+        servers.append(s)
+        return s.start()
+
+    yield make
+    for s in servers:
+        s.stop()

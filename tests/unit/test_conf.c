@@ -1195,8 +1195,8 @@ static void test_services(void **state)
 	assert_int_equal(conf_num(t->c, CONF_SERVICES_SSH), 2222);
 	assert_int_equal(conf_num(t->c, CONF_SERVICES_HTTPS), 443);
 	assert_false(conf_isset(t->c, CONF_SERVICES_HTTPS));
-	assert_int_equal(with(t, "[services]\nssh = 22\nssh = 23\ntelnet = 23\n"),
-			 ERR_INVAL);
+	assert_int_equal(with(t, "[services]\nssh = 22\nssh = 23\n"
+			      "telnet = 23\n"), ERR_INVAL);
 	msgs_are(t, "$:11: duplicate key 'ssh' (first at line 10)\n"
 		    "$:12: unknown key 'telnet' in [services]\n");
 }
@@ -1496,7 +1496,8 @@ static void test_tunnel_address(void **state)
 	static const struct {
 		const char *in, *canon;
 	} good[] = {
-		{ "1.0.0.0", "1.0.0.0" }, { "223.255.255.255", "223.255.255.255" },
+		{ "1.0.0.0", "1.0.0.0" },
+		{ "223.255.255.255", "223.255.255.255" },
 		{ "127.0.0.1", "127.0.0.1" }, { "::1", "::1" },
 		{ "::FFFF:192.168.1.1", "192.168.1.1" },
 		{ "2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1" },

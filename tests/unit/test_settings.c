@@ -122,7 +122,8 @@ static const char *entries(void)
 	assert_true(cnt >= 0);
 	out[0] = '\0';
 	for (int i = 0; i < cnt; i++) {
-		if (strcmp(list[i]->d_name, ".") && strcmp(list[i]->d_name, ".."))
+		if (strcmp(list[i]->d_name, ".") &&
+		    strcmp(list[i]->d_name, ".."))
 			n += (size_t)snprintf(out + n, sizeof(out) - n, "%s ",
 					      list[i]->d_name);
 		free(list[i]);
@@ -219,7 +220,8 @@ static void test_render(void **state)
 	(void)state;
 	assert_int_equal(settings_load(dir, &s), ERR_OK);
 	for (int k = 0; k < SET__COUNT; k++)
-		assert_int_equal(settings_set(s, (enum setting)k, true), ERR_OK);
+		assert_int_equal(settings_set(s, (enum setting)k, true),
+				 ERR_OK);
 	n = settings_render(s, buf, sizeof(buf));
 	assert_string_equal(buf, "centralmgmt=1\nlogtransfer=1\n"
 			    "remoteupgrade=1\nremoteaccess=1\n"
