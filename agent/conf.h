@@ -94,7 +94,9 @@ struct conf_tunnel {
 	int line;			/* of the [tunnel NAME] line */
 };
 
-/* A line of [network]: address is an IP literal or a host name, as written. */
+/* A line of [network]: address is an IP literal or a host name, as written.
+ * Names are unique ignoring case (COM takes them from DNS names) and never
+ * this system's own system_name. */
 struct conf_server {
 	const char *name;
 	const char *address;

@@ -1,7 +1,6 @@
 /*
  * tunnel — the remote-support policy (see tunnel.h).
  */
-#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -39,26 +38,14 @@ static err_t refuse(char *why, size_t whylen, const char *fmt, ...)
 	return ERR_PERM;
 }
 
-/* The canonical text of an IP literal, so "10.0.0.5" and a config entry
- * compare equal however either was spelt; false if host is no IP literal. */
-static bool canon_ip(const char *host, char *out, size_t cap)
-{
-	unsigned char a[16];
-
-	if (inet_pton(AF_INET, host, a) == 1)
-		return inet_ntop(AF_INET, a, out, (socklen_t)cap) != NULL;
-	if (inet_pton(AF_INET6, host, a) == 1)
-		return inet_ntop(AF_INET6, a, out, (socklen_t)cap) != NULL;
-	return false;
-}
-
 static err_t colocated(const struct conf *c, const struct settings *s,
 		       const char *host, uint16_t port,
 		       struct tunnel_target *out, char *why, size_t whylen)
 {
-	char want[INET6_ADDRSTRLEN], have[INET6_ADDRSTRLEN];
+	char want[CONF_IP_MAX];
 
-	if (!canon_ip(host, want, sizeof(want)))
+	/* The config stores canonical addresses; COM's spelling may differ. */
+	if (!conf_ip_canon(host, want, sizeof(want)))
 		return refuse(why, whylen, "co-located server '%.64s' is not "
 			      "an IP address", host);
 	if (!settings_get(s, SET_EXTERNALREMOTEACCESS))
@@ -67,9 +54,7 @@ static err_t colocated(const struct conf *c, const struct settings *s,
 	for (size_t i = 0; i < conf_tunnel_count(c); i++) {
 		const struct conf_tunnel *t = conf_tunnel_at(c, i);
 
-		if (t->port == port &&
-		    canon_ip(t->address, have, sizeof(have)) &&
-		    !strcmp(have, want)) {
+		if (t->port == port && !strcmp(t->address, want)) {
 			snprintf(out->host, sizeof(out->host), "%s", want);
 			out->port = port;
 			out->via = "co-located";

@@ -196,6 +196,9 @@ static void test_colocated_needs_setting_and_entry(void **state)
 	assert_int_equal(decide(f, "", "0:0:0:0:0:0:0:1", 8080, &t, why),
 			 ERR_OK);
 	assert_string_equal(t.host, "::1");
+	/* An IPv4-mapped spelling is the IPv4 address. */
+	assert_int_equal(decide(f, "", "::ffff:127.0.0.2", 3389, &t, why), ERR_OK);
+	assert_string_equal(t.host, "127.0.0.2");
 	assert_int_equal(decide(f, "", "::1", 8081, &t, why), ERR_PERM);
 	assert_string_equal(why, "no tunnel configured for [::1]:8081");
 	/* Only IP literals: a name could resolve anywhere. */
