@@ -586,6 +586,7 @@ class Tunnel:
         self.closed_by = None
         self.close_reason = None
         self.violated = False
+        self.oversize_logged = False
 
     def json(self):
         d = {k: self.info.get(k) for k in ("customer", "system", "via", "host",
@@ -711,6 +712,11 @@ class ProxyConn(asyncio.Protocol):
         elif self.phase == "head":
             self.buf += data
             self.sim.proxy_head(self)
+        elif self.phase == "busy":
+            # CONNECT accepted for processing; the stream is being set up.
+            self.buf += data
+            if len(self.buf) >= CLIENT_READ_HIGH:
+                self.pause_reading()
         # else: a refusal is on its way; ignore the rest
 
     def eof_received(self):
@@ -1271,6 +1277,13 @@ class ComSim:
                                % (n, t.recv_allow), size=n)
                 self.stream_end(t, "comsim", "flow", "data beyond credit")
             else:
+                if n > FRAME_DATA and not t.oversize_logged:
+                    # PROTOCOL.md 3.2: the agent sends frames of <= 16384
+                    # bytes.  Logged once per stream; the data is delivered.
+                    t.oversize_logged = True
+                    self.violation(link, sid, "data frame of %d bytes, more than "
+                                   "the agent's %d (PROTOCOL.md 3.2)" % (n, FRAME_DATA),
+                                   size=n)
                 t.agent_data(memoryview(data)[4:])
             return
         t = link.closed_streams.get(sid)
@@ -1318,6 +1331,7 @@ class ComSim:
         t.state = "closed"
         t.closed_by = by
         t.close_reason = reason
+        t.out_buf = bytearray()
         t.link.retire(t)
         if send is None:
             send = by not in ("agent", "link")
@@ -1337,6 +1351,24 @@ class ComSim:
                        bytes_to_agent=t.to_agent, bytes_from_agent=t.from_agent,
                        duration=round(time.monotonic() - (t.t_open or t.t0), 3),
                        admin=t.admin)
+
+    def tunnel_accepted(self, t, msg):
+        """stream.accept: answer the client now, before any data frame that
+        follows the accept on the link, and start relaying."""
+        t.state = "open"
+        t.t_open = time.monotonic()
+        if t.conn is not None:
+            t.conn.respond(200, close=False)
+            t.conn.phase = "tunnel"
+        info = t.info
+        self.event("tunnel_open", t.link, customer=info["customer"],
+                   system=info["system"], via=info["via"], host=info["host"],
+                   port=info["port"], stream=t.sid, user=info["user"],
+                   client=info["client"], admin=t.admin)
+        t.sender = asyncio.ensure_future(t.pump())
+        self.bg.add(t.sender)
+        t.sender.add_done_callback(self.bg.discard)
+        t.opened.set_result(("accept", msg))
 
     def stream_abandon(self, t):
         """The proxy client went away before the agent answered."""
@@ -1376,9 +1408,7 @@ class ComSim:
                 self.stream_end(tun, "comsim", "flow", "bad window in stream.accept")
                 return
             tun.send_credit += w
-            tun.state = "open"
-            tun.t_open = time.monotonic()
-            tun.opened.set_result(("accept", msg))
+            self.tunnel_accepted(tun, msg)
             return
         # stream.credit
         b = msg.get("bytes")
@@ -1472,8 +1502,8 @@ class ComSim:
                 self.proxy_refuse(conn, r)
             return
         end, n = min(ends)
-        head, leftover = bytes(buf[:end]), bytes(buf[end + n:])
-        conn.buf = bytearray()
+        head = bytes(buf[:end])
+        conn.buf = bytearray(buf[end + n:])     # early tunnel data, if any
         conn.phase = "busy"
         if conn.timer is not None:
             conn.timer.cancel()
@@ -1507,8 +1537,7 @@ class ComSim:
         except ProxyRefusal as r:
             self.proxy_refuse(conn, r, **ctx)
             return
-        task = asyncio.ensure_future(self.tunnel_connect(link, dest, user, conn,
-                                                         leftover))
+        task = asyncio.ensure_future(self.tunnel_connect(link, dest, user, conn))
         self.bg.add(task)
         task.add_done_callback(self.bg.discard)
 
@@ -1561,7 +1590,7 @@ class ComSim:
                    reason=r.reason, message=r.message, peer=conn.peer, **info)
         conn.respond(r.status, (r.message + "\n").encode("utf-8", "replace"), headers)
 
-    async def tunnel_connect(self, link, dest, user, conn=None, leftover=b"",
+    async def tunnel_connect(self, link, dest, user, conn=None,
                              sid=None, kind="tunnel", window=WINDOW,
                              credit=True, fields=None):
         """Open a stream on link and see it through to accept or refusal.
@@ -1578,9 +1607,10 @@ class ComSim:
         t.credit_enabled = credit
         link.streams[sid] = t
         if conn is not None:
+            early, conn.buf = conn.buf, bytearray()
             conn.tunnel = t
-            if leftover:
-                t.client_data(leftover)
+            if early:
+                t.client_data(early)
             if conn.lost:
                 t.client_done = True
         msg = {"type": "stream.open", "stream": sid, "kind": kind,
@@ -1615,18 +1645,14 @@ class ComSim:
         try:
             res = await asyncio.wait_for(asyncio.shield(t.opened), self.tunnel_timeout)
         except asyncio.TimeoutError:
-            msg = "no answer from the agent within %gs" % self.tunnel_timeout
-            self.stream_end(t, "comsim", "timeout", msg)
-            res = ("timeout", "comsim", "timeout", msg)
+            if t.opened.done():        # answered just as the time ran out
+                res = t.opened.result()
+            else:
+                msg = "no answer from the agent within %gs" % self.tunnel_timeout
+                self.stream_end(t, "comsim", "timeout", msg)
+                res = ("timeout", "comsim", "timeout", msg)
         if res[0] == "accept":
-            if conn is not None:
-                conn.respond(200, close=False)
-                conn.phase = "tunnel"
-            self.event("tunnel_open", t.link, client=info["client"], **ctx)
-            t.sender = asyncio.ensure_future(t.pump())
-            self.bg.add(t.sender)
-            t.sender.add_done_callback(self.bg.discard)
-            return
+            return                 # tunnel_accepted() did the rest
         _, by, reason, message = res
         if by == "client":
             status = None

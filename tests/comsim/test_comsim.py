@@ -3,7 +3,8 @@
     /usr/bin/python3 -m pytest tests/comsim
 
 Drives comsim with websockets' own client over TLS and checks the behaviour
-PROTOCOL.md asks of COM, plus the admin API.
+PROTOCOL.md asks of COM, plus the admin API; the remote-support proxy
+(sections 3, 3.1) with a fake agent that relays tunnels to local TCP services.
 """
 
 import asyncio
@@ -340,6 +341,9 @@ def test_message_before_hello(sim):
             assert await expect_close(ws, 5) == 4002
         assert 0.8 < time.monotonic() - t0 < 4
     run(go())
+    # comsim logs "close" once the TCP connection is gone, just after the
+    # client saw the close frame
+    wait_until(lambda: len(sim.events("close")) >= 4, what="four close events")
     assert [e["code"] for e in sim.events("close")] == [4002] * 4
 
 
@@ -582,6 +586,7 @@ def test_events_since_and_agents(sim):
         async with connect(sim) as ws:
             await say_hello(ws)
     run(go())
+    wait_until(lambda: sim.events("close", since=last), what="the link's close event")
     new = sim.events(since=last)
     assert new and all(e["seq"] > last for e in new)
     assert sim.events(since=new[-1]["seq"]) == []
@@ -952,6 +957,17 @@ def preq(sim, target=None, **kw):
 
 async def athread(f, *a, **kw):
     return await asyncio.to_thread(f, *a, **kw)
+
+
+async def await_until(pred, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        await asyncio.sleep(0.02)
 
 
 # ------------------------------------------------------------------ names
@@ -1376,12 +1392,10 @@ def test_tunnel_agent_violations(sim):
         r = await athread(sim.admin, "POST", "/stream_open",
                           {"customer": "C1001", "port": 22, "window": 4096,
                            "credit": False})
+        await await_until(lambda: agent.opens, what="stream.open")
         assert r["stream"] == 2 and agent.opens[-1]["window"] == 4096
-        for _ in range(100):
-            if any(m["type"] == "stream.close" for m in agent.msgs):
-                break
-            await asyncio.sleep(0.02)
-        cl = [m for m in agent.msgs if m["type"] == "stream.close"]
+        cl = await await_until(lambda: [m for m in agent.msgs if m["type"] == "stream.close"],
+                               what="stream.close flow")
         assert cl[0]["stream"] == 2 and cl[0]["reason"] == "flow"
         n = len(agent.msgs)
         for _ in range(2):
@@ -1441,7 +1455,7 @@ def test_tunnel_admin_api(sim):
         o = agent.opens[0]
         assert (o["stream"], o["system"], o["host"], o["port"], o["client"], o["id"]) == \
             (2, "pbx-b", "10.0.0.9", 7, "", r["id"])
-        wait_until(lambda: sim.events("tunnel_open"), what="tunnel_open")
+        await athread(wait_until, lambda: sim.events("tunnel_open"), what="tunnel_open")
         tun = await athread(sim.tunnels)
         assert [(t["stream"], t["system"], t["host"], t["port"], t["admin"])
                 for t in tun] == [(2, "pbx-b", "10.0.0.9", 7, True)]
@@ -1520,5 +1534,30 @@ def test_tunnel_client_gone_while_opening(sim):
         assert [m["type"] for m in agent.msgs[-1:]] == ["ack"]
         await agent.stop()
     run(go())
-    ev = sim.events("tunnel_refused")
-    assert ev and ev[0]["reason"] == "done" and ev[0]["status"] is None
+    ev = wait_until(lambda: sim.events("tunnel_refused"), what="tunnel_refused")
+    assert ev[0]["reason"] == "done" and ev[0]["status"] is None
+
+
+def test_tunnel_early_data_and_big_frames(sim):
+    """Bytes sent right behind the CONNECT reach the agent after its accept;
+    a frame above the agent's 16384 bytes (PROTOCOL.md 3.2) is delivered
+    and logged once as a stream_violation."""
+    async def go():
+        srv, eport = await echo_server()
+        agent = await FakeAgent(sim, route=lambda m: ("connect", eport),
+                                frame=20000).start()
+        c = await proxy_open(sim, None, raw=(
+            "CONNECT %s HTTP/1.1\r\nProxy-Authorization: Basic %s\r\n\r\nearly bytes" % (
+                dest("C1001"), base64.b64encode(b"reseller1:proxypw").decode())).encode())
+        assert c.status == 200
+        assert await asyncio.wait_for(c.reader.readexactly(11), 5) == b"early bytes"
+        data = os.urandom(200000)
+        c.writer.write(data)
+        assert await asyncio.wait_for(c.reader.readexactly(len(data)), 10) == data
+        assert agent.max_frame <= 16384
+        c.close()
+        await agent.stop()
+        srv.close()
+    run(go())
+    ev = sim.events("stream_violation")
+    assert len(ev) == 1 and "more than the agent's 16384" in ev[0]["error"]
