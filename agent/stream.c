@@ -646,7 +646,10 @@ static int streams_lws_callback(struct lws *wsi,
 		return 0;
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
 		lws_set_opaque_user_data(wsi, NULL);
-		on_local_closed(s, in ? (const char *)in : NULL);
+		/* lws 4.1 says "Unable to connect" without the errno: the
+		 * socket is closed by then, so the reason is not ours to
+		 * read either. */
+		on_local_closed(s, in ? (const char *)in : "connection failed");
 		return 0;
 	case LWS_CALLBACK_RAW_RX:
 		return on_local_rx(s, in, len);
