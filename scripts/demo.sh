@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: the agent against the bundled COM simulator, on loopback, in a
 # temp directory. Shows the agent connecting, `comagent status`, COM's view of
-# the agent and a job round trip, then stops both and exits 0.
+# the agent, a job round trip and a remote-support tunnel (curl through COM's
+# proxy to an HTTPS service on this "PBX"), then stops everything, exits 0.
 #
 #   scripts/demo.sh PATH/TO/comagent
 set -euo pipefail
@@ -11,9 +12,13 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 py=/usr/bin/python3
 comsim="$top/tests/comsim/comsim.py"
 tmp=$(mktemp -d /tmp/comagent-demo.XXXXXX)
-sim_pid="" agent_pid=""
+sim_pid="" agent_pid="" web_pid="" curl_pid=""
+kit="$top/tests/integration/tunnelkit.py"
 
 cleanup() {
+  for p in "$curl_pid" "$web_pid"; do
+    [[ -n "$p" ]] && kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
+  done
   [[ -n "$agent_pid" ]] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
   [[ -n "$sim_pid" ]] && kill "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
   rm -rf "$tmp"
@@ -41,8 +46,17 @@ mkdir -p "$tmp/com" "$tmp/root"
 "$py" "$comsim" serve --dir "$tmp/com" --port 0 2>"$tmp/comsim.log" &
 sim_pid=$!
 wait_for "comsim to listen" 20 test -s "$tmp/com/comsim.json"
-port=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$tmp/com/comsim.json")
-echo "COM simulator on wss://localhost:$port/agent/v1"
+jget() { "$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
+port=$(jget "$tmp/com/comsim.json" port)
+proxy_port=$(jget "$tmp/com/comsim.json" proxy_port)
+echo "COM simulator on wss://localhost:$port/agent/v1, remote-support proxy on localhost:$proxy_port"
+
+step "Starting an HTTPS service on this \"PBX\" (stands in for the web control panel)"
+"$py" "$kit" https --dir "$tmp/web" --name C1001.maint.com.example.test > "$tmp/web.json" 2>"$tmp/web.log" &
+web_pid=$!
+wait_for "the HTTPS service" 10 test -s "$tmp/web.json"
+web_port=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$tmp/web.json")
+echo "HTTPS service on 127.0.0.1:$web_port"
 
 step "Writing the agent's configuration (profile linux, root $tmp/root)"
 ini="$tmp/comagent.ini"
@@ -62,6 +76,10 @@ customer_id = C1001
 system_name = pbx-hq
 version = 11.1.3.0
 root = $tmp/root
+
+[services]
+# COM's port 443 (HTTPS) is this service's port here.
+https = $web_port
 
 [service_user]
 name = COMAdmin
@@ -95,6 +113,28 @@ for e in json.load(sys.stdin):
     m = e.get("msg") or {}
     if e["kind"] == "message" and m.get("type") == "job.state":
         print("  agent answered:", json.dumps(m))'
+
+step "Remote support: turn on remoteaccess, then fetch a page through COM's proxy"
+"$bin" settings -c "$ini" set remoteaccess=1
+proxy_args=(--silent --show-error --proxy "https://localhost:$proxy_port"
+            --proxy-user reseller1:proxypw --proxy-cacert "$tmp/com/ca.pem"
+            --cacert "$tmp/web/srvca.pem")
+echo "\$ curl --proxy https://localhost:$proxy_port ... https://C1001.maint.com.example.test/page"
+curl "${proxy_args[@]}" https://C1001.maint.com.example.test/page
+echo "A slow download keeps a tunnel open while we look at the agent:"
+curl "${proxy_args[@]}" --limit-rate 2M -o "$tmp/big" https://C1001.maint.com.example.test/big &
+curl_pid=$!
+tunnel_open() { "$bin" status -c "$ini" --json 2>/dev/null | grep -q '"target"'; }
+wait_for "the tunnel to show in status" 10 tunnel_open
+"$bin" status -c "$ini" | sed -n '/^Settings/,$p'
+wait "$curl_pid"; curl_pid=""
+echo "downloaded $(stat -c %s "$tmp/big") bytes through the tunnel"
+grep -E 'stream: tunnel' "$tmp/agent.log" | sed 's/^/  agent log | /'
+step "A target the settings do not allow is refused, with the reason"
+curl "${proxy_args[@]}" https://C1001.maint.com.example.test:8443/ 2>&1 | sed 's/^/  /' || true
+refused() { grep -q 'stream: tunnel .* refused' "$tmp/agent.log"; }
+wait_for "the refusal in the agent log" 5 refused
+grep 'stream: tunnel .* refused' "$tmp/agent.log" | sed 's/^/  agent log | /'
 
 step "Stopping the agent (SIGTERM) and the simulator"
 kill -TERM "$agent_pid"

@@ -24,5 +24,16 @@ echo "deps: installing ${missing[*]}" >&2
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
+# openssh-server is here for the tests' own loopback sshd: don't let its
+# package start a system sshd. policy-rc.d is Debian's switch for that; only
+# one we created ourselves is removed again.
+policy=/usr/sbin/policy-rc.d
+made_policy=""
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee $policy >/dev/null
+  $SUDO chmod 755 $policy
+  made_policy=1
+fi
+trap '[[ -n "$made_policy" ]] && $SUDO rm -f $policy' EXIT
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -867,7 +867,15 @@ def main(argv=None):
     r.add_argument("--dest", required=True)
     r.add_argument("--user", default=PROXY_USER)
     r.add_argument("--password", default=PROXY_PASSWORD)
+    h = sub.add_parser("https", help="serve HTTPS (/page, /big) until killed")
+    h.add_argument("--dir", required=True)
+    h.add_argument("--name", action="append", required=True)
     a = ap.parse_args(argv)
+    if a.cmd == "https":
+        srv = HTTPSServer(a.dir, a.name)
+        print(json.dumps({"port": srv.port, "ca": srv.ca}), flush=True)
+        srv.httpd.serve_forever()
+        return 0
     if a.cmd == "recv":
         out = bulk_recv(a.port, a.ca, a.dest, a.user, a.password)
         print(json.dumps(out), flush=True)
