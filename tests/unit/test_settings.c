@@ -22,50 +22,16 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "logcapture.h"
 #include "settings.h"
 #include "state.h"
 
-#define TS_LEN 25	/* "2026-11-23T10:51:06.854Z " before each line */
 
 static const char all_off[] =
 	"centralmgmt=0\nlogtransfer=0\nremoteupgrade=0\nremoteaccess=0\n"
 	"externalremoteaccess=0\ncentralcert=0\n";
 
-static char dir[64], logpath[80], path[128];
-
-static void log_start(void)
-{
-	assert_int_equal(log_open(logpath, 1 << 20, LOG_LVL_INFO, false),
-			 ERR_OK);
-}
-
-/* What was logged since the last call, without the timestamps; the log
- * then starts afresh. */
-static const char *logged(void)
-{
-	static char out[8192];
-	char line[1200];
-	size_t n = 0;
-	FILE *f;
-
-	log_close();
-	out[0] = '\0';
-	f = fopen(logpath, "r");
-	if (f) {
-		while (fgets(line, sizeof(line), f)) {
-			size_t len = strlen(line);
-
-			assert_true(len > TS_LEN);
-			assert_true(n + len - TS_LEN < sizeof(out));
-			memcpy(out + n, line + TS_LEN, len - TS_LEN + 1);
-			n += len - TS_LEN;
-		}
-		fclose(f);
-		unlink(logpath);
-	}
-	log_start();
-	return out;
-}
+static char dir[64], path[128];
 
 /* expected with every '$' replaced by the settings file's path. */
 static void logged_is(const char *expected)
