@@ -5,10 +5,10 @@
  * operation yet, and says so plainly: a job is answered "rejected /
  * unsupported" (or "invalid" when it is malformed).
  *
- * A final job state stays pending until COM acks it and is re-sent on every
- * new link (PROTOCOL.md §2.6); a job id seen again is answered with its
- * recorded state, never run again. The table is bounded and lives in memory:
- * the persistent job journal comes with the job operations themselves.
+ * Every answer is journaled (job module) before it is sent: a final state
+ * stays pending until COM acks it and is re-sent on every new link
+ * (PROTOCOL.md §2.6), across agent restarts too; a job id seen again is
+ * answered with its recorded state, never run again.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -18,34 +18,19 @@
 
 #include "conf.h"
 #include "dispatch.h"
+#include "job.h"
 #include "log.h"
 #include "proto.h"
 #include "stream.h"
 
 #define LOG_MODULE "dispatch"
-#define JOB_ID_MAX 64
-
-/* Final job states kept for acks and duplicate ids; the oldest is dropped
- * when full (COM then sees at most a repeat answer to a repeated job). */
-#define JOBS_MAX 32
-
-struct job_rec {
-	char job[JOB_ID_MAX + 1];
-	char reason[16];
-	char msg[160];
-	int64_t sent_id;	/* id of the last job.state sent for it */
-	bool acked;
-	bool used;
-};
-
 struct dispatch {
 	const struct conf *conf;
 	char version[64];
 	time_t started;
 	struct proto_w *w;
 	struct streams *streams;
-	struct job_rec jobs[JOBS_MAX];
-	unsigned jobs_next;
+	struct jobs *jobs;		/* the journal, owned by the caller */
 };
 
 static void send_built(struct dispatch *d, struct link *l)
@@ -74,60 +59,47 @@ static void send_status(struct dispatch *d, struct link *l)
 	send_built(d, l);
 }
 
-static int64_t job_state(struct dispatch *d, struct link *l, int64_t re,
-			 const char *job, const char *reason, const char *msg)
+/* Bytes of s, at most max, that end on a UTF-8 character boundary (the
+ * journal refuses cut characters). */
+static int utf8_prefix(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n <= max)
+		return (int)n;
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return (int)max;
+}
+
+/* Sends r's state as a job.state; remembers the message id for COM's ack. */
+static void send_job_state(struct dispatch *d, struct link *l, int64_t re,
+			   const struct job_rec *r)
 {
 	int64_t id = link_next_id(l);
 
 	proto_w_begin(d->w, "job.state", id);
 	if (re > 0)
 		proto_w_int(d->w, "re", re);
-	if (job)
-		proto_w_str(d->w, "job", job);
-	proto_w_str(d->w, "state", "rejected");
-	proto_w_str(d->w, "reason", reason);
-	proto_w_str(d->w, "message", msg);
+	proto_w_str(d->w, "job", r->id);
+	proto_w_str(d->w, "state", job_state_name(r->state));
+	if (r->state == JOB_RUNNING)
+		proto_w_int(d->w, "progress", r->progress);
+	if (r->reason[0])
+		proto_w_str(d->w, "reason", r->reason);
+	if (r->message[0])
+		proto_w_str(d->w, "message", r->message);
 	send_built(d, l);
-	return id;
-}
-
-static struct job_rec *job_find(struct dispatch *d, const char *job)
-{
-	for (unsigned i = 0; i < JOBS_MAX; i++)
-		if (d->jobs[i].used && !strcmp(d->jobs[i].job, job))
-			return &d->jobs[i];
-	return NULL;
-}
-
-static struct job_rec *job_add(struct dispatch *d, const char *job,
-			       const char *reason, const char *msg)
-{
-	struct job_rec *r = &d->jobs[d->jobs_next];
-
-	if (r->used && !r->acked)
-		LOGE("job table full: final state of job %s no longer re-sent",
-		     r->job);
-	d->jobs_next = (d->jobs_next + 1) % JOBS_MAX;
-	memset(r, 0, sizeof(*r));
-	r->used = true;
-	snprintf(r->job, sizeof(r->job), "%s", job);
-	snprintf(r->reason, sizeof(r->reason), "%s", reason);
-	snprintf(r->msg, sizeof(r->msg), "%s", msg);
-	return r;
+	jobs_set_sent(d->jobs, r->id, id);
 }
 
 static void on_ack(struct dispatch *d, const struct proto_msg *m)
 {
-	int64_t re = proto_re(m);
+	const struct job_rec *r = jobs_by_sent(d->jobs, proto_re(m));
 
-	for (unsigned i = 0; i < JOBS_MAX; i++) {
-		struct job_rec *r = &d->jobs[i];
-
-		if (r->used && !r->acked && re > 0 && r->sent_id == re) {
-			r->acked = true;
-			LOGD("COM acknowledged the final state of job %s", r->job);
-		}
-	}
+	if (r && job_state_final(r->state) && !r->acked &&
+	    jobs_ack(d->jobs, r->id) == ERR_OK)
+		LOGD("COM acknowledged the final state of job %s", r->id);
 }
 
 static void on_up(void *arg, struct link *l)
@@ -136,45 +108,75 @@ static void on_up(void *arg, struct link *l)
 
 	streams_link_up(d->streams, l);
 	send_status(d, l);
-	/* Message ids restart on every link, so older sent_ids are void. */
-	for (unsigned i = 0; i < JOBS_MAX; i++) {
-		struct job_rec *r = &d->jobs[i];
+	/* Message ids restart on every link, so older ones are void; final
+	 * states COM has not acknowledged go again (PROTOCOL.md §2.6). */
+	jobs_clear_sent(d->jobs);
+	for (size_t i = jobs_count(d->jobs); i-- > 0;) {
+		const struct job_rec *r = jobs_at(d->jobs, i);
 
-		r->sent_id = 0;
-		if (r->used && !r->acked) {
+		if (job_state_final(r->state) && !r->acked) {
 			LOGI("re-sending unacknowledged final state of job %s",
-			     r->job);
-			r->sent_id = job_state(d, l, 0, r->job, r->reason,
-					       r->msg);
+			     r->id);
+			send_job_state(d, l, 0, r);
 		}
 	}
+}
+
+/* An answer that cannot be journaled (no valid id) is still sent. */
+static void reject_invalid(struct dispatch *d, struct link *l,
+			   const struct proto_msg *m, const char *job)
+{
+	proto_w_begin(d->w, "job.state", link_next_id(l));
+	proto_w_int(d->w, "re", proto_id(m));
+	if (job)
+		proto_w_str(d->w, "job", job);
+	proto_w_str(d->w, "state", "rejected");
+	proto_w_str(d->w, "reason", "invalid");
+	proto_w_str(d->w, "message",
+		    "job needs a job id of 1..64 characters and an op");
+	send_built(d, l);
 }
 
 static void on_job(struct dispatch *d, struct link *l, const struct proto_msg *m)
 {
 	const char *job = proto_str(m, "job");
 	const char *op = proto_str(m, "op");
-	struct job_rec *r;
-	char msg[160];
+	const struct job_rec *seen;
+	struct job_rec r;
 
 	if (!job || !*job || strlen(job) > JOB_ID_MAX || !op || !*op) {
 		LOGE("job message %lld without a valid job id or op; rejected",
 		     (long long)proto_id(m));
-		job_state(d, l, proto_id(m), job && strlen(job) <= JOB_ID_MAX ?
-			  job : NULL, "invalid",
-			  "job needs a job id of 1..64 characters and an op");
+		reject_invalid(d, l, m, job && strlen(job) <= JOB_ID_MAX ?
+			       job : NULL);
 		return;
 	}
-	r = job_find(d, job);
-	if (r) {
+	seen = jobs_find(d->jobs, job);
+	if (seen) {
 		LOGI("job %s seen before; answering its recorded state", job);
-	} else {
-		snprintf(msg, sizeof(msg),
-			 "operation %.40s is not supported by this agent", op);
-		LOGI("job %s (%s) rejected: %s", job, op, msg);
-		r = job_add(d, job, "unsupported", msg);
+		send_job_state(d, l, proto_id(m), seen);
+		return;
 	}
-	r->sent_id = job_state(d, l, proto_id(m), r->job, r->reason, r->msg);
+	memset(&r, 0, sizeof(r));
+	snprintf(r.id, sizeof(r.id), "%s", job);
+	/* The op as far as it fits whole characters; only for the record. */
+	snprintf(r.op, sizeof(r.op), "%.*s", utf8_prefix(op, sizeof(r.op) - 1),
+		 op);
+	r.state = JOB_REJECTED;
+	r.progress = 0;
+	snprintf(r.reason, sizeof(r.reason), "unsupported");
+	snprintf(r.message, sizeof(r.message),
+		 "operation %.*s is not supported by this agent",
+		 utf8_prefix(op, 40), op);
+	r.created = r.updated = (int64_t)time(NULL);
+	LOGI("job %s (%s) rejected: %s", job, r.op, r.message);
+	if (jobs_record(d->jobs, &r) != ERR_OK) {
+		/* Logged by the journal; COM still gets an answer, which
+		 * will not be re-sent after a restart. */
+		reject_invalid(d, l, m, NULL);
+		return;
+	}
+	send_job_state(d, l, proto_id(m), jobs_find(d->jobs, job));
 }
 
 static void on_message(void *arg, struct link *l, const struct proto_msg *m)
@@ -225,13 +227,15 @@ static void on_down(void *arg, struct link *l)
 }
 
 struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
-			      const struct settings *s, const char *version)
+			      const struct settings *s, struct jobs *jobs,
+			      const char *version)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
 
 	if (!d)
 		return NULL;
 	d->conf = c;
+	d->jobs = jobs;
 	d->started = time(NULL);
 	snprintf(d->version, sizeof(d->version), "%s", version);
 	d->w = proto_w_new(PROTO_MAX_MSG, 0);

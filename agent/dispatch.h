@@ -13,11 +13,14 @@
 struct conf;
 struct dispatch;
 
+struct jobs;
 struct settings;
 struct streams;
 
+/* jobs: the job journal; it must outlive d. */
 struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
-			      const struct settings *s, const char *version);
+			      const struct settings *s, struct jobs *jobs,
+			      const char *version);
 /* Cancels timers; before the lws context is destroyed. */
 void dispatch_shutdown(struct dispatch *d);
 /* After the lws context is destroyed. */

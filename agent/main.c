@@ -20,6 +20,7 @@
 #include "conf.h"
 #include "ctl.h"
 #include "dispatch.h"
+#include "job.h"
 #include "link.h"
 #include "log.h"
 #include "settings.h"
@@ -58,6 +59,7 @@ static const char usage_main[] =
 	"  check-config   validate the configuration file\n"
 	"  status         show the running agent's connection state\n"
 	"  settings       show or change the remote-operation settings\n"
+	"  jobs           list the running agent's recent jobs\n"
 	"  version        print the version\n"
 	"  help [COMMAND] show help for a command\n"
 	"\n"
@@ -110,6 +112,17 @@ static const char usage_settings[] =
 	"\n"
 	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 	"      --json          show as one JSON object\n";
+
+static const char usage_jobs[] =
+	"Usage: comagent jobs [-c FILE] [--json]\n"
+	"\n"
+	"Lists the jobs COM sent the running agent, newest first, from its\n"
+	"journal (kept across restarts): id, operation, state, reason and when,\n"
+	"and whether COM has acknowledged a final state yet. Exits 1 when the\n"
+	"agent is not running.\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	"      --json          one JSON object instead of text\n";
 
 static const char usage_version[] =
 	"Usage: comagent version\n\nPrints the agent's version.\n";
@@ -264,6 +277,7 @@ struct app {
 	const struct conf *conf;
 	struct link *link;
 	struct settings *settings;
+	struct jobs *jobs;
 	struct dispatch *dispatch;
 	char version[64];
 };
@@ -282,6 +296,8 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 		return status_render(&src, true, buf, cap);
 	if (!strcmp(req, "status text") || !strcmp(req, "status"))
 		return status_render(&src, false, buf, cap);
+	if (!strcmp(req, "jobs json") || !strcmp(req, "jobs text"))
+		return status_render_jobs(a->jobs, req[5] == 'j', buf, cap);
 	if (!strcmp(req, "settings reload")) {
 		err_t e = settings_reload(a->settings);
 
@@ -420,8 +436,11 @@ static int cmd_run(const struct opts *o)
 	if (!app.settings)
 		goto out;
 	/* A damaged settings file was reported line by line; what could be
-	 * read applies and the agent keeps its link to COM regardless. */
-	(void)e;
+	 * read applies and the agent keeps its link to COM regardless. The
+	 * same goes for the job journal. */
+	(void)jobs_open(conf_str(c, CONF_SYSTEM_STATE_DIR), &app.jobs);
+	if (!app.jobs)
+		goto out;
 	read_version(c, app.version, sizeof(app.version));
 	LOGI("comagent %s starting: customer %s, system %s, profile %s, "
 	     "version %s", COMAGENT_VERSION, conf_str(c, CONF_SYSTEM_CUSTOMER_ID),
@@ -433,7 +452,8 @@ static int cmd_run(const struct opts *o)
 		LOGE("cannot create the event loop (see lws errors above)");
 		goto out;
 	}
-	app.dispatch = dispatch_new(g_ctx, c, app.settings, app.version);
+	app.dispatch = dispatch_new(g_ctx, c, app.settings, app.jobs,
+				    app.version);
 	if (!app.dispatch)
 		goto out;
 	h = dispatch_handler(app.dispatch);
@@ -477,6 +497,7 @@ out:
 	}
 	link_free(app.link);
 	dispatch_free(app.dispatch);
+	jobs_free(app.jobs);
 	settings_free(app.settings);
 	conf_free(c);
 	log_close();
@@ -506,6 +527,21 @@ static int cmd_status(const struct opts *o)
 		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
 	e = ctl_request(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET),
 			o->json ? "status json" : "status text", stdout, false);
+	conf_free(c);
+	return e == ERR_OK ? EXIT_OK : EXIT_FAIL;
+}
+
+/* Asks the daemon: opening the journal here would mark its running job
+ * interrupted. */
+static int cmd_jobs(const struct opts *o)
+{
+	struct conf *c = NULL;
+	err_t e = conf_load(o->config, stderr, &c);
+
+	if (e != ERR_OK)
+		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	e = ctl_request(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET),
+			o->json ? "jobs json" : "jobs text", stdout, false);
 	conf_free(c);
 	return e == ERR_OK ? EXIT_OK : EXIT_FAIL;
 }
@@ -655,6 +691,7 @@ static const struct command commands[] = {
 	{ "run", usage_run, cmd_run, false, true },
 	{ "check-config", usage_check, cmd_check, false, false },
 	{ "status", usage_status, cmd_status, true, false },
+	{ "jobs", usage_jobs, cmd_jobs, true, false },
 	{ "version", usage_version, cmd_version, false, false },
 };
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "job.h"
 #include "link.h"
 #include "proto.h"
 #include "settings.h"
@@ -175,4 +176,68 @@ size_t status_render(const struct status_src *src, bool json, char *buf,
 	link_get_info(src->link, &i);
 	return json ? render_json(src, &i, buf, cap)
 		    : render_text(src, &i, buf, cap);
+}
+
+static size_t jobs_json(const struct jobs *j, char *buf, size_t cap)
+{
+	struct proto_w *w = proto_w_new(cap - 2, 0);
+	char *out;
+	size_t len = 0;
+
+	if (!w)
+		return 0;
+	proto_w_begin(w, "jobs", 1);
+	proto_w_arr(w, "jobs");
+	for (size_t i = 0; i < jobs_count(j); i++) {
+		const struct job_rec *r = jobs_at(j, i);
+
+		proto_w_obj(w, NULL);
+		proto_w_str(w, "job", r->id);
+		proto_w_str(w, "op", r->op);
+		proto_w_str(w, "state", job_state_name(r->state));
+		proto_w_int(w, "progress", r->progress);
+		proto_w_str(w, "reason", r->reason);
+		proto_w_str(w, "message", r->message);
+		proto_w_int(w, "created", r->created);
+		proto_w_int(w, "updated", r->updated);
+		proto_w_bool(w, "acked", r->acked);
+		proto_w_end(w);
+	}
+	proto_w_end(w);
+	if (proto_w_finish(w, &out, &len) == ERR_OK) {
+		memcpy(buf, out, len);
+		buf[len++] = '\n';
+	} else {
+		len = 0;
+	}
+	buf[len] = '\0';
+	proto_w_free(w);
+	return len;
+}
+
+size_t status_render_jobs(const struct jobs *j, bool json, char *buf,
+			  size_t cap)
+{
+	struct tbuf t = { buf, 0, cap };
+	char when[32], key[80];
+
+	if (cap < 3)
+		return 0;
+	if (json)
+		return jobs_json(j, buf, cap);
+	buf[0] = '\0';
+	if (!jobs_count(j))
+		line(&t, "No jobs", "%s", "recorded yet");
+	for (size_t i = 0; i < jobs_count(j); i++) {
+		const struct job_rec *r = jobs_at(j, i);
+
+		fmt_time((time_t)r->updated, when, sizeof(when));
+		snprintf(key, sizeof(key), "%s", r->id);
+		line(&t, key, "%s %s%s%s%s%s (%s)%s", r->op,
+		     job_state_name(r->state), r->reason[0] ? ": " : "",
+		     r->reason, r->message[0] ? " - " : "", r->message, when,
+		     job_state_final(r->state) && !r->acked ?
+		     " [not yet acknowledged by COM]" : "");
+	}
+	return t.len;
 }

@@ -25,4 +25,9 @@ struct status_src {
 size_t status_render(const struct status_src *src, bool json, char *buf,
 		     size_t cap);
 
+struct jobs;
+/* The job journal, newest first, for `comagent jobs`; same contract. */
+size_t status_render_jobs(const struct jobs *j, bool json, char *buf,
+			  size_t cap);
+
 #endif

@@ -136,3 +136,45 @@ def test_version_reported_from_platform_file(comsim, agent):
     hello = sim.hellos()[-1]
     status = sim.wait_message(lambda m: m["type"] == "status")
     assert status["version"] == "12.1.0.0 build 42", (hello, status)
+
+
+def test_job_journal_survives_restart(comsim, agent):
+    """A final job state COM has not acknowledged is re-sent by the next
+    agent process too, a repeated job id is answered from the journal
+    (never run again), and `comagent jobs` lists it."""
+    from conftest import DEFAULT_CUSTOMER
+    rec = dict(DEFAULT_CUSTOMER, ack_jobs=False)
+    sim = comsim([rec])
+    a = agent(sim)
+    a.wait_connected(15)
+    j = sim.admin("POST", "/job", {"customer": "C1001", "system": "pbx-hq",
+                                   "op": "backup"})["job"]
+    first = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j,
+                             what="job.state")
+    assert first["state"] == "rejected" and first["reason"] == "unsupported"
+    r = a.cli("jobs", "--json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)["jobs"]
+    assert [(x["job"], x["op"], x["state"], x["acked"]) for x in listed] == \
+        [(j, "backup", "rejected", False)]
+
+    a.stop()
+    a.proc, a.rc = None, None       # teardown checks the second process too
+    a.start()
+    seq = sim.last_seq()
+    a.wait_connected(15)
+    again = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j,
+                             seq, what="the journaled state re-sent by the new process")
+    assert (again["state"], again["reason"]) == ("rejected", "unsupported")
+
+    # acknowledged now; the same job id again is answered, not re-run
+    sim.admin("POST", "/customers", dict(rec, ack_jobs=True))
+    seq = sim.last_seq()
+    sim.admin("POST", "/job", {"customer": "C1001", "system": "pbx-hq",
+                               "op": "restore", "job": j})
+    dup = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j,
+                           seq, what="the answer to a repeated job id")
+    assert dup["message"] == first["message"]      # the backup's record, not a restore
+    wait_until(lambda: json.loads(a.cli("jobs", "--json").stdout)["jobs"][0]["acked"],
+               5, "the journal to record COM's ack")
+    assert "not yet acknowledged" not in a.cli("jobs").stdout
