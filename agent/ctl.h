@@ -19,7 +19,7 @@
 
 #define CTL_PROTOCOL "comagent-ctl"
 #define CTL_REQ_MAX 256
-#define CTL_REPLY_MAX 16384
+#define CTL_REPLY_MAX (128 * 1024)	/* status with 256 tunnels listed */
 
 struct ctl;
 

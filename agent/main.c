@@ -315,7 +315,8 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 {
 	/* lws keeps a pointer to the table for the context's lifetime. */
 	static struct lws_protocols protocols[4];
-	struct lws_context_creation_info info;
+	struct lws_context_creation_info info, vi;
+	struct lws_context *ctx;
 
 	protocols[0] = link_protocol();
 	protocols[1] = ctl_protocol();
@@ -359,7 +360,21 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 		}
 		info.http_proxy_address = proxy;
 	}
-	return lws_create_context(&info);
+	ctx = lws_create_context(&info);
+	if (!ctx)
+		return NULL;
+	/* The proxy above is for the COM link only; tunnels reach the LAN
+	 * directly, from a vhost of their own. */
+	memset(&vi, 0, sizeof(vi));
+	vi.port = CONTEXT_PORT_NO_LISTEN;
+	vi.protocols = protocols;
+	vi.vhost_name = STREAM_VHOST;
+	if (!lws_create_vhost(ctx, &vi)) {
+		LOGE("cannot create the tunnels' vhost");
+		lws_context_destroy(ctx);
+		return NULL;
+	}
+	return ctx;
 }
 
 static void read_version(const struct conf *c, char *buf, size_t cap)

@@ -39,6 +39,8 @@
 /* Ids answered "unknown_stream" recently; bounded, so a flood of bogus ids
  * cannot grow memory (an id that falls out is merely answered again). */
 #define UNKNOWN_MEMORY 32
+/* How long a closing tunnel may take to hand its last bytes to the service. */
+#define STREAM_FLUSH_S 30
 
 /* A byte queue with LWS_PRE bytes in front of the data, always. */
 struct bq {
@@ -74,6 +76,7 @@ struct stream {
 
 struct streams {
 	struct lws_context *ctx;
+	struct lws_vhost *vhost;	/* STREAM_VHOST */
 	const struct conf *conf;
 	const struct settings *settings;
 	struct link *link;		/* NULL while the link is down */
@@ -82,7 +85,7 @@ struct streams {
 	struct stream *rr;		/* served last by the frame writer */
 	unsigned count;
 	uint32_t unknown[UNKNOWN_MEMORY];
-	unsigned unknown_next;
+	unsigned unknown_next, unknown_n;
 };
 
 /* ---- byte queues ------------------------------------------------------ */
@@ -134,18 +137,18 @@ static void bq_clear(struct bq *q)
 
 /* ---- messages to COM -------------------------------------------------- */
 
-static void send_built(struct streams *t)
+static err_t send_built(struct streams *t)
 {
 	char *buf;
 	size_t len;
 
 	if (!t->link)
-		return;
+		return ERR_STATE;
 	if (proto_w_finish(t->w, &buf, &len) != ERR_OK) {
 		LOGE("stream message does not fit; dropped");
-		return;
+		return ERR_LIMIT;
 	}
-	(void)link_send(t->link, buf, len);
+	return link_send(t->link, buf, len);
 }
 
 static void send_close(struct streams *t, uint32_t id, const char *reason,
@@ -169,7 +172,10 @@ static void send_credit(struct stream *s)
 	proto_w_begin(t->w, "stream.credit", link_next_id(t->link));
 	proto_w_int(t->w, "stream", s->id);
 	proto_w_int(t->w, "bytes", (int64_t)s->consumed);
-	send_built(t);
+	/* Credit COM never hears of would shrink its allowance for good:
+	 * keep it owed and grant it with the next write instead. */
+	if (send_built(t) != ERR_OK)
+		return;
 	s->window += (int64_t)s->consumed;
 	s->consumed = 0;
 }
@@ -190,6 +196,22 @@ static struct stream *find(const struct streams *t, uint32_t id)
 	return NULL;
 }
 
+static void remember_id(struct streams *t, uint32_t id)
+{
+	t->unknown[t->unknown_next] = id;
+	t->unknown_next = (t->unknown_next + 1) % UNKNOWN_MEMORY;
+	if (t->unknown_n < UNKNOWN_MEMORY)
+		t->unknown_n++;
+}
+
+static bool remembered(const struct streams *t, uint32_t id)
+{
+	for (unsigned i = 0; i < t->unknown_n; i++)
+		if (t->unknown[i] == id)
+			return true;
+	return false;
+}
+
 static void stream_free(struct stream *s)
 {
 	struct streams *t = s->t;
@@ -203,6 +225,9 @@ static void stream_free(struct stream *s)
 		t->rr = NULL;
 	t->count--;
 	lws_sul_cancel(&s->sul_connect);
+	/* Data or credit COM sent before it saw our close is no violation:
+	 * remember the id so it is dropped quietly. */
+	remember_id(t, s->id);
 	LOGI("tunnel %u to %s closed (%s): %llu bytes in, %llu bytes out, "
 	     "%.1f s", s->id, s->target, s->end[0] ? s->end : "done",
 	     (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
@@ -225,21 +250,37 @@ static void set_end(struct stream *s, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Close the local socket from outside its own callbacks. */
+/* Close the local socket at once, from outside its own callbacks, when
+ * nothing more is to be written to it. Synchronous: an async kill of a
+ * connecting socket can be cancelled by lws's own connect timeouts, and a
+ * connected one may never become writable (a service that stopped
+ * reading). lws calls back (RAW_CLOSE / CONNECTION_ERROR) from in here,
+ * which frees the stream: callers must not touch s afterwards. */
 static void close_local(struct stream *s)
 {
 	if (!s->wsi) {
 		stream_free(s);
 		return;
 	}
-	if (s->connected) {
-		/* Its WRITEABLE callback returns -1: lws's usual way. */
-		s->closing_local = true;
-		lws_callback_on_writable(s->wsi);
-	} else {
-		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK,
-				LWS_TO_KILL_ASYNC);
+	lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+}
+
+/* Close the local socket once what COM sent is written, within a bound:
+ * a service that stopped reading must not hold the stream for ever. */
+static void close_local_after_flush(struct stream *s)
+{
+	if (!s->wsi || !s->connected || !s->down.len) {
+		close_local(s);
+		return;
 	}
+	s->closing_local = true;
+	if (s->paused) {
+		/* A service blocked writing to us may not read until it can. */
+		s->paused = false;
+		lws_rx_flow_control(s->wsi, 1);
+	}
+	lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, STREAM_FLUSH_S);
+	lws_callback_on_writable(s->wsi);
 }
 
 /* End the stream now: tell COM (once) and close the local side. */
@@ -274,6 +315,7 @@ static err_t dial(struct stream *s, const struct tunnel_target *to)
 
 	memset(&i, 0, sizeof(i));
 	i.context = s->t->ctx;
+	i.vhost = s->t->vhost;
 	i.address = to->host;
 	i.port = to->port;
 	i.host = to->host;
@@ -392,7 +434,11 @@ static void on_credit(struct streams *t, const struct proto_msg *m)
 		return;
 	s = find(t, (uint32_t)id);
 	if (!s) {
-		send_close(t, (uint32_t)id, "unknown_stream", "no such stream");
+		if (!remembered(t, (uint32_t)id)) {
+			remember_id(t, (uint32_t)id);
+			send_close(t, (uint32_t)id, "unknown_stream",
+				   "no such stream");
+		}
 		return;
 	}
 	if (s->close_sent)
@@ -423,10 +469,7 @@ static void on_close(struct streams *t, const struct proto_msg *m)
 	s->close_sent = true;
 	s->remote_closed = true;
 	bq_clear(&s->up);
-	if (!s->down.len || !s->wsi)
-		close_local(s);
-	else
-		lws_callback_on_writable(s->wsi);
+	close_local_after_flush(s);
 }
 
 void streams_on_control(struct streams *t, const struct proto_msg *m)
@@ -449,17 +492,14 @@ void streams_on_data(struct streams *t, uint32_t id, const uint8_t *p,
 	struct stream *s = find(t, id);
 
 	if (!s) {
-		if (!id) {
-			LOGE("%zu bytes for stream id 0; dropped", len);
+		/* Id 0 never exists; like any unknown id it is reported once
+		 * and then dropped quietly, so COM cannot flood the log. */
+		if (remembered(t, id))
 			return;
-		}
-		for (unsigned i = 0; i < UNKNOWN_MEMORY; i++)
-			if (t->unknown[i] == id)
-				return;
+		remember_id(t, id);
 		LOGE("%zu bytes for stream %u, which is not open", len, id);
-		t->unknown[t->unknown_next] = id;
-		t->unknown_next = (t->unknown_next + 1) % UNKNOWN_MEMORY;
-		send_close(t, id, "unknown_stream", "no such stream");
+		if (id)
+			send_close(t, id, "unknown_stream", "no such stream");
 		return;
 	}
 	if (s->close_sent || (s->connected && !s->wsi))
@@ -531,29 +571,39 @@ size_t streams_next_frame(struct streams *t, uint8_t *buf, size_t cap)
 
 /* ---- the local sockets ------------------------------------------------ */
 
-static void on_connected(struct stream *s)
+static int on_connected(struct stream *s)
 {
 	struct streams *t = s->t;
 
 	lws_sul_cancel(&s->sul_connect);
+	if (s->close_sent)
+		return -1;	/* given up on while it connected */
+	if (!t->link)
+		return -1;
 	s->connected = true;
 	LOGI("tunnel %u to %s open", s->id, s->target);
-	if (!t->link)
-		return;
 	proto_w_begin(t->w, "stream.accept", link_next_id(t->link));
 	proto_w_int(t->w, "re", s->open_id);
 	proto_w_int(t->w, "stream", s->id);
 	proto_w_int(t->w, "window", STREAM_WINDOW);
-	send_built(t);
+	(void)send_built(t);
+	return 0;
 }
 
 static int on_local_rx(struct stream *s, const void *in, size_t len)
 {
+	if (!s->connected)
+		return -1;	/* nothing may speak before the connection is up */
 	if (s->close_sent)
 		return 0;	/* COM is gone for this stream: discard */
 	if (bq_push(&s->up, in, len) != ERR_OK) {
-		stream_abort(s, "flow", "local data overflow");
-		return 0;
+		/* Inside this socket's own callback: let lws close it. */
+		set_end(s, "flow: local data overflow");
+		send_close(s->t, s->id, "flow", "local data overflow");
+		s->close_sent = true;
+		bq_clear(&s->up);
+		bq_clear(&s->down);
+		return -1;
 	}
 	if (!s->paused && bq_room(&s->up) < STREAM_RX_CHUNK) {
 		s->paused = true;
@@ -567,8 +617,6 @@ static int on_local_writable(struct stream *s, struct lws *wsi)
 {
 	size_t n;
 
-	if (s->closing_local)
-		return -1;
 	if (s->down.len) {
 		n = s->down.len < STREAM_FRAME_MAX ? s->down.len
 						   : STREAM_FRAME_MAX;
@@ -584,11 +632,14 @@ static int on_local_writable(struct stream *s, struct lws *wsi)
 		if (s->consumed >= STREAM_CREDIT_BATCH || !s->down.len)
 			send_credit(s);
 	}
-	if (s->down.len)
+	if (s->down.len || ((s->closing_local || s->remote_closed) &&
+			    lws_partial_buffered(wsi))) {
+		/* lws drops what it still buffers when a raw socket closes:
+		 * close only once it is all out. */
 		lws_callback_on_writable(wsi);
-	else if (s->remote_closed)
-		return -1;
-	return 0;
+		return 0;
+	}
+	return s->closing_local || s->remote_closed ? -1 : 0;
 }
 
 /* The local socket is gone (EOF, error, or our own close). */
@@ -642,8 +693,7 @@ static int streams_lws_callback(struct lws *wsi,
 		return 0;
 	switch (reason) {
 	case LWS_CALLBACK_RAW_CONNECTED:
-		on_connected(s);
-		return 0;
+		return on_connected(s);
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
 		lws_set_opaque_user_data(wsi, NULL);
 		/* lws 4.1 says "Unable to connect" without the errno: the
@@ -679,7 +729,9 @@ struct lws_protocols streams_protocol(void)
 void streams_link_up(struct streams *t, struct link *l)
 {
 	t->link = l;
-	memset(t->unknown, 0, sizeof(t->unknown));
+	/* Ids are per link: a new link starts with none remembered. */
+	t->unknown_n = 0;
+	t->unknown_next = 0;
 }
 
 void streams_link_down(struct streams *t)
@@ -752,8 +804,12 @@ struct streams *streams_new(struct lws_context *ctx, const struct conf *c,
 	t->ctx = ctx;
 	t->conf = c;
 	t->settings = s;
+	t->vhost = lws_get_vhost_by_name(ctx, STREAM_VHOST);
 	t->w = proto_w_new(PROTO_MAX_MSG, 0);
-	if (!t->w) {
+	if (!t->w || !t->vhost) {
+		if (!t->vhost)
+			LOGE("no '%s' vhost to dial tunnels from", STREAM_VHOST);
+		proto_w_free(t->w);
 		free(t);
 		return NULL;
 	}

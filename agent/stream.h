@@ -26,6 +26,9 @@ struct settings;
 struct streams;
 
 #define STREAM_PROTOCOL "comagent-tunnel"
+/* The vhost tunnels dial from: one without the COM link's HTTP proxy, which
+ * is for reaching COM, not the customer LAN. main creates it. */
+#define STREAM_VHOST "tunnels"
 #define STREAM_WINDOW 65536u		/* granted to COM per stream */
 #define STREAM_FRAME_MAX 16384u		/* payload bytes per data frame */
 #define STREAM_CREDIT_MAX 0x7fffffffLL	/* PROTOCOL.md §3 */

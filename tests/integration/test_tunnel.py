@@ -762,3 +762,20 @@ def test_sigterm_with_open_tunnels(comsim, agent, tcp_server):
                "the service's connections to close")
     for t in tunnels:
         t.close()
+
+
+def test_tunnels_do_not_use_the_com_proxy(comsim, agent, tcp_server, proxy):
+    """The [com] proxy is how the agent reaches COM; tunnels go to the LAN
+    directly. With a proxy configured a tunnel still works and the proxy sees
+    only the one CONNECT, to COM."""
+    e = tcp_server()
+    p = proxy("agent", "pr0xy-pw")
+    sim, a = start(comsim, agent, {"webcontrol": e.port}, ["remoteaccess"],
+                   overrides={"com": {"proxy": "127.0.0.1:%d" % p.port,
+                                      "proxy_user": "agent",
+                                      "proxy_password": "pr0xy-pw"}})
+    t, got = echo(sim, tk.maint() + ":7071")
+    assert got == banner("127.0.0.1", e)
+    t.roundtrip(b"direct\n")
+    t.close()
+    assert [r["target"] for r in p.connects()] == ["localhost:%d" % sim.port]
