@@ -369,6 +369,10 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 	vi.port = CONTEXT_PORT_NO_LISTEN;
 	vi.protocols = protocols;
 	vi.vhost_name = STREAM_VHOST;
+	/* lws's own connect timeout must not beat tunnel_connect_timeout,
+	 * whose expiry COM is told about as "timeout". */
+	vi.connect_timeout_secs =
+		(unsigned)(conf_num(c, CONF_COM_TUNNEL_CONNECT_TIMEOUT) / 1000) + 5;
 	if (!lws_create_vhost(ctx, &vi)) {
 		LOGE("cannot create the tunnels' vhost");
 		lws_context_destroy(ctx);

@@ -68,9 +68,9 @@ struct stream {
 	time_t started;
 	lws_usec_t t0;
 	int64_t open_id;		/* COM's stream.open message id */
-	char target[80];
+	char target[272];		/* host:port, host up to 255 */
 	char user[40];
-	char end[96];			/* why it ended, for the close log */
+	char end[384];		/* why it ended, for the close log */
 	lws_sorted_usec_list_t sul_connect;
 };
 
@@ -299,7 +299,7 @@ static void stream_abort(struct stream *s, const char *reason, const char *msg)
 static void connect_timeout_cb(lws_sorted_usec_list_t *sul)
 {
 	struct stream *s = lws_container_of(sul, struct stream, sul_connect);
-	char msg[128];
+	char msg[384];
 
 	snprintf(msg, sizeof(msg), "connect %s: no answer within %llu ms",
 		 s->target, (unsigned long long)conf_num(s->t->conf,
@@ -350,7 +350,7 @@ static void on_open(struct streams *t, const struct proto_msg *m)
 	struct tunnel_target to;
 	struct stream *s;
 	int64_t id, win, port = 0;
-	char why[160];
+	char why[384];
 
 	if (!proto_int(m, "stream", &id) || id <= 0 || id > UINT32_MAX ||
 	    (id & 1) || find(t, (uint32_t)id)) {
@@ -655,7 +655,7 @@ static void on_local_closed(struct stream *s, const char *err)
 		return;
 	}
 	if (!s->connected) {
-		char msg[160];
+		char msg[384];
 
 		snprintf(msg, sizeof(msg), "connect %s: %s", s->target,
 			 err ? err : "failed");

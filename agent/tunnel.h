@@ -20,7 +20,7 @@ struct conf;
 struct settings;
 
 struct tunnel_target {
-	char host[64];		/* address to connect to */
+	char host[256];		/* address or host name to connect to */
 	uint16_t port;
 	const char *via;	/* "system", "network" or "co-located" */
 };
