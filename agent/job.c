@@ -105,47 +105,6 @@ static int state_lookup(const char *name)
 	return -1;
 }
 
-/* Strict UTF-8, as proto_parse() takes it: no overlong forms, no
- * surrogates, nothing above U+10FFFF. */
-static bool utf8_ok(const char *str, size_t n)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	size_t i = 0, k, m;
-
-	while (i < n) {
-		unsigned char c = s[i], lo = 0x80, hi = 0xbf;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c < 0xc2 || c >= 0xf5)
-			return false;
-		if (c < 0xe0) {
-			k = 2;
-		} else if (c < 0xf0) {
-			k = 3;
-			if (c == 0xe0)
-				lo = 0xa0;
-			else if (c == 0xed)
-				hi = 0x9f;
-		} else {
-			k = 4;
-			if (c == 0xf0)
-				lo = 0x90;
-			else if (c == 0xf4)
-				hi = 0x8f;
-		}
-		if (n - i < k || s[i + 1] < lo || s[i + 1] > hi)
-			return false;
-		for (m = 2; m < k; m++)
-			if ((s[i + m] & 0xc0) != 0x80)
-				return false;
-		i += k;
-	}
-	return true;
-}
-
 /* Why the n bytes at id cannot be a job id, or NULL if they can. Control
  * characters are refused because ids go into log lines as they are. */
 static const char *id_problem(const char *id, size_t n)
@@ -172,7 +131,7 @@ static bool text_ok(const char *s, size_t cap)
 {
 	size_t n = field_len(s, cap);
 
-	return n < cap && utf8_ok(s, n);
+	return n < cap && proto_utf8_valid(s, n);
 }
 
 /* Whether text from the file may be quoted in the log as it is. */
@@ -237,16 +196,6 @@ static size_t index_of(const struct entry *e, size_t n, const char *id)
 }
 
 /* ----------------------------------------------------------- the file */
-
-/* STATE_DIR "/jobs" into path; false if too long. */
-static bool make_path(const char *dir, char *path, size_t cap)
-{
-	size_t n = strlen(dir);
-	const char *sep = n > 0 && dir[n - 1] == '/' ? "" : "/";
-	int w = snprintf(path, cap, "%s%s%s", dir, sep, FILE_NAME);
-
-	return w > 0 && (size_t)w < cap;
-}
 
 /* e[0..n) as the file's text into j->text, oldest first (a journal reads
  * in the order things happened); its length into *len. */
@@ -529,7 +478,7 @@ err_t jobs_open(const char *state_dir, struct jobs **out)
 		jobs_free(j);
 		return ERR_NOMEM;
 	}
-	if (!make_path(state_dir, j->path, sizeof(j->path))) {
+	if (!state_path(state_dir, FILE_NAME, j->path, sizeof(j->path))) {
 		LOGE("%.64s...: state directory path too long", state_dir);
 		jobs_free(j);
 		return ERR_INVAL;
@@ -586,7 +535,7 @@ static bool check(const struct job_rec *r)
 	const char *why = n > JOB_ID_MAX ? "job id is longer than "
 		STR(JOB_ID_MAX) " bytes" : id_problem(r->id, n);
 
-	if (!why && !utf8_ok(r->id, n))
+	if (!why && !proto_utf8_valid(r->id, n))
 		why = "job id is not UTF-8";
 	if (why) {
 		LOGE("cannot record a job: %s", why);

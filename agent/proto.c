@@ -73,8 +73,9 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 	return k;
 }
 
-static bool utf8_valid(const unsigned char *s, size_t n)
+bool proto_utf8_valid(const void *str, size_t n)
 {
+	const unsigned char *s = str;
 	size_t k;
 
 	while (n) {
@@ -723,7 +724,7 @@ err_t proto_parse(const char *buf, size_t len, struct proto_msg **out,
 		fail(&p, ERR_INVAL, "NUL byte in message");
 		goto out;
 	}
-	if (!utf8_valid((const unsigned char *)buf, len)) {
+	if (!proto_utf8_valid(buf, len)) {
 		fail(&p, ERR_INVAL, "invalid UTF-8");
 		goto out;
 	}

@@ -90,6 +90,10 @@ void proto_w_end(struct proto_w *w);			/* closes it */
  */
 err_t proto_w_finish(struct proto_w *w, char **buf, size_t *len);
 
+/* Strict UTF-8, as proto_parse() takes it: no overlong forms, no encoded
+ * surrogates, nothing above U+10FFFF. */
+bool proto_utf8_valid(const void *str, size_t n);
+
 /* PROTOCOL.md §2.3: COM wording for a refusal reason; "Connection failed"
  * for NULL or unknown reasons. */
 const char *proto_reason_text(const char *reason);

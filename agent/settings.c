@@ -199,16 +199,6 @@ static err_t read_file(const char *path, bool on[SET__COUNT])
 	}
 }
 
-/* STATE_DIR "/settings" into path; false if too long. */
-static bool make_path(const char *dir, char *path, size_t cap)
-{
-	size_t n = strlen(dir);
-	const char *sep = n > 0 && dir[n - 1] == '/' ? "" : "/";
-	int w = snprintf(path, cap, "%s%s%s", dir, sep, FILE_NAME);
-
-	return w > 0 && (size_t)w < cap;
-}
-
 err_t settings_load(const char *state_dir, struct settings **out)
 {
 	struct settings *s;
@@ -224,7 +214,7 @@ err_t settings_load(const char *state_dir, struct settings **out)
 		LOGE("cannot load the settings: out of memory");
 		return ERR_NOMEM;
 	}
-	if (!make_path(state_dir, s->path, sizeof(s->path))) {
+	if (!state_path(state_dir, FILE_NAME, s->path, sizeof(s->path))) {
 		LOGE("%.64s...: state directory path too long", state_dir);
 		free(s);
 		return ERR_INVAL;

@@ -207,3 +207,12 @@ out:
 	close(fd);
 	return e;
 }
+
+bool state_path(const char *dir, const char *name, char *path, size_t cap)
+{
+	size_t n = strlen(dir);
+	const char *sep = n > 0 && dir[n - 1] == '/' ? "" : "/";
+	int w = snprintf(path, cap, "%s%s%s", dir, sep, name);
+
+	return w > 0 && (size_t)w < cap;
+}

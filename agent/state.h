@@ -10,6 +10,7 @@
 #ifndef COMAGENT_STATE_H
 #define COMAGENT_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -28,6 +29,9 @@
  * step (the directory's fsync) failed: then path already has the new
  * contents, not yet known to be on disk.
  */
+/* DIR "/" NAME into path (cap bytes); false if it does not fit. */
+bool state_path(const char *dir, const char *name, char *path, size_t cap);
+
 err_t state_write(const char *path, const void *data, size_t len);
 
 /*

@@ -33,6 +33,24 @@ static void fmt_time(time_t t, char *buf, size_t cap)
 	strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
 }
 
+/* The writer's text plus a newline into buf (which has room for both, see
+ * the writer's cap); frees w. 0 when it did not fit. */
+static size_t finish_json(struct proto_w *w, char *buf)
+{
+	char *out;
+	size_t len = 0;
+
+	if (proto_w_finish(w, &out, &len) == ERR_OK) {
+		memcpy(buf, out, len);
+		buf[len++] = '\n';
+	} else {
+		len = 0;
+	}
+	buf[len] = '\0';
+	proto_w_free(w);
+	return len;
+}
+
 static void json_settings(const struct settings *st, struct proto_w *w)
 {
 	proto_w_obj(w, "settings");
@@ -49,8 +67,6 @@ static size_t render_json(const struct status_src *src,
 	const char *version = src->version;
 	/* Room for the newline and the NUL after the JSON text. */
 	struct proto_w *w = proto_w_new(cap - 2, 0);
-	char *out;
-	size_t len = 0;
 
 	if (!w)
 		return 0;
@@ -75,15 +91,7 @@ static size_t render_json(const struct status_src *src,
 	proto_w_int(w, "pid", (int64_t)getpid());
 	json_settings(src->settings, w);
 	streams_describe(src->streams, w);
-	if (proto_w_finish(w, &out, &len) == ERR_OK) {
-		memcpy(buf, out, len);
-		buf[len++] = '\n';
-	} else {
-		len = 0;
-	}
-	buf[len] = '\0';
-	proto_w_free(w);
-	return len;
+	return finish_json(w, buf);
 }
 
 struct tbuf {
@@ -181,8 +189,6 @@ size_t status_render(const struct status_src *src, bool json, char *buf,
 static size_t jobs_json(const struct jobs *j, char *buf, size_t cap)
 {
 	struct proto_w *w = proto_w_new(cap - 2, 0);
-	char *out;
-	size_t len = 0;
 
 	if (!w)
 		return 0;
@@ -204,15 +210,7 @@ static size_t jobs_json(const struct jobs *j, char *buf, size_t cap)
 		proto_w_end(w);
 	}
 	proto_w_end(w);
-	if (proto_w_finish(w, &out, &len) == ERR_OK) {
-		memcpy(buf, out, len);
-		buf[len++] = '\n';
-	} else {
-		len = 0;
-	}
-	buf[len] = '\0';
-	proto_w_free(w);
-	return len;
+	return finish_json(w, buf);
 }
 
 size_t status_render_jobs(const struct jobs *j, bool json, char *buf,

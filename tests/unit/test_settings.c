@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "logcapture.h"
+#include "testutil.h"
 #include "settings.h"
 #include "state.h"
 
@@ -33,23 +33,9 @@ static const char all_off[] =
 
 static char dir[64], path[128];
 
-/* expected with every '$' replaced by the settings file's path. */
 static void logged_is(const char *expected)
 {
-	static char want[4096];
-	size_t k = 0, plen = strlen(path);
-
-	for (const char *s = expected; *s; s++) {
-		assert_true(k + plen + 1 < sizeof(want));
-		if (*s == '$') {
-			memcpy(want + k, path, plen);
-			k += plen;
-		} else {
-			want[k++] = *s;
-		}
-	}
-	want[k] = '\0';
-	assert_string_equal(logged(), want);
+	logged_is_at(expected, path);
 }
 
 static void put_raw(const char *text, size_t len)
@@ -77,25 +63,9 @@ static const char *file_text(void)
 	return buf;
 }
 
-/* The names in dir, sorted, each followed by ' '. */
 static const char *entries(void)
 {
-	static char out[1024];
-	struct dirent **list;
-	size_t n = 0;
-	int cnt = scandir(dir, &list, NULL, alphasort);
-
-	assert_true(cnt >= 0);
-	out[0] = '\0';
-	for (int i = 0; i < cnt; i++) {
-		if (strcmp(list[i]->d_name, ".") &&
-		    strcmp(list[i]->d_name, ".."))
-			n += (size_t)snprintf(out + n, sizeof(out) - n, "%s ",
-					      list[i]->d_name);
-		free(list[i]);
-	}
-	free(list);
-	return out;
+	return dir_entries(dir);
 }
 
 /* Which settings are on, as a bit set (1 << k). */

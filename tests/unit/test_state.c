@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "logcapture.h"
+#include "testutil.h"
 #include "state.h"
 
 
@@ -70,25 +70,9 @@ static void rm_tree(const char *p)
 	rmdir(p);
 }
 
-/* The names in dir, sorted, each followed by ' '. */
 static const char *entries(void)
 {
-	static char out[1024];
-	struct dirent **list;
-	size_t n = 0;
-	int cnt = scandir(dir, &list, NULL, alphasort);
-
-	assert_true(cnt >= 0);
-	out[0] = '\0';
-	for (int i = 0; i < cnt; i++) {
-		if (strcmp(list[i]->d_name, ".") &&
-		    strcmp(list[i]->d_name, ".."))
-			n += (size_t)snprintf(out + n, sizeof(out) - n, "%s ",
-					      list[i]->d_name);
-		free(list[i]);
-	}
-	free(list);
-	return out;
+	return dir_entries(dir);
 }
 
 static void put(const char *p, const char *text, mode_t mode)
