@@ -4,9 +4,14 @@
     comsim.py serve --dir DIR [--host 127.0.0.1] [--port 0] [--admin-port 0]
                     [--proxy-port 0] [--com-domain com.example.test]
                     [--customers FILE] [--cert-name localhost]
+                    [--today YYYY-MM-DD] [--upload-max BYTES]
     comsim.py ctl --dir DIR agents | events [SINCE] | drop C S | stall C S |
                   unstall C S | job C S OP | send C S JSON | restart [MS] |
-                  tunnels | proxy_account JSON
+                  tunnels | proxy_account JSON | backups C S | uploads C S |
+                  today [DATE|real] | upload_fault JSON
+
+Agent uploads (PROTOCOL.md 3.3) are stored under DIR/backups/<customer>/
+<system>/ and COM's backup retention (retention.py) is applied to them.
 
 Python 3 asyncio + websockets 10.4 (legacy API); stdlib otherwise.  The test
 PKI is made with the `openssl` command.  See README.md in this folder.
@@ -18,6 +23,7 @@ import asyncio.sslproto
 import base64
 import collections
 import datetime
+import hashlib
 import hmac
 import http
 import http.client
@@ -34,11 +40,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 
 import websockets
 import websockets.exceptions
 import websockets.legacy.server
 from websockets.legacy.server import WebSocketServerProtocol
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import retention  # noqa: E402  (COM's backup retention rule, next to this file)
 
 SUBPROTOCOL = "com-agent.v1"
 PATH = "/agent/v1"
@@ -60,6 +70,15 @@ PROXY_REALM = "COM remote support"
 PAC_PATH = "/com/remoteproxy/proxy.pac"
 CAPTURE_MAX = 1 << 20            # admin streams keep this much agent data
 DEFAULT_PROXY_ACCOUNTS = [{"user": "reseller1", "password": "proxypw"}]
+
+# Uploads (PROTOCOL.md section 3.3).
+UPLOAD_MAX = 2 << 30             # default cap on an upload's size (2 GiB)
+UPLOAD_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+PART_NAME_RE = re.compile(r"[0-9a-f]{64}\.part(?:\.json)?")   # comsim's own files
+SIDECAR = ".meta.json"           # <name>.meta.json next to each stored backup
+HASH_CHUNK = 1 << 20
+JOBS_KEPT = 1000                 # job ids remembered per system
 
 # PROTOCOL.md section 2.3: reason -> COM wording.
 REASONS = {
@@ -263,6 +282,13 @@ def parse_message(text):
 
 # ---------------------------------------------------------------- the sim
 
+def parse_day(text):
+    """A YYYY-MM-DD date; ValueError otherwise."""
+    if not isinstance(text, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        raise ValueError("date must be YYYY-MM-DD, not %r" % (text,))
+    return datetime.date.fromisoformat(text)
+
+
 def now_iso():
     return datetime.datetime.now().isoformat(timespec="milliseconds")
 
@@ -294,6 +320,7 @@ class Link:
         self.unknown_answered = collections.OrderedDict()  # ids answered unknown_stream
         self.next_stream = 2     # comsim opens even ids (PROTOCOL.md section 3)
         self.violations = 0
+        self.agent_ids = set()   # stream ids the agent opened (never reused)
 
     def take_id(self):
         i = self.next_id
@@ -677,6 +704,148 @@ class Tunnel:
                                       "bytes": give}, log=self.admin)
 
 
+def upload_key(job, name, size, sha256):
+    """The partial-file key of an upload: the same job, name, size and
+    sha256 -- and only those -- resume one another (PROTOCOL.md 3.3)."""
+    return hashlib.sha256(json.dumps([job, name, size, sha256]).encode()).hexdigest()
+
+
+def dir_name(s):
+    """A customer id or system name as one directory name (percent-encoded
+    beyond [A-Za-z0-9._~-]; ".", ".." and "" cannot escape)."""
+    q = urllib.parse.quote(s, safe="")
+    return {"": "%", ".": "%2E", "..": "%2E%2E"}.get(q, q)
+
+
+def undir_name(d):
+    return "" if d == "%" else urllib.parse.unquote(d)
+
+
+def check_upload_name(name):
+    """None if name is a valid upload name, else why not."""
+    if not isinstance(name, str):
+        return "name must be a string of 1..128 characters of [A-Za-z0-9._-]"
+    if not UPLOAD_NAME_RE.fullmatch(name):
+        return "name %s is not 1..128 characters of [A-Za-z0-9._-]" % \
+            json.dumps(name[:140])
+    if name in (".", ".."):
+        return "name %s is not a file name" % name
+    if name.endswith(SIDECAR) or PART_NAME_RE.fullmatch(name):
+        return "name %s is reserved (comsim's own files)" % name
+    return None
+
+
+def hash_file(path, limit):
+    """sha256 object over the first `limit` bytes of path (1 MiB reads)."""
+    h = hashlib.sha256()
+    left = limit
+    with open(path, "rb") as f:
+        while left > 0:
+            b = f.read(min(HASH_CHUNK, left))
+            if not b:
+                break
+            h.update(b)
+            left -= len(b)
+    return h
+
+
+def write_json_atomic(path, obj):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class Upload:
+    """A stream the agent opened to upload a file (PROTOCOL.md section 3.3).
+    Data goes straight to <key>.part (one frame in memory at a time) and
+    credit goes back as it is written."""
+
+    admin = False
+
+    def __init__(self, sim, link, sid, info, directory, key):
+        self.sim = sim
+        self.link = link
+        self.sid = sid
+        self.info = info                 # job, name, size, sha256, op, kind
+        self.dir = directory
+        self.key = key
+        self.part = os.path.join(directory, key + ".part")
+        self.state = "open"              # open -> closed
+        self.f = None
+        self.hasher = None
+        self.offset = 0                  # bytes held when it was opened
+        self.held = 0                    # bytes in the part file
+        self.total = 0                   # offset + bytes received (even past size)
+        self.received = 0                # bytes received on this stream
+        self.window = WINDOW
+        self.recv_allow = WINDOW         # credit granted, not yet used
+        self.uncredited = 0
+        self.send_credit = 0             # the agent's credit for us (we send nothing)
+        self.t0 = time.monotonic()
+        self.dropping = False            # an upload fault is dropping the link
+        self.closed_by = None
+        self.close_reason = None
+        self.violated = False
+        self.late = 0
+        self.oversize_logged = False
+
+    def agent_data(self, payload):
+        n = len(payload)
+        self.recv_allow -= n
+        self.received += n
+        if self.dropping or self.state != "open":
+            return
+        sim, link = self.sim, self.link
+        take, drop = n, False
+        fault = sim.upload_faults.get((link.customer, link.system))
+        if fault and fault.get("drop_after") is not None:
+            left = fault["drop_after"]
+            if n >= left:
+                take, drop = left, True
+                del fault["drop_after"]
+                if not fault:
+                    del sim.upload_faults[(link.customer, link.system)]
+            else:
+                fault["drop_after"] = left - n
+        self.total += take
+        room = self.info["size"] - self.held
+        if room > 0 and take > 0:
+            chunk = payload[:min(take, room)]
+            self.f.write(chunk)
+            self.hasher.update(chunk)
+            self.held += len(chunk)
+        if drop:
+            self.dropping = True
+            self.f.flush()
+            sim.upload_drop(self)
+            return
+        self.uncredited += n
+        if not (fault and fault.get("hold_credit")):
+            self.grant()
+
+    def grant(self, force=False):
+        """Credit back what has been written, in steps of at least 16 KiB
+        (a quarter of the window when that is smaller)."""
+        if self.state != "open" or self.dropping or self.uncredited <= 0:
+            return
+        if force or self.uncredited >= min(CREDIT_BATCH, max(1, self.window // 4)):
+            give, self.uncredited = self.uncredited, 0
+            self.recv_allow += give
+            self.sim.post(self.link, {"type": "stream.credit", "stream": self.sid,
+                                      "bytes": give}, log=False)
+
+    def close_file(self):
+        f, self.f = self.f, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError as e:
+                self.sim.event("internal_error", self.link,
+                               error="closing %s: %r" % (self.part, e))
+
+
 class ProxyConn(asyncio.Protocol):
     """One connection to the remote-support proxy (inside TLS)."""
 
@@ -904,6 +1073,17 @@ class ComSim:
         self.proxy_servers = []
         self.proxy_conns = set()
         self.bg = set()
+        # uploads (PROTOCOL.md 3.3) and backups
+        self.backups_dir = os.path.join(self.dir, "backups")
+        self.upload_max = args.upload_max
+        if self.upload_max < 0:
+            raise ValueError("--upload-max must be >= 0")
+        self.today_fixed = parse_day(args.today) if args.today else None
+        self.upload_faults = {}  # (customer, system) -> {"drop_after", "corrupt"}
+        self.uploads = {}        # (customer, system, key) -> Upload in progress
+        self.jobs = {}           # (customer, system) -> OrderedDict job id -> info
+        self.jobs_path = os.path.join(self.dir, "jobs.json")
+        self.load_jobs()
         recs = DEFAULT_CUSTOMERS
         accounts = DEFAULT_PROXY_ACCOUNTS
         if args.customers:
@@ -1017,6 +1197,8 @@ class ComSim:
                     m.update(msg)
                     msg = m
                 raw = json.dumps(msg, separators=(",", ":"))
+            if msg is not None and msg.get("type") == "job":
+                self.record_job(link, msg)   # before the agent can answer it
             await link.ws.send(raw)
         finally:
             link.gate.release()
@@ -1325,6 +1507,8 @@ class ComSim:
     def stream_end(self, t, by, reason, message="", send=None, abort_after=10.0):
         """End stream t: by "client" (EOF), "agent" (its stream.close),
         "link" (link lost) or "comsim" (timeout, violation, admin)."""
+        if isinstance(t, Upload):
+            return self.upload_end(t, by, reason, message, send)
         if t.state == "closed":
             return
         was_open = t.state == "open"
@@ -1379,6 +1563,378 @@ class ComSim:
             self.stream_end(t, "link", "link_lost",
                             "the system's link to COM was lost", abort_after=2.0)
 
+    # -- uploads (PROTOCOL.md section 3.3) and backups
+    def today(self):
+        """The simulated date (--today, POST /today), else the real one."""
+        return self.today_fixed or datetime.date.today()
+
+    def load_jobs(self):
+        try:
+            with open(self.jobs_path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            raise ValueError("%s: %s" % (self.jobs_path, e))
+        for j in data if isinstance(data, list) else []:
+            if isinstance(j, dict) and all(isinstance(j.get(k), str)
+                                           for k in ("customer", "system", "job")):
+                self.jobs.setdefault((j["customer"], j["system"]),
+                                     collections.OrderedDict())[j["job"]] = {
+                    "op": j.get("op"), "args": j.get("args")}
+
+    def save_jobs(self):
+        out = []
+        for (c, s), jobs in self.jobs.items():
+            out += [{"customer": c, "system": s, "job": jid, "op": j["op"],
+                     "args": j["args"]} for jid, j in jobs.items()]
+        try:
+            write_json_atomic(self.jobs_path, out)
+        except OSError as e:
+            self.event("internal_error", error="writing %s: %r" % (self.jobs_path, e))
+
+    def record_job(self, link, msg):
+        """A `job` sent to a system: uploads may name it (PROTOCOL.md 3.3)."""
+        jid = msg.get("job")
+        if not isinstance(jid, str) or link.customer is None:
+            return
+        jobs = self.jobs.setdefault((link.customer, link.system),
+                                    collections.OrderedDict())
+        jobs.pop(jid, None)
+        jobs[jid] = {"op": msg.get("op"), "args": msg.get("args")}
+        while len(jobs) > JOBS_KEPT:
+            jobs.popitem(last=False)
+        self.save_jobs()
+
+    def backup_dir(self, customer, system):
+        return os.path.join(self.backups_dir, dir_name(customer), dir_name(system))
+
+    def system_dirs(self):
+        """(customer, system, directory) of every system with backups."""
+        out = []
+        try:
+            cs = sorted(os.listdir(self.backups_dir))
+        except FileNotFoundError:
+            return out
+        for c in cs:
+            cd = os.path.join(self.backups_dir, c)
+            if not os.path.isdir(cd):
+                continue
+            for s in sorted(os.listdir(cd)):
+                if os.path.isdir(os.path.join(cd, s)):
+                    out.append((undir_name(c), undir_name(s), os.path.join(cd, s)))
+        return out
+
+    @staticmethod
+    def read_backups(d):
+        """The stored backups of one system directory (their sidecars), oldest
+        first."""
+        out = []
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return out
+        for fn in names:
+            if not fn.endswith(SIDECAR):
+                continue
+            name = fn[:-len(SIDECAR)]
+            try:
+                with open(os.path.join(d, fn)) as f:
+                    meta = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(meta, dict) or meta.get("name") != name or \
+                    not os.path.isfile(os.path.join(d, name)):
+                continue
+            out.append(meta)
+        out.sort(key=lambda m: (str(m.get("stored_at")), m.get("seq") or 0, m["name"]))
+        return out
+
+    @staticmethod
+    def backup_json(m):
+        return {k: m.get(k) for k in ("name", "size", "sha256", "kind", "job", "op",
+                                      "stored_at", "seq")}
+
+    def partials(self, customer, system):
+        """Partial uploads held for a system (GET /uploads)."""
+        d = self.backup_dir(customer, system)
+        out = []
+        try:
+            names = sorted(os.listdir(d))
+        except FileNotFoundError:
+            return out
+        for fn in names:
+            if not (fn.endswith(".part") and PART_NAME_RE.fullmatch(fn)):
+                continue
+            key = fn[:-5]
+            meta = {}
+            try:
+                with open(os.path.join(d, fn + ".json")) as f:
+                    meta = json.load(f)
+            except (OSError, ValueError):
+                pass
+            try:
+                held = os.path.getsize(os.path.join(d, fn))
+            except OSError:
+                continue
+            u = self.uploads.get((customer, system, key))
+            out.append({"key": key, "job": meta.get("job"), "name": meta.get("name"),
+                        "size": meta.get("size"), "sha256": meta.get("sha256"),
+                        "held": u.held if u else held,
+                        "active": bool(u), "stream": u.sid if u else None})
+        return out
+
+    def apply_retention(self, customer, system, d=None):
+        """Delete the backups of one system that COM's retention rule
+        (retention.py) no longer keeps.  Only backups count: uploads of a
+        `backup` job and the agent's own (job ""); other uploads (say, of a
+        fetch_logs job) are never expired.  Returns what was deleted."""
+        d = d or self.backup_dir(customer, system)
+        today = self.today()
+        subject = [m for m in self.read_backups(d)
+                   if (m.get("job") == "" or m.get("op") == "backup")
+                   and m.get("kind") in retention.KINDS]
+        try:
+            keep = retention.keep(subject, today)
+        except (TypeError, ValueError) as e:
+            self.event("internal_error", customer=customer, system=system,
+                       error="retention: %s" % e)
+            return []
+        gone = []
+        for m in subject:
+            if m["name"] in keep:
+                continue
+            for fn in (m["name"] + SIDECAR, m["name"]):
+                try:
+                    os.unlink(os.path.join(d, fn))
+                except FileNotFoundError:
+                    pass
+            gone.append(self.backup_json(m))
+            self.event("backup_expired", customer=customer, system=system,
+                       name=m["name"], backup_kind=m["kind"], job=m.get("job"),
+                       stored_at=m.get("stored_at"), today=today.isoformat())
+        return [dict(g, customer=customer, system=system) for g in gone]
+
+    def apply_retention_all(self):
+        out = []
+        for c, s, d in self.system_dirs():
+            out += self.apply_retention(c, s, d)
+        return out
+
+    async def on_agent_open(self, link, msg):
+        """stream.open from the agent: only kind upload is carried."""
+        mid, sid, kind = msg["id"], msg.get("stream"), msg.get("kind")
+        if not _is_int(sid) or not 1 <= sid <= 0xFFFFFFFF:
+            await self.reply(link, {"type": "error", "re": mid, "code": "malformed",
+                                    "message": "stream.open needs stream, an "
+                                               "integer 1..2^32-1"})
+            return
+        is_upload = kind == "upload"
+        ctx = {}
+        for k in ("job", "name", "size"):
+            v = msg.get(k)
+            if isinstance(v, (str, int)) and not isinstance(v, bool):
+                ctx[k] = v
+
+        async def refuse(message, reason="refused"):
+            if is_upload:
+                self.event("upload_refused", link, stream=sid, reason=reason,
+                           message=message, **ctx)
+            await self.reply(link, {"type": "stream.close", "re": mid, "stream": sid,
+                                    "reason": reason, "message": message})
+
+        if sid % 2 == 0:
+            self.violation(link, sid, "stream.open with an even id from the agent")
+            return await refuse("stream %d is even: the agent opens odd stream ids" % sid)
+        if sid in link.streams:
+            # A stream.close for that id would end the open one as well.
+            self.violation(link, sid, "stream.open for an open stream id")
+            if is_upload:
+                self.event("upload_refused", link, stream=sid, reason="refused",
+                           message="stream %d is already open" % sid, **ctx)
+            self.stream_end(link.streams[sid], "comsim", "refused",
+                            "stream %d is already open" % sid)
+            return
+        if sid in link.agent_ids or sid in link.closed_streams:
+            self.violation(link, sid, "stream.open reuses an id")
+            return await refuse("stream %d was used before on this link "
+                                "(ids are never reused)" % sid)
+        link.agent_ids.add(sid)
+        if len(link.streams) >= MAX_STREAMS:
+            return await refuse("too many streams: %d open" % len(link.streams),
+                                "limit")
+        if not is_upload:
+            return await refuse("kind %s: the agent may open only upload streams"
+                                % (json.dumps(kind) if kind is not None else "missing"))
+        job, name, size, sha = (msg.get(k) for k in ("job", "name", "size", "sha256"))
+        if "job" not in msg:
+            return await refuse('job missing ("" for the agent\'s own uploads)')
+        if not isinstance(job, str):
+            return await refuse("job must be a string")
+        why = check_upload_name(name)
+        if why:
+            return await refuse(why)
+        if not _is_int(size) or size < 0:
+            return await refuse("size must be an integer >= 0")
+        if size > self.upload_max:
+            return await refuse("size %d exceeds the limit of %d bytes"
+                                % (size, self.upload_max))
+        if not isinstance(sha, str) or not SHA256_RE.fullmatch(sha):
+            return await refuse("sha256 must be 64 lower-case hex digits")
+        c, s = link.customer, link.system
+        op = ""
+        kind_ = "automatic"
+        if job:
+            j = self.jobs.get((c, s), {}).get(job)
+            if j is None:
+                return await refuse("no such job: %s" % job)
+            op = j.get("op") if isinstance(j.get("op"), str) else ""
+            args = j.get("args") if isinstance(j.get("args"), dict) else {}
+            kind_ = args.get("kind") if args.get("kind") in retention.KINDS else "manual"
+        key = upload_key(job, name, size, sha)
+        other = self.uploads.get((c, s, key))
+        if other is not None and other.state == "open":
+            if other.link is link:
+                return await refuse("%s is already being uploaded on stream %d"
+                                    % (name, other.sid))
+            # An older link of this system (being replaced): the new one wins.
+            self.upload_end(other, "link", "replaced",
+                            "resumed on link %d" % link.num, send=False)
+        d = self.backup_dir(c, s)
+        info = {"job": job, "name": name, "size": size, "sha256": sha,
+                "op": op, "kind": kind_}
+        u = Upload(self, link, sid, info, d, key)
+        os.makedirs(d, exist_ok=True)
+        held = os.path.getsize(u.part) if os.path.exists(u.part) else 0
+        if held > size:
+            self.event("upload_discarded", link, stream=sid, name=name, held=held,
+                       size=size, error="partial file longer than the upload")
+            held = 0
+        u.f = open(u.part, "r+b" if os.path.exists(u.part) else "wb")
+        u.f.truncate(held)
+        u.f.seek(held)
+        u.offset = u.held = u.total = held
+        link.streams[sid] = u
+        self.uploads[(c, s, key)] = u
+        if held:
+            # Hash what is held in a thread (a 2 GiB file takes seconds).  No
+            # data arrives meanwhile: this link's reader waits for us.
+            h = await asyncio.to_thread(hash_file, u.part, held)
+            if u.state != "open":
+                return            # a newer link of the system took it over
+            u.hasher = h
+        else:
+            u.hasher = hashlib.sha256()
+            write_json_atomic(u.part + ".json", {
+                "job": job, "name": name, "size": size, "sha256": sha,
+                "first_open": time.time()})
+        self.event("upload_open", link, stream=sid, job=job, name=name, size=size,
+                   sha256=sha, offset=held, backup_kind=kind_, op=op)
+        await self.reply(link, {"type": "stream.accept", "re": mid, "stream": sid,
+                                "window": u.window, "offset": held})
+
+    async def on_stream_end(self, link, msg):
+        """stream.end: the agent has sent the whole file; check and store it."""
+        sid = msg.get("stream")
+        u = link.streams.get(sid) if _is_int(sid) else None
+        if u is None:
+            if _is_int(sid) and sid in link.closed_streams:
+                return            # crossed our stream.close: ignore
+            self.violation(link, sid, "stream.end for a stream that is not open")
+            self.answer_unknown(link, sid)
+            return
+        if not isinstance(u, Upload):
+            self.violation(link, sid, "stream.end on a stream comsim opened")
+            return
+        if u.dropping:
+            return                # the link is being dropped (upload fault)
+        u.state = "closed"
+        u.closed_by = "agent"
+        u.close_reason = "end"
+        u.close_file()
+        link.retire(u)
+        c, s, info = link.customer, link.system, u.info
+        if self.uploads.get((c, s, u.key)) is u:
+            del self.uploads[(c, s, u.key)]
+        got = u.hasher.hexdigest()
+        fault = self.upload_faults.get((c, s)) or {}
+        forced = bool(fault.pop("corrupt", False))
+        if not fault:
+            self.upload_faults.pop((c, s), None)
+        if u.total != info["size"]:
+            problem = "size %d != %d" % (u.total, info["size"])
+        elif got != info["sha256"] or forced:
+            problem = "sha256 mismatch"
+        else:
+            problem = None
+        common = dict(stream=sid, job=info["job"], name=info["name"],
+                      size=info["size"], sha256=info["sha256"])
+        if problem:
+            for fn in (u.part, u.part + ".json"):
+                try:
+                    os.unlink(fn)
+                except FileNotFoundError:
+                    pass
+            self.event("upload_corrupt", link, message=problem, got_size=u.total,
+                       got_sha256=got if u.total == info["size"] else None,
+                       forced=forced, **common)
+            await self.reply(link, {"type": "stream.close", "re": msg["id"],
+                                    "stream": sid, "reason": "corrupt",
+                                    "message": problem})
+            return
+        d = u.dir
+        seq = max([m.get("seq") or 0 for m in self.read_backups(d)
+                   if _is_int(m.get("seq"))] + [0]) + 1
+        meta = {"name": info["name"], "job": info["job"], "op": info["op"],
+                "kind": info["kind"], "size": info["size"], "sha256": info["sha256"],
+                "stored_at": self.today().isoformat(), "seq": seq}
+        os.replace(u.part, os.path.join(d, info["name"]))
+        write_json_atomic(os.path.join(d, info["name"] + SIDECAR), meta)
+        try:
+            os.unlink(u.part + ".json")
+        except FileNotFoundError:
+            pass
+        self.event("upload_done", link, backup_kind=info["kind"], op=info["op"],
+                   stored_at=meta["stored_at"], offset=u.offset, received=u.received,
+                   duration=round(time.monotonic() - u.t0, 3), **common)
+        await self.reply(link, {"type": "stream.close", "re": msg["id"], "stream": sid,
+                                "reason": "done", "message": ""})
+        if info["job"] == "" or info["op"] == "backup":
+            self.apply_retention(c, s, d)
+
+    def upload_end(self, u, by, reason, message="", send=None):
+        """An upload ends before it was checked: the agent's stream.close,
+        link lost, a violation, the admin API.  The partial file stays for a
+        resume."""
+        if u.state == "closed":
+            return
+        u.state = "closed"
+        u.closed_by = by
+        u.close_reason = reason
+        u.close_file()
+        link = u.link
+        link.retire(u)
+        k = (link.customer, link.system, u.key)
+        if self.uploads.get(k) is u:
+            del self.uploads[k]
+        if send is None:
+            send = by not in ("agent", "link")
+        if send:
+            self.post(link, {"type": "stream.close", "stream": u.sid,
+                             "reason": reason, "message": message})
+        info = u.info
+        self.event("upload_interrupted", link, stream=u.sid, job=info["job"],
+                   name=info["name"], size=info["size"], held=u.held,
+                   received=u.received, by=by, reason=reason, message=message)
+
+    def upload_drop(self, u):
+        """POST /upload_fault drop_after: the byte count is reached."""
+        self.event("upload_fault", u.link, action="drop", stream=u.sid,
+                   name=u.info["name"], held=u.held)
+        task = asyncio.ensure_future(self.close_link(u.link, 1001, "dropped"))
+        self.bg.add(task)
+        task.add_done_callback(self.bg.discard)
+
     def on_stream_message(self, link, msg):
         """stream.accept / stream.credit / stream.close from the agent."""
         t, mid, sid = msg["type"], msg["id"], msg.get("stream")
@@ -1398,6 +1954,9 @@ class ComSim:
             self.answer_unknown(link, sid)
             return
         if t == "stream.accept":
+            if isinstance(tun, Upload):
+                self.violation(link, sid, "stream.accept for a stream the agent opened")
+                return
             if tun.state != "opening":
                 self.violation(link, sid, "stream.accept for an open stream")
                 return
@@ -1421,7 +1980,8 @@ class ComSim:
             self.violation(link, sid, "credit overflow: allowance %d" % tun.send_credit)
             self.stream_end(tun, "comsim", "flow", "credit above 2^31-1")
             return
-        tun.wake.set()
+        if isinstance(tun, Tunnel):
+            tun.wake.set()
 
     async def on_text(self, link, data):
         try:
@@ -1465,10 +2025,9 @@ class ComSim:
                                        link.record).get("ack_jobs", True):
                 await self.reply(link, {"type": "ack", "re": mid})
         elif t == "stream.open":
-            await self.reply(link, {"type": "stream.close", "re": mid,
-                                    "stream": msg.get("stream"),
-                                    "reason": "refused",
-                                    "message": "comsim opens no streams"})
+            await self.on_agent_open(link, msg)
+        elif t == "stream.end":
+            await self.on_stream_end(link, msg)
         elif t == "hello":
             await self.reply(link, {"type": "error", "re": mid,
                                     "code": "malformed",
@@ -1806,15 +2365,20 @@ class ComSim:
             status, body = 500, {"error": repr(e)}
             self.event("admin_error", error=repr(e))
         try:
-            data = json.dumps(body).encode()
-            writer.write(("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                          "Content-Length: %d\r\nConnection: close\r\n\r\n" %
-                          (status, http.HTTPStatus(status).phrase, len(data))
-                          ).encode() + data)
-            await writer.drain()
+            if isinstance(body, FileBody):
+                await body.send(writer, status)
+            else:
+                data = json.dumps(body).encode()
+                writer.write(("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                              "Content-Length: %d\r\nConnection: close\r\n\r\n" %
+                              (status, http.HTTPStatus(status).phrase, len(data))
+                              ).encode() + data)
+                await writer.drain()
         except Exception:
             pass
         finally:
+            if isinstance(body, FileBody):
+                body.close()
             try:
                 writer.close()
             except Exception:
@@ -1826,7 +2390,7 @@ class ComSim:
         for kv in query.split("&"):
             if kv:
                 k, _, v = kv.partition("=")
-                params[k] = v
+                params[urllib.parse.unquote_plus(k)] = urllib.parse.unquote_plus(v)
         body = None
         if method == "POST":
             try:
@@ -1851,8 +2415,12 @@ class ComSim:
         if method == "GET" and path == "/tunnels":
             out = []
             for link in list(self.links):
-                out += [t.json() for t in link.streams.values()]
+                out += [t.json() for t in link.streams.values()
+                        if isinstance(t, Tunnel)]
             return 200, sorted(out, key=lambda d: (d["link"], d["stream"]))
+        if path in ("/backups", "/backups/file", "/uploads", "/today",
+                    "/upload_fault"):
+            return self.admin_backups(method, path, params, body)
         if method == "GET" and path == "/proxy_accounts":
             return 200, [self.account_json(a) for a in self.proxy_accounts.values()]
         if method == "POST" and path == "/proxy_accounts":
@@ -1936,6 +2504,80 @@ class ComSim:
             return 200, {"job": jid, "id": msg["id"]}
         return 404, {"error": "no such endpoint"}
 
+    def admin_backups(self, method, path, params, body):
+        """GET /backups, /backups/file, /uploads, /today, /upload_fault;
+        POST /today, /upload_fault."""
+        if path == "/today":
+            if method == "POST":
+                if "date" not in body:
+                    return 400, {"error": "date required (YYYY-MM-DD, or null "
+                                          "for the real date)"}
+                try:
+                    self.today_fixed = None if body["date"] is None \
+                        else parse_day(body["date"])
+                except ValueError as e:
+                    return 400, {"error": str(e)}
+                self.event("today", date=self.today().isoformat(),
+                           simulated=self.today_fixed is not None)
+                expired = self.apply_retention_all()
+                return 200, {"date": self.today().isoformat(),
+                             "simulated": self.today_fixed is not None,
+                             "expired": expired}
+            if method == "GET":
+                return 200, {"date": self.today().isoformat(),
+                             "simulated": self.today_fixed is not None}
+            return 404, {"error": "no such endpoint: %s %s" % (method, path)}
+        if path == "/upload_fault" and method == "GET":
+            return 200, [dict(v, customer=c, system=s)
+                         for (c, s), v in self.upload_faults.items()]
+        src = body if method == "POST" else params
+        if method != ("POST" if path == "/upload_fault" else "GET"):
+            return 404, {"error": "no such endpoint: %s %s" % (method, path)}
+        c, s = src.get("customer"), src.get("system")
+        if not isinstance(c, str) or not isinstance(s, str):
+            return 400, {"error": "customer and system required"}
+        if path == "/upload_fault":
+            cur = dict(self.upload_faults.get((c, s), {}))
+            if body.get("clear"):
+                cur = {}
+            if "drop_after" in body:
+                n = body["drop_after"]
+                if n is not None and (not _is_int(n) or n < 0):
+                    return 400, {"error": "drop_after must be an integer >= 0 or null"}
+                cur.pop("drop_after", None)
+                if n is not None:
+                    cur["drop_after"] = n
+            for flag in ("corrupt", "hold_credit"):
+                if flag in body:
+                    if not isinstance(body[flag], bool):
+                        return 400, {"error": "%s must be true or false" % flag}
+                    cur.pop(flag, None)
+                    if body[flag]:
+                        cur[flag] = True
+            if cur:
+                self.upload_faults[(c, s)] = cur
+            else:
+                self.upload_faults.pop((c, s), None)
+            if not cur.get("hold_credit"):
+                # credit held back so far goes out now
+                for (uc, us, _), u in list(self.uploads.items()):
+                    if (uc, us) == (c, s):
+                        u.grant(force=True)
+            self.event("upload_fault", customer=c, system=s, action="set", **cur)
+            return 200, dict(cur, customer=c, system=s)
+        d = self.backup_dir(c, s)
+        if path == "/backups":
+            return 200, [self.backup_json(m) for m in self.read_backups(d)]
+        if path == "/uploads":
+            return 200, self.partials(c, s)
+        name = params.get("name")
+        if check_upload_name(name) is not None:
+            return 400, {"error": "name: %s" % check_upload_name(name)}
+        fn = os.path.join(d, name)
+        if not os.path.isfile(fn) or not os.path.isfile(fn + SIDECAR):
+            return 404, {"error": "no backup %s of %s/%s" % (name, c, s)}
+        return 200, FileBody(fn)
+
     async def admin_stream(self, path, body):
         """POST /send_binary, /stream_open, /stream_close, /stream_data,
         /stream_read.  customer + system name the link; system defaults to
@@ -2001,6 +2643,8 @@ class ComSim:
                     return 409, {"error": "stream %d is closed" % sid}
                 self.stream_end(t, "comsim", str(reason), str(message))
                 return 200, {"closed": sid}
+            if isinstance(t, Upload) and path != "/stream_close":
+                return 400, {"error": "stream %d is an upload" % sid}
             if path == "/stream_data":
                 if not t.admin:
                     return 400, {"error": "stream %d belongs to a proxy client" % sid}
@@ -2085,6 +2729,30 @@ class ComSim:
 
 class _Respond(Exception):
     pass
+
+
+class FileBody:
+    """An admin answer that is a file's bytes (GET /backups/file)."""
+
+    def __init__(self, path):
+        self.f = open(path, "rb")
+        self.size = os.fstat(self.f.fileno()).st_size
+
+    async def send(self, writer, status):
+        writer.write(("HTTP/1.1 %d %s\r\nContent-Type: application/octet-stream\r\n"
+                      "Content-Length: %d\r\nConnection: close\r\n\r\n" %
+                      (status, http.HTTPStatus(status).phrase, self.size)).encode())
+        left = self.size
+        while left > 0:
+            b = self.f.read(min(256 * 1024, left))
+            if not b:
+                break
+            writer.write(b)
+            left -= len(b)
+            await writer.drain()
+
+    def close(self):
+        self.f.close()
 
 
 # ---------------------------------------------------------------- for tests
@@ -2241,6 +2909,40 @@ class SimProcess:
     def tunnels(self):
         return self.admin("GET", "/tunnels")
 
+    @staticmethod
+    def _q(**kw):
+        return urllib.parse.urlencode(kw)
+
+    def backups(self, customer, system):
+        """GET /backups: the stored backups of a system, oldest first."""
+        return self.admin("GET", "/backups?" + self._q(customer=customer, system=system))
+
+    def backup_file(self, customer, system, name):
+        """The bytes of a stored backup (GET /backups/file); None if absent."""
+        st, data = admin_raw(self.admin_port, "GET", "/backups/file?" + self._q(
+            customer=customer, system=system, name=name))
+        if st == 404:
+            return None
+        if st != 200:
+            raise AssertionError("comsim GET /backups/file -> %d %r" % (st, data[:300]))
+        return data
+
+    def uploads(self, customer, system):
+        """GET /uploads: partial uploads held for a system."""
+        return self.admin("GET", "/uploads?" + self._q(customer=customer, system=system))
+
+    def set_today(self, date):
+        """POST /today (a YYYY-MM-DD string, a date, or None for the real
+        date); returns the answer, with what retention deleted."""
+        if isinstance(date, datetime.date):
+            date = date.isoformat()
+        return self.admin("POST", "/today", {"date": date})
+
+    def upload_fault(self, customer, system, **kw):
+        """POST /upload_fault (drop_after=N, corrupt=True, clear=True)."""
+        return self.admin("POST", "/upload_fault",
+                          dict(kw, customer=customer, system=system))
+
     def proxy(self, target, user="reseller1", password="proxypw", **kw):
         """CONNECT through comsim's proxy; see proxy_request()."""
         return proxy_request(self.proxy_port, self.ca, target, user=user,
@@ -2357,6 +3059,17 @@ def admin_call(admin_port, method, path, body=None, timeout=30):
         conn.close()
 
 
+def admin_raw(admin_port, method, path, timeout=60):
+    """An admin request whose answer is bytes: (status, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=timeout)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
 def ctl(args):
     info = read_info(args.dir)
     a = args.what
@@ -2392,10 +3105,25 @@ def ctl(args):
     elif cmd == "proxy_account":
         need(2)
         req = ("POST", "/proxy_accounts", json.loads(a[1]))
+    elif cmd in ("backups", "uploads"):
+        need(3)
+        req = ("GET", "/%s?%s" % (cmd, urllib.parse.urlencode(
+            {"customer": a[1], "system": a[2]})), None)
+    elif cmd == "today":
+        if len(a) == 1:
+            req = ("GET", "/today", None)
+        else:
+            need(2)
+            req = ("POST", "/today", {"date": None if a[1] == "real" else a[1]})
+    elif cmd == "upload_fault":
+        need(2)
+        req = ("POST", "/upload_fault", json.loads(a[1]))
     else:
         sys.exit("comsim ctl: agents | events [SINCE] | drop C S | stall C S | "
                  "unstall C S | job C S OP [JOB] | send C S JSON | "
-                 "customer JSON | restart [MS] | tunnels | proxy_account JSON")
+                 "customer JSON | restart [MS] | tunnels | proxy_account JSON | "
+                 "backups C S | uploads C S | today [DATE|real] | "
+                 "upload_fault JSON")
     status, body = admin_call(info["admin_port"], *req)
     print(json.dumps(body, indent=2))
     return 0 if status == 200 else 1
@@ -2427,6 +3155,11 @@ def main(argv=None):
                    help=argparse.SUPPRESS)
     s.add_argument("--tunnel-timeout", type=float, default=15.0,
                    help=argparse.SUPPRESS)
+    s.add_argument("--today", metavar="YYYY-MM-DD",
+                   help="simulated date for stored backups and retention "
+                        "(default: the real date)")
+    s.add_argument("--upload-max", type=int, default=UPLOAD_MAX, metavar="BYTES",
+                   help="largest upload accepted (default 2 GiB)")
     c = sub.add_parser("ctl", help="talk to a running simulator's admin API")
     c.add_argument("--dir", required=True)
     c.add_argument("what", nargs="*")

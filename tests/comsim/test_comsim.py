@@ -1561,3 +1561,598 @@ def test_tunnel_early_data_and_big_frames(sim):
     run(go())
     ev = sim.events("stream_violation")
     assert len(ev) == 1 and "more than the agent's 16384" in ev[0]["error"]
+
+
+# ================================================================== uploads
+#
+# Agent-opened upload streams (PROTOCOL.md section 3.3), driven with a fake
+# agent that opens them, sends within comsim's credit and ends them.
+
+import hashlib  # noqa: E402
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+class UStream:
+    def __init__(self, sid):
+        self.sid = sid
+        self.hdr = sid.to_bytes(4, "big")
+        self.allowance = 0
+        self.credits = []
+        self.evt = asyncio.Event()
+        self.q = asyncio.Queue()     # stream.accept / stream.close for it
+        self.sent = 0
+        self.max_allowance = 0
+
+
+class UpAgent:
+    """A fake agent that uploads files: upload() opens stream.open kind
+    upload, sends bytes offset.. within comsim's credit (or not), then
+    stream.end, and returns (answer to the open, final stream.close)."""
+
+    def __init__(self, sim, customer="C1001", system="pbx-hq"):
+        self.sim = sim
+        self.customer, self.system = customer, system
+        self.msgs = []
+        self.binary = []
+        self.streams = {}
+        self.next_id = 2
+        self.next_sid = 1
+        self.ws = None
+        self.closed = asyncio.Event()
+
+    async def start(self):
+        self.ws = await websockets.connect(
+            "wss://localhost:%d/agent/v1" % self.sim.port, ssl=client_ctx(self.sim.ca),
+            subprotocols=[SUB], ping_interval=None, close_timeout=2, max_size=1 << 20)
+        w = await say_hello(self.ws, customer=self.customer, system=self.system)
+        assert w["type"] == "welcome", w
+        self.task = asyncio.ensure_future(self.run())
+        return self
+
+    async def stop(self):
+        await self.ws.close()
+        await asyncio.wait_for(self.task, 5)
+
+    async def send(self, m):
+        m = dict(m, id=self.next_id)
+        self.next_id += 1
+        await self.ws.send(json.dumps(m))
+        return m
+
+    async def run(self):
+        try:
+            async for data in self.ws:
+                if isinstance(data, bytes):
+                    self.binary.append(data)
+                    continue
+                m = json.loads(data)
+                self.msgs.append(m)
+                st = self.streams.get(m.get("stream"))
+                if st is None:
+                    continue
+                if m["type"] == "stream.credit":
+                    st.allowance += m["bytes"]
+                    st.credits.append(m["bytes"])
+                    st.max_allowance = max(st.max_allowance, st.allowance)
+                    st.evt.set()
+                elif m["type"] in ("stream.accept", "stream.close"):
+                    st.q.put_nowait(m)
+                    st.evt.set()
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+            for st in self.streams.values():
+                st.q.put_nowait(None)
+                st.evt.set()
+
+    async def open(self, name, size, digest, job="", sid=None, **extra):
+        """stream.open kind upload; returns (UStream, comsim's answer)."""
+        if sid is None:
+            sid = self.next_sid
+        self.next_sid = max(self.next_sid, sid + 2)
+        st = self.streams[sid] = UStream(sid)
+        m = {"type": "stream.open", "stream": sid, "kind": "upload", "window": 65536,
+             "job": job, "name": name, "size": size, "sha256": digest}
+        m.update(extra)
+        await self.send({k: v for k, v in m.items() if v is not Ellipsis})
+        ans = await asyncio.wait_for(st.q.get(), 5)
+        if ans is not None and ans["type"] == "stream.accept":
+            st.allowance = st.max_allowance = ans["window"]
+        return st, ans
+
+    async def send_data(self, st, data, frame=16384, honor_credit=True, stall=5.0):
+        """Send data in frames within credit; False if comsim closed the
+        stream or the link went away (or no credit came within stall s)."""
+        mv = memoryview(data)
+        try:
+            while mv:
+                if not st.q.empty() or self.closed.is_set():
+                    return False
+                if honor_credit:
+                    while st.allowance <= 0:
+                        st.evt.clear()
+                        if not st.q.empty() or self.closed.is_set():
+                            return False
+                        await asyncio.wait_for(st.evt.wait(), stall)
+                    n = min(len(mv), frame, st.allowance)
+                else:
+                    n = min(len(mv), frame)
+                await self.ws.send(st.hdr + bytes(mv[:n]))
+                st.allowance -= n
+                st.sent += n
+                mv = mv[n:]
+        except websockets.exceptions.ConnectionClosed:
+            return False
+        return True
+
+    async def upload(self, data, name="backup.tar.gz", job="", digest=None, size=None,
+                     frame=16384, honor_credit=True, sid=None):
+        """The whole upload: returns (answer to the open, final answer)."""
+        st, ans = await self.open(name, len(data) if size is None else size,
+                                  sha(data) if digest is None else digest, job, sid)
+        if ans is None or ans["type"] != "stream.accept":
+            return ans, None
+        if not await self.send_data(st, data[ans["offset"]:], frame, honor_credit):
+            return ans, (None if st.q.empty() else st.q.get_nowait())
+        await self.send({"type": "stream.end", "stream": st.sid})
+        return ans, await asyncio.wait_for(st.q.get(), 10)
+
+
+def backup_dir(sim, customer="C1001", system="pbx-hq"):
+    return os.path.join(sim.dir, "backups", customer, system)
+
+
+def send_job(sim, job, op="backup", args=None, customer="C1001", system="pbx-hq"):
+    return sim.admin("POST", "/job", {"customer": customer, "system": system,
+                                      "op": op, "job": job, "args": args or {}})
+
+
+def test_upload_happy_path(sim):
+    data = os.urandom(300000)
+    sim.set_today("2026-11-23")
+
+    async def go():
+        ag = await UpAgent(sim).start()
+        send_job(sim, "J-20261123-0042", args={"kind": "manual"})
+        ans, fin = await ag.upload(data, name="backup-pbx-hq-20261123T023000Z.tar.gz",
+                                   job="J-20261123-0042")
+        assert ans == {"type": "stream.accept", "id": ans["id"], "re": 2, "stream": 1,
+                       "window": 65536, "offset": 0}
+        assert fin["type"] == "stream.close" and fin["stream"] == 1
+        assert fin["reason"] == "done" and fin["message"] == ""
+        st = ag.streams[1]
+        assert st.credits and min(st.credits) >= 16384
+        # credit only for what was written: never more than the window out
+        assert st.max_allowance == 65536
+        assert sum(st.credits) + 65536 >= len(data)
+        # the agent's own upload (job ""): automatic; an empty file
+        ans, fin = await ag.upload(b"", name="auto.tar.gz")
+        assert ans["offset"] == 0 and fin["reason"] == "done"
+        assert not await athread(sim.tunnels)      # uploads are not tunnels
+        assert not ag.binary
+        await ag.stop()
+    run(go())
+    bs = sim.backups("C1001", "pbx-hq")
+    assert bs == [
+        {"name": "backup-pbx-hq-20261123T023000Z.tar.gz", "size": len(data),
+         "sha256": sha(data), "kind": "manual", "job": "J-20261123-0042",
+         "op": "backup", "stored_at": "2026-11-23", "seq": 1},
+        {"name": "auto.tar.gz", "size": 0, "sha256": sha(b""), "kind": "automatic",
+         "job": "", "op": "", "stored_at": "2026-11-23", "seq": 2}]
+    assert sim.backup_file("C1001", "pbx-hq", bs[0]["name"]) == data
+    assert sim.backup_file("C1001", "pbx-hq", "auto.tar.gz") == b""
+    assert sim.backup_file("C1001", "pbx-hq", "nope.tar.gz") is None
+    d = backup_dir(sim)
+    assert sorted(os.listdir(d)) == sorted([
+        "backup-pbx-hq-20261123T023000Z.tar.gz",
+        "backup-pbx-hq-20261123T023000Z.tar.gz.meta.json",
+        "auto.tar.gz", "auto.tar.gz.meta.json"])
+    with open(os.path.join(d, "backup-pbx-hq-20261123T023000Z.tar.gz.meta.json")) as f:
+        meta = json.load(f)
+    assert meta == {"name": "backup-pbx-hq-20261123T023000Z.tar.gz",
+                    "job": "J-20261123-0042", "op": "backup", "kind": "manual",
+                    "size": len(data), "sha256": sha(data), "stored_at": "2026-11-23",
+                    "seq": 1}
+    with open(os.path.join(d, "backup-pbx-hq-20261123T023000Z.tar.gz"), "rb") as f:
+        assert f.read() == data
+    op = sim.events("upload_open")
+    assert [(e["stream"], e["offset"], e["backup_kind"]) for e in op] == \
+        [(1, 0, "manual"), (3, 0, "automatic")]
+    done = sim.events("upload_done")
+    assert [(e["name"], e["size"], e["received"]) for e in done] == \
+        [(bs[0]["name"], len(data), len(data)), ("auto.tar.gz", 0, 0)]
+    assert not sim.events(("upload_refused", "upload_corrupt", "upload_interrupted",
+                           "stream_violation", "backup_expired"))
+    assert sim.uploads("C1001", "pbx-hq") == []
+    # credit messages are not logged one by one
+    assert not [e for e in sim.events("sent") if e.get("msg", {}).get("type") == "stream.credit"]
+    st, body = sim.admin_status("GET", "/backups?customer=C1001")
+    assert st == 400
+    st, body = sim.admin_status("GET", "/backups/file?customer=C1001&system=pbx-hq&name=..")
+    assert st == 400
+
+
+def test_upload_resume(sim):
+    """A link lost mid-upload keeps the partial file; the next open of the
+    very same file gets its offset -- across a comsim restart too."""
+    data = os.urandom(300000)
+    other = os.urandom(300000)
+    name = "backup-r.tar.gz"
+
+    async def first():
+        ag = await UpAgent(sim).start()
+        send_job(sim, "J-R")
+        sim.upload_fault("C1001", "pbx-hq", drop_after=100000)
+        ans, fin = await ag.upload(data, name=name, job="J-R")
+        assert ans["offset"] == 0 and fin is None
+        await asyncio.wait_for(ag.closed.wait(), 5)
+        assert ag.ws.close_code == 1001
+    run(first())
+    ev = wait_until(lambda: sim.events("upload_interrupted"), what="upload_interrupted")
+    assert len(ev) == 1 and ev[0]["held"] == 100000 and ev[0]["by"] == "link"
+    assert ev[0]["name"] == name and ev[0]["job"] == "J-R" and ev[0]["stream"] == 1
+    assert [e["action"] for e in sim.events("upload_fault")] == ["set", "drop"]
+    part = sim.uploads("C1001", "pbx-hq")
+    assert len(part) == 1 and part[0]["held"] == 100000 and not part[0]["active"]
+    assert (part[0]["name"], part[0]["size"], part[0]["sha256"]) == \
+        (name, len(data), sha(data))
+    assert os.path.getsize(os.path.join(backup_dir(sim), part[0]["key"] + ".part")) \
+        == 100000
+    assert sim.backups("C1001", "pbx-hq") == []
+
+    assert sim.stop() == 0          # partial files and jobs survive a restart
+    sim.start()
+
+    async def second():
+        ag = await UpAgent(sim).start()
+        # another file of the same name (other sha256) does not resume it
+        st, ans = await ag.open(name, len(other), sha(other), "J-R")
+        assert ans["offset"] == 0
+        assert await ag.send_data(st, other[:20000])
+        await ag.send({"type": "stream.close", "stream": st.sid, "reason": "shutdown",
+                       "message": ""})
+        # nor does another job
+        send_job(sim, "J-S")
+        st, ans = await ag.open(name, len(data), sha(data), "J-S")
+        assert ans["offset"] == 0
+        await ag.send({"type": "stream.close", "stream": st.sid, "reason": "shutdown",
+                       "message": ""})
+        # the very same file does
+        ans, fin = await ag.upload(data, name=name, job="J-R")
+        assert ans["offset"] == 100000 and fin["reason"] == "done"
+        assert ag.streams[ans["stream"]].sent == 200000
+        await ag.stop()
+    run(second())
+    assert sim.backup_file("C1001", "pbx-hq", name) == data
+    assert [e["offset"] for e in sim.events("upload_open")] == [0, 0, 100000]
+    ev = sim.events("upload_interrupted")
+    assert [(e["by"], e["held"]) for e in ev] == [("agent", 20000), ("agent", 0)]
+    done = sim.events("upload_done")
+    assert done[0]["offset"] == 100000 and done[0]["received"] == 200000
+    # the two abandoned partial files are kept for a later resume
+    assert sorted((p["job"], p["held"]) for p in sim.uploads("C1001", "pbx-hq")) == \
+        [("J-R", 20000), ("J-S", 0)]
+
+
+def test_upload_resume_on_new_link(sim):
+    """The agent's new link replaces the old one mid-upload and resumes at
+    once: the offset is what the old link delivered."""
+    data = os.urandom(200000)
+
+    async def go():
+        a1 = await UpAgent(sim).start()
+        sim.upload_fault("C1001", "pbx-hq", hold_credit=True)
+        st, ans = await a1.open("x.bin", len(data), sha(data))
+        ok = await asyncio.wait_for(a1.send_data(st, data[:65536]), 5)
+        assert ok and st.allowance == 0
+        await await_until(lambda: sim.uploads("C1001", "pbx-hq")
+                          and sim.uploads("C1001", "pbx-hq")[0]["held"] == 65536,
+                          what="65536 bytes held")
+        sim.upload_fault("C1001", "pbx-hq", clear=True)
+        a2 = await UpAgent(sim).start()
+        ans, fin = await a2.upload(data, name="x.bin")
+        assert ans["offset"] == 65536 and fin["reason"] == "done"
+        await asyncio.wait_for(a1.closed.wait(), 5)
+        assert a1.ws.close_code == 4003
+        await a2.stop()
+    run(go())
+    assert sim.backup_file("C1001", "pbx-hq", "x.bin") == data
+
+
+def test_upload_corrupt(sim):
+    good = os.urandom(50000)
+
+    async def go():
+        ag = await UpAgent(sim).start()
+        ans, fin = await ag.upload(good, name="a.bin", digest=sha(b"something else"))
+        assert ans["offset"] == 0
+        assert (fin["reason"], fin["message"]) == ("corrupt", "sha256 mismatch")
+        assert fin["re"] > ans["re"]
+        # short and long
+        ans, fin = await ag.upload(b"0123456789", name="b.bin", size=12)
+        assert (fin["reason"], fin["message"]) == ("corrupt", "size 10 != 12")
+        ans, fin = await ag.upload(b"0123456789abc", name="c.bin", size=12)
+        assert (fin["reason"], fin["message"]) == ("corrupt", "size 13 != 12")
+        # comsim made to answer corrupt once
+        sim.upload_fault("C1001", "pbx-hq", corrupt=True)
+        ans, fin = await ag.upload(good, name="d.bin")
+        assert (fin["reason"], fin["message"]) == ("corrupt", "sha256 mismatch")
+        # the partial file is gone: the next attempt starts at 0 and works
+        ans, fin = await ag.upload(good, name="d.bin")
+        assert ans["offset"] == 0 and fin["reason"] == "done"
+        # b.bin again, right this time
+        ans, fin = await ag.upload(b"0123456789ab", name="b.bin")
+        assert ans["offset"] == 0 and fin["reason"] == "done"
+        await ag.stop()
+    run(go())
+    assert [b["name"] for b in sim.backups("C1001", "pbx-hq")] == ["d.bin", "b.bin"]
+    assert sorted(os.listdir(backup_dir(sim))) == [
+        "b.bin", "b.bin.meta.json", "d.bin", "d.bin.meta.json"]
+    ev = sim.events("upload_corrupt")
+    assert [(e["name"], e["message"], e["forced"]) for e in ev] == [
+        ("a.bin", "sha256 mismatch", False), ("b.bin", "size 10 != 12", False),
+        ("c.bin", "size 13 != 12", False), ("d.bin", "sha256 mismatch", True)]
+    assert ev[0]["got_sha256"] == sha(good) and ev[1]["got_sha256"] is None
+    assert sim.admin("GET", "/upload_fault") == []
+
+
+REFUSED_OPENS = [
+    # (fields over a valid open, message)
+    ({"name": ""}, 'name "" is not 1..128 characters of [A-Za-z0-9._-]'),
+    ({"name": "a" * 129}, 'name "%s" is not 1..128 characters of [A-Za-z0-9._-]' % ("a" * 129)),
+    ({"name": "a/b"}, 'name "a/b" is not 1..128 characters of [A-Za-z0-9._-]'),
+    ({"name": "b\u00e4d"}, 'name "b\\u00e4d" is not 1..128 characters of [A-Za-z0-9._-]'),
+    ({"name": ".."}, "name .. is not a file name"),
+    ({"name": "x.meta.json"}, "name x.meta.json is reserved (comsim's own files)"),
+    ({"name": 5}, "name must be a string of 1..128 characters of [A-Za-z0-9._-]"),
+    ({"name": ...}, "name must be a string of 1..128 characters of [A-Za-z0-9._-]"),
+    ({"size": -1}, "size must be an integer >= 0"),
+    ({"size": "12"}, "size must be an integer >= 0"),
+    ({"size": True}, "size must be an integer >= 0"),
+    ({"size": 1.5}, "size must be an integer >= 0"),
+    ({"size": (2 << 30) + 1}, "size 2147483649 exceeds the limit of 2147483648 bytes"),
+    ({"sha256": "A" * 64}, "sha256 must be 64 lower-case hex digits"),
+    ({"sha256": "a" * 63}, "sha256 must be 64 lower-case hex digits"),
+    ({"sha256": ...}, "sha256 must be 64 lower-case hex digits"),
+    ({"job": ...}, 'job missing ("" for the agent\'s own uploads)'),
+    ({"job": 7}, "job must be a string"),
+    ({"job": "J-nope"}, "no such job: J-nope"),
+    ({"job": "J-other"}, "no such job: J-other"),     # sent to another system
+]
+
+
+def test_upload_refused(sim):
+    async def go():
+        other = await UpAgent(sim, system="pbx-b").start()
+        send_job(sim, "J-other", system="pbx-b")
+        ag = await UpAgent(sim).start()
+        for over, message in REFUSED_OPENS:
+            args = {"name": "ok.bin", "size": 12, "digest": "0" * 64, "job": ""}
+            for k, v in over.items():
+                args["digest" if k == "sha256" else k] = v
+            st, ans = await ag.open(args.pop("name"), args.pop("size"),
+                                    args.pop("digest"), args.pop("job"))
+            assert ans["type"] == "stream.close", (over, ans)
+            assert (ans["stream"], ans["reason"], ans["message"]) == \
+                (st.sid, "refused", message), over
+        # the biggest size allowed is accepted
+        st, ans = await ag.open("big.bin", 2 << 30, "0" * 64)
+        assert ans["type"] == "stream.accept" and ans["offset"] == 0
+        # the same file twice on one link
+        st2, ans = await ag.open("big.bin", 2 << 30, "0" * 64)
+        assert ans["message"] == "big.bin is already being uploaded on stream %d" % st.sid
+        # not an upload; even and reused ids; a broken id
+        _, ans = await ag.open("ok.bin", 1, "0" * 64, kind="tunnel")
+        assert ans["message"] == 'kind "tunnel": the agent may open only upload streams'
+        _, ans = await ag.open("ok.bin", 1, "0" * 64, sid=100)
+        assert ans["message"] == "stream 100 is even: the agent opens odd stream ids"
+        _, ans = await ag.open("ok.bin", 1, "0" * 64, sid=1)
+        assert ans["message"] == "stream 1 was used before on this link " \
+                                 "(ids are never reused)"
+        m = await ag.send({"type": "stream.open", "stream": "x", "kind": "upload"})
+        await await_until(lambda: ag.msgs and ag.msgs[-1].get("re") == m["id"],
+                          what="error answer")
+        assert ag.msgs[-1]["type"] == "error" and ag.msgs[-1]["code"] == "malformed"
+        await ag.send({"type": "stream.close", "stream": st.sid, "reason": "shutdown",
+                       "message": ""})
+        await ag.stop()
+        await other.stop()
+    run(go())
+    ev = sim.events("upload_refused")
+    # + twice, even id, reused id (kind tunnel is not an upload)
+    assert len(ev) == len(REFUSED_OPENS) + 3
+    assert ev[0]["message"] == REFUSED_OPENS[0][1] and ev[0]["reason"] == "refused"
+    assert not sim.backups("C1001", "pbx-hq")
+
+
+def test_upload_limit(sim):
+    """More than max_streams open streams: stream.close limit."""
+    async def go():
+        ag = await UpAgent(sim).start()
+        for i in range(64):
+            st, ans = await ag.open("f%d.bin" % i, 10, "0" * 64)
+            assert ans["type"] == "stream.accept"
+        st, ans = await ag.open("f64.bin", 10, "0" * 64)
+        assert (ans["reason"], ans["message"]) == ("limit", "too many streams: 64 open")
+        await ag.stop()
+    run(go())
+    wait_until(lambda: len(sim.events("upload_interrupted")) == 64,
+               what="64 upload_interrupted")
+
+
+def test_upload_credit(sim):
+    """comsim grants credit as it writes and holds the agent to it."""
+    data = os.urandom(200000)
+
+    async def go():
+        ag = await UpAgent(sim).start()
+        # credit held back: an agent that keeps to it stops after the window
+        sim.upload_fault("C1001", "pbx-hq", hold_credit=True)
+        st, ans = await ag.open("c.bin", len(data), sha(data))
+        send = asyncio.ensure_future(ag.send_data(st, data, stall=30))
+        await await_until(lambda: st.sent == 65536, what="window sent")
+        await asyncio.sleep(0.5)
+        assert st.sent == 65536 and st.allowance == 0 and not send.done()
+        assert (await athread(sim.uploads, "C1001", "pbx-hq"))[0]["held"] == 65536
+        await athread(sim.upload_fault, "C1001", "pbx-hq", hold_credit=False)
+        assert await asyncio.wait_for(send, 10)
+        await ag.send({"type": "stream.end", "stream": st.sid})
+        fin = await asyncio.wait_for(st.q.get(), 5)
+        assert fin["reason"] == "done"
+        assert st.credits[0] == 65536 and min(st.credits) >= 16384
+        # an agent that sends beyond its credit: stream.close flow
+        sim.upload_fault("C1001", "pbx-hq", hold_credit=True)
+        ans, fin = await ag.upload(data, name="d.bin", honor_credit=False)
+        assert fin is not None and fin["reason"] == "flow", fin
+        assert fin["message"] == "data beyond credit"
+        sim.upload_fault("C1001", "pbx-hq", clear=True)
+        # it resumes from what was within credit
+        ans, fin = await ag.upload(data, name="d.bin")
+        assert ans["offset"] == 65536 and fin["reason"] == "done"
+        # frames above the agent's 16384 bytes: logged once, stored
+        ans, fin = await ag.upload(data, name="e.bin", frame=32768)
+        assert fin["reason"] == "done"
+        await ag.stop()
+    run(go())
+    for n in ("c.bin", "d.bin", "e.bin"):
+        assert sim.backup_file("C1001", "pbx-hq", n) == data
+    ev = sim.events("stream_violation")
+    # the credit-ignoring agent went on sending: logged once more
+    assert [e["error"] for e in ev] == [
+        "16384 bytes beyond credit (allowance 0)",
+        "16384 bytes beyond credit after stream.close (allowance 0)",
+        "data frame of 32768 bytes, more than the agent's 16384 (PROTOCOL.md 3.2)"]
+    it = sim.events("upload_interrupted")
+    assert [(e["name"], e["reason"], e["by"], e["held"]) for e in it] == \
+        [("d.bin", "flow", "comsim", 65536)]
+
+
+def test_upload_retention(sim):
+    """Retention (retention.py) runs after each stored backup and on
+    POST /today."""
+    async def go():
+        ag = await UpAgent(sim).start()
+        sim.set_today("2026-03-02")
+        for i in range(1, 5):
+            send_job(sim, "J-M%d" % i)                      # manual: no args.kind
+            ans, fin = await ag.upload(b"m%d" % i, name="m%d.bin" % i, job="J-M%d" % i)
+            assert fin["reason"] == "done"
+        # a fetch_logs upload is not a backup: never expired
+        send_job(sim, "J-L", op="fetch_logs")
+        assert (await ag.upload(b"log", name="logs.tar.gz", job="J-L"))[1]["reason"] == "done"
+        send_job(sim, "J-M5")
+        assert (await ag.upload(b"m5", name="m5.bin", job="J-M5"))[1]["reason"] == "done"
+        # automatic backups: the agent's own, and a job that says so
+        sim.set_today("2026-03-04")                          # Wednesday
+        assert (await ag.upload(b"a4", name="a-0304.bin"))[1]["reason"] == "done"
+        sim.set_today("2026-03-05")
+        send_job(sim, "J-A", args={"kind": "automatic"})
+        assert (await ag.upload(b"a5", name="a-0305.bin", job="J-A"))[1]["reason"] == "done"
+        await ag.stop()
+    run(go())
+    names = [b["name"] for b in sim.backups("C1001", "pbx-hq")]
+    assert names == ["m3.bin", "m4.bin", "logs.tar.gz", "m5.bin", "a-0304.bin",
+                     "a-0305.bin"]
+    assert [b["kind"] for b in sim.backups("C1001", "pbx-hq")] == \
+        ["manual"] * 4 + ["automatic"] * 2
+    ev = sim.events("backup_expired")
+    assert [(e["name"], e["backup_kind"], e["stored_at"]) for e in ev] == \
+        [("m1.bin", "manual", "2026-03-02"), ("m2.bin", "manual", "2026-03-02")]
+    assert not os.path.exists(os.path.join(backup_dir(sim), "m1.bin"))
+    assert not os.path.exists(os.path.join(backup_dir(sim), "m1.bin.meta.json"))
+    # Thursday 12 Mar: daily 6..12 Mar; the week 2..8 Mar ends with 5 Mar's
+    r = sim.set_today("2026-03-12")
+    assert r["date"] == "2026-03-12" and r["simulated"]
+    assert [(e["customer"], e["system"], e["name"]) for e in r["expired"]] == \
+        [("C1001", "pbx-hq", "a-0304.bin")]
+    # Thursday 9 Apr: the week of 5 Mar is out of the weekly tier, but March
+    # is a past month now and 5 Mar its last backup: it stays.
+    r = sim.set_today("2026-04-09")
+    assert r["expired"] == []
+    # 12 months on, March 2026 is out of the monthly tier too
+    assert sim.set_today("2027-03-01")["expired"] == [
+        {"name": "a-0305.bin", "size": 2, "sha256": sha(b"a5"), "kind": "automatic",
+         "job": "J-A", "op": "backup", "stored_at": "2026-03-05", "seq": 8,
+         "customer": "C1001", "system": "pbx-hq"}]
+    assert [b["name"] for b in sim.backups("C1001", "pbx-hq")] == \
+        ["m3.bin", "m4.bin", "logs.tar.gz", "m5.bin"]
+    assert sim.admin("GET", "/today") == {"date": "2027-03-01", "simulated": True}
+    before = time.strftime("%Y-%m-%d")
+    r = sim.set_today(None)
+    assert r["simulated"] is False
+    assert r["date"] in (before, time.strftime("%Y-%m-%d"))
+    for bad in ("2026-02-30", "2026-3-1", "tomorrow", 5):
+        st, body = sim.admin_status("POST", "/today", {"date": bad})
+        assert st == 400 and "error" in body, bad
+
+
+def test_today_option(tmp_path, pki):
+    for f in os.listdir(pki):
+        shutil.copy(os.path.join(pki, f), tmp_path / f)
+    s = comsim.SimProcess(str(tmp_path), extra_args=["--today", "2024-02-29",
+                                                     "--upload-max", "1000"])
+    s.start()
+    try:
+        assert s.admin("GET", "/today") == {"date": "2024-02-29", "simulated": True}
+
+        async def go():
+            ag = UpAgent(s)
+            ag.ws = await websockets.connect(
+                "wss://localhost:%d/agent/v1" % s.port, ssl=client_ctx(s.ca),
+                subprotocols=[SUB], ping_interval=None, close_timeout=2)
+            await say_hello(ag.ws, password="pw")
+            ag.task = asyncio.ensure_future(ag.run())
+            _, ans = await ag.open("big.bin", 1001, "0" * 64)
+            assert ans["message"] == "size 1001 exceeds the limit of 1000 bytes"
+            ans, fin = await ag.upload(b"x" * 1000, name="ok.bin")
+            assert fin["reason"] == "done"
+            await ag.stop()
+        run(go())
+        assert s.backups("C1001", "pbx-hq")[0]["stored_at"] == "2024-02-29"
+    finally:
+        assert s.stop() == 0
+        s.kill()
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "comsim.py"), "serve",
+                        "--dir", str(tmp_path), "--today", "2024-02-30"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and "comsim:" in r.stderr
+
+
+def test_upload_stream_messages(sim):
+    """stream.end / stream.accept / stream.close around uploads."""
+    async def go():
+        ag = await UpAgent(sim).start()
+        # stream.end for a stream that is not open: unknown_stream
+        await ag.send({"type": "stream.end", "stream": 9})
+        await await_until(lambda: ag.msgs and ag.msgs[-1]["type"] == "stream.close",
+                          what="unknown_stream")
+        assert ag.msgs[-1]["stream"] == 9 and ag.msgs[-1]["reason"] == "unknown_stream"
+        st, ans = await ag.open("a.bin", 5, sha(b"hello"))
+        await ag.send({"type": "stream.accept", "stream": st.sid, "window": 1})
+        await ag.send({"type": "stream.credit", "stream": st.sid, "bytes": 100})
+        assert await ag.send_data(st, b"hel")
+        # the agent gives up: no answer, the partial file stays
+        await ag.send({"type": "stream.close", "stream": st.sid, "reason": "shutdown",
+                       "message": "agent stopping"})
+        await await_until(lambda: sim.events("upload_interrupted"), what="interrupted")
+        # data after its own close: unknown_stream
+        await ag.ws.send(st.hdr + b"lo")
+        await await_until(lambda: ag.msgs[-1]["type"] == "stream.close", what="answer")
+        assert ag.msgs[-1]["stream"] == st.sid
+        assert ag.msgs[-1]["reason"] == "unknown_stream"
+        ans, fin = await ag.upload(b"hello", name="a.bin")
+        assert ans["offset"] == 3 and fin["reason"] == "done"
+        await ag.stop()
+    run(go())
+    it = sim.events("upload_interrupted")[0]
+    assert (it["by"], it["reason"], it["held"], it["message"]) == \
+        ("agent", "shutdown", 3, "agent stopping")
+    errs = [e["error"] for e in sim.events("stream_violation")]
+    assert errs == ["stream.end for a stream that is not open",
+                    "stream.accept for a stream the agent opened",
+                    "data after the agent closed the stream"]
+    assert sim.backup_file("C1001", "pbx-hq", "a.bin") == b"hello"
