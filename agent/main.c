@@ -20,6 +20,7 @@
 #include "conf.h"
 #include "ctl.h"
 #include "dispatch.h"
+#include "hook.h"
 #include "job.h"
 #include "link.h"
 #include "log.h"
@@ -314,13 +315,14 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 					size_t proxy_cap)
 {
 	/* lws keeps a pointer to the table for the context's lifetime. */
-	static struct lws_protocols protocols[4];
+	static struct lws_protocols protocols[5];
 	struct lws_context_creation_info info, vi;
 	struct lws_context *ctx;
 
 	protocols[0] = link_protocol();
 	protocols[1] = ctl_protocol();
 	protocols[2] = streams_protocol();
+	protocols[3] = hook_protocol();
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
