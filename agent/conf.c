@@ -68,6 +68,8 @@ struct key_spec {
 static const char *const profile_words[] = { "ip500v2", "linux", NULL };
 /* Same order as enum log_level, so conf_num() is the level. */
 static const char *const level_words[] = { "error", "info", "debug", NULL };
+/* conf_num() is 1 for "on". */
+static const char *const switch_words[] = { "off", "on", NULL };
 
 #define DUR(sec, name, d, lo, hi) \
 	{ sec, name, T_DURATION, false, d, lo, hi, 0, NULL }
@@ -138,6 +140,24 @@ static const struct key_spec schema[CONF__COUNT] = {
 	[CONF_SERVICES_ONEPORTAL] = PORT("oneportal", "9443"),
 	[CONF_SERVICES_WEBLM] = PORT("weblm", "52233"),
 	[CONF_SERVICES_WEBMANAGER] = PORT("webmanager", "8443"),
+	/* Hooks are the integrator's, installed with the agent, not part of
+	 * the system under root: an absolute default. */
+	[CONF_JOBS_HOOKS_DIR] = { "jobs", "hooks_dir", T_PATH, false,
+				  "/usr/libexec/comagent", 1, 255, 0, NULL },
+	[CONF_JOBS_WORK_DIR] = { "jobs", "work_dir", T_PATH, false,
+				 "var/lib/comagent/work", 1, 255, 0, NULL },
+	[CONF_JOBS_STAGING_DIR] = { "jobs", "staging_dir", T_PATH, false,
+				    "var/lib/comagent/staging", 1, 255, 0,
+				    NULL },
+	[CONF_JOBS_BACKUP_DIRS] = { "jobs", "backup_dirs", T_STRING, false,
+				    "etc/ipoffice var/lib/ipoffice", 1, 190, 0,
+				    NULL },
+	[CONF_JOBS_AUTO_BACKUP] = { "jobs", "auto_backup", T_ENUM, false, "on",
+				    0, 0, 0, switch_words },
+	[CONF_JOBS_TRUSTED_KEYS] = { "jobs", "trusted_keys", T_STRING, false,
+				     "", 0, 190, 0, NULL },
+	[CONF_JOBS_HOOK_TIMEOUT] = DUR("jobs", "hook_timeout", "1h",
+				       10 * SEC, 24 * HOUR),
 };
 
 /* The keys of a [tunnel NAME] section. */

@@ -35,15 +35,16 @@
 #define FIELD_CAP(f)	sizeof(((struct job_rec *)0)->f)
 
 /*
- * The longest line: 190 bytes with empty texts and the longest numbers
+ * The longest line: 250 bytes with empty texts and the longest numbers
  * (the newline included, some spare on top), an id's '"' and '\' escaped
  * as two bytes (it has no control characters), every byte of the other
  * texts escaped as \u00XX.
  */
-#define LINE_FIXED	200
+#define LINE_FIXED	260
 #define LINE_CAP	(LINE_FIXED + 2 * JOB_ID_MAX + \
 			 6 * (FIELD_CAP(op) - 1 + FIELD_CAP(reason) - 1 + \
-			      FIELD_CAP(message) - 1))
+			      FIELD_CAP(message) - 1 + FIELD_CAP(phase) - 1 + \
+			      FIELD_CAP(target) - 1))
 _Static_assert(JOBS_MAX * LINE_CAP <= JOBS_FILE_MAX,
 	       "JOBS_FILE_MAX cannot hold a full journal");
 _Static_assert(LINE_CAP <= PROTO_MAX_MSG,
@@ -85,6 +86,11 @@ struct scan {
 static bool state_ok(enum job_state s)
 {
 	return (unsigned)s < NSTATES;
+}
+
+bool job_awaits_restart(const struct job_rec *r)
+{
+	return r->state == JOB_RUNNING && !strcmp(r->phase, JOB_PHASE_RESTART);
 }
 
 bool job_state_final(enum job_state s)
@@ -219,6 +225,10 @@ static err_t render(struct jobs *j, const struct entry *e, size_t n,
 		proto_w_int(j->w, "created", r->created);
 		proto_w_int(j->w, "updated", r->updated);
 		proto_w_bool(j->w, "acked", r->acked);
+		proto_w_str(j->w, "phase", r->phase);
+		proto_w_str(j->w, "target", r->target);
+		proto_w_bool(j->w, "phones", r->phones);
+		proto_w_bool(j->w, "local", r->local);
 		/* Cannot fail: records are checked and LINE_CAP is the
 		 * longest line; said loudly should that ever change. */
 		if (proto_w_finish(j->w, &line, &ll) != ERR_OK ||
@@ -278,6 +288,17 @@ static bool get_text(struct scan *sc, const struct proto_msg *m,
 	}
 	memcpy(dst, s, n + 1);
 	return true;
+}
+
+/* A member later versions added: absent is "". */
+static bool opt_text(struct scan *sc, const struct proto_msg *m,
+		     const char *key, char *dst, size_t cap)
+{
+	if (!proto_str(m, key)) {
+		dst[0] = '\0';
+		return true;
+	}
+	return get_text(sc, m, key, dst, cap);
 }
 
 static bool get_int(struct scan *sc, const struct proto_msg *m,
@@ -367,6 +388,11 @@ static bool decode(struct scan *sc, const struct proto_msg *m,
 			state_names[r->state]);
 		return false;
 	}
+	if (!opt_text(sc, m, "phase", r->phase, sizeof(r->phase)) ||
+	    !opt_text(sc, m, "target", r->target, sizeof(r->target)))
+		return false;
+	(void)proto_bool(m, "phones", &r->phones);
+	(void)proto_bool(m, "local", &r->local);
 	return true;
 }
 
@@ -444,7 +470,7 @@ static bool interrupt(struct jobs *j, int64_t now)
 	for (size_t i = 0; i < j->n; i++) {
 		struct job_rec *r = &j->e[i].rec;
 
-		if (job_state_final(r->state))
+		if (job_state_final(r->state) || job_awaits_restart(r))
 			continue;
 		LOGE("job %s was %s when the agent stopped; it failed "
 		     "(interrupted)", r->id, state_names[r->state]);
@@ -547,6 +573,10 @@ static bool check(const struct job_rec *r)
 		what = "reason";
 	else if (!text_ok(r->message, sizeof(r->message)))
 		what = "message";
+	else if (!text_ok(r->phase, sizeof(r->phase)))
+		what = "phase";
+	else if (!text_ok(r->target, sizeof(r->target)))
+		what = "target";
 	if (what) {
 		LOGE("cannot record job %s: %s is not UTF-8 text that fits "
 		     "its field", r->id, what);
@@ -586,6 +616,10 @@ static void copy_rec(struct job_rec *dst, const struct job_rec *r)
 	t.created = r->created;
 	t.updated = r->updated;
 	t.acked = r->acked;
+	memcpy(t.phase, r->phase, strlen(r->phase));
+	memcpy(t.target, r->target, strlen(r->target));
+	t.phones = r->phones;
+	t.local = r->local;
 	*dst = t;
 }
 

@@ -5,17 +5,21 @@
  * and never run twice; a final state stays unacknowledged until COM acks it
  * (the caller re-sends those after every reconnect); a job the journal
  * holds as accepted or running when it is loaded was cut short by a restart
- * and becomes failed with reason "interrupted" at once.
+ * and becomes failed with reason "interrupted" at once — unless it is
+ * running in phase "restart": then the restart was the job's own (a restore
+ * or an upgrade reboots the system) and the job engine settles it.
  *
  * File format: one JSON object per line, oldest job first, each written
  * with proto_w and read back with proto_parse:
  *
  *   {"type":"job","id":1,"job":"J-1","op":"backup","state":"failed",
  *    "progress":40,"reason":"interrupted","message":"...",
- *    "created":1795431066,"updated":1795431070,"acked":false}
+ *    "created":1795431066,"updated":1795431070,"acked":false,
+ *    "phase":"upload","target":"","phones":false,"local":false}
  *
  * "id" is the order the jobs were first recorded in (it breaks ties in
- * "created"); members not named here are ignored. The whole file is
+ * "created"); members not named here are ignored, and phase, target,
+ * phones and local may be missing ("" and false). The whole file is
  * replaced by state_write() on every change, so it is either the old
  * journal or the new one, never a mix. At most JOBS_FILE_MAX bytes.
  *
@@ -70,6 +74,13 @@ struct job_rec {
 	char message[160];
 	int64_t created, updated;	/* wall-clock seconds */
 	bool acked;		/* COM acknowledged the final state */
+	/* What the job engine needs to carry a job across a restart; "" and
+	 * false for jobs that never had them (also in older journals). */
+	char phase[12];		/* backup, upload, ... (PROTOCOL.md §2.6) */
+	char target[48];	/* the release an upgrade must end up on */
+	bool phones;		/* restart the phones once that is verified */
+	bool local;		/* the agent's own (automatic backup): never
+				 * sent to COM, recorded as acknowledged */
 };
 
 struct jobs;
@@ -135,6 +146,11 @@ const struct job_rec *jobs_at(const struct jobs *j, size_t i);
 void jobs_set_sent(struct jobs *j, const char *id, int64_t msg_id);
 const struct job_rec *jobs_by_sent(const struct jobs *j, int64_t msg_id);
 void jobs_clear_sent(struct jobs *j);
+
+#define JOB_PHASE_RESTART "restart"
+/* Running in phase "restart": the system restarts for this job, and the
+ * agent's restart is expected; the job engine settles it once it is back. */
+bool job_awaits_restart(const struct job_rec *r);
 
 /* succeeded, failed and rejected. */
 bool job_state_final(enum job_state s);

@@ -91,6 +91,10 @@ static void rec_equal(const struct job_rec *a, const struct job_rec *b)
 	assert_true(a->created == b->created);
 	assert_true(a->updated == b->updated);
 	assert_int_equal(a->acked, b->acked);
+	assert_string_equal(a->phase, b->phase);
+	assert_string_equal(a->target, b->target);
+	assert_int_equal(a->phones, b->phones);
+	assert_int_equal(a->local, b->local);
 }
 
 /* The ids in iteration order, each followed by ' '. */
@@ -186,7 +190,8 @@ static void test_record_find_update(void **state)
 		"{\"type\":\"job\",\"id\":1,\"job\":\"J-1\",\"op\":\"backup\","
 		"\"state\":\"accepted\",\"progress\":0,\"reason\":\"\","
 		"\"message\":\"\",\"created\":1000,\"updated\":1000,"
-		"\"acked\":false}\n");
+		"\"acked\":false,\"phase\":\"\",\"target\":\"\","
+		"\"phones\":false,\"local\":false}\n");
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0600);
 
@@ -201,7 +206,8 @@ static void test_record_find_update(void **state)
 		"{\"type\":\"job\",\"id\":1,\"job\":\"J-1\",\"op\":\"backup\","
 		"\"state\":\"running\",\"progress\":40,\"reason\":\"\","
 		"\"message\":\"copying \\\"cfg\\\"\\u000a\",\"created\":1000,"
-		"\"updated\":1010,\"acked\":false}\n");
+		"\"updated\":1010,\"acked\":false,\"phase\":\"\","
+		"\"target\":\"\",\"phones\":false,\"local\":false}\n");
 
 	r.state = JOB_SUCCEEDED;
 	r.progress = 100;
@@ -261,6 +267,47 @@ static void test_persist_reopen(void **state)
 }
 
 /* Jobs cut short by a restart fail, and stay failed. */
+/* A job that restarts the system on purpose is not "interrupted" by it;
+ * its phase, target and flags come back as they were written. */
+static void test_awaits_restart(void **state)
+{
+	struct jobs *j = NULL;
+	struct job_rec up = rec("J-9", JOB_RUNNING, 100);
+	struct job_rec auto_ = rec("auto-1", JOB_SUCCEEDED, 50);
+	const struct job_rec *f;
+
+	(void)state;
+	snprintf(up.op, sizeof(up.op), "upgrade");
+	snprintf(up.phase, sizeof(up.phase), JOB_PHASE_RESTART);
+	snprintf(up.target, sizeof(up.target), "12.0.1.0");
+	up.phones = true;
+	auto_.local = true;
+	auto_.acked = true;
+	assert_int_equal(jobs_open(dir, &j), ERR_OK);
+	assert_int_equal(jobs_record(j, &up), ERR_OK);
+	assert_int_equal(jobs_record(j, &auto_), ERR_OK);
+	jobs_free(j);
+
+	assert_int_equal(jobs_open(dir, &j), ERR_OK);
+	logged_is("");
+	f = jobs_find(j, "J-9");
+	rec_equal(f, &up);
+	assert_true(job_awaits_restart(f));
+	assert_ptr_equal(jobs_active(j), f);
+	rec_equal(jobs_find(j, "auto-1"), &auto_);
+	jobs_free(j);
+
+	/* Running in another phase: interrupted as before. */
+	snprintf(up.phase, sizeof(up.phase), "apply");
+	put_raw("", 0);
+	assert_int_equal(jobs_open(dir, &j), ERR_OK);
+	assert_int_equal(jobs_record(j, &up), ERR_OK);
+	jobs_free(j);
+	assert_int_equal(jobs_open(dir, &j), ERR_OK);
+	assert_int_equal(jobs_find(j, "J-9")->state, JOB_FAILED);
+	jobs_free(j);
+}
+
 static void test_interrupted(void **state)
 {
 	struct jobs *j = NULL;
@@ -362,7 +409,9 @@ static void test_ack(void **state)
 			       "\"state\":\"failed\",\"progress\":0,"
 			       "\"reason\":\"\",\"message\":\"\","
 			       "\"created\":100,\"updated\":100,"
-			       "\"acked\":true}\n"));
+			       "\"acked\":true,\"phase\":\"\","
+			       "\"target\":\"\",\"phones\":false,"
+			       "\"local\":false}\n"));
 	/* Again: fine, nothing written. */
 	snprintf(before, sizeof(before), "%s", file_text());
 	assert_int_equal(mkdir(tmp, 0700), 0);	/* a write would fail */
@@ -953,6 +1002,7 @@ int main(void)
 		T(test_state_names),
 		T(test_record_find_update),
 		T(test_persist_reopen),
+		T(test_awaits_restart),
 		T(test_interrupted),
 		T(test_interrupted_write_fails),
 		T(test_ack),
