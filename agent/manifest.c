@@ -1,0 +1,1078 @@
+/*
+ * manifest — the signed software manifest (see manifest.h).
+ *
+ * Keys: each file is read here, bounded, rather than by
+ * mbedtls_pk_parse_public_keyfile(), which reads a file of any size and
+ * loses the system's error text; the bytes then go to
+ * mbedtls_pk_parse_public_key() exactly as that function would pass them.
+ *
+ * Parsing: the text is checked as a whole first (size, NUL bytes, strict
+ * UTF-8), then fed to LEJP one byte per call, as proto.c does and for the
+ * same reasons: LEJP 4.1.6 does not bound key names (its 128-byte path
+ * buffer overflows), takes '#' outside strings as a comment, accepts
+ * "[1,]", "[1}]", "01" and "1e+", writes its array-index stack one slot
+ * past the end before noticing, and forgets to restore that stack after an
+ * array at top level. Each is guarded below. proto_parse() itself cannot
+ * be used: it does not keep array elements, and the components are one.
+ *
+ * Which member a value belongs to is tracked here (depth, the member name
+ * just read, whether the components array or one of its objects is open)
+ * rather than matched on LEJP's dotted path, which cannot tell a key
+ * "a.b" from a member b of a.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libwebsockets.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/ecp.h>
+#include <mbedtls/error.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/sha256.h>
+
+#include "digest.h"
+#include "manifest.h"
+#include "proto.h"
+
+#define MAX_PATH_LEN	120	/* bytes of LEJP's dotted path */
+#define MAX_DEPTH	8	/* containers, the top-level object is 1 */
+
+/* The per-byte path guard lets one byte grow LEJP's path by at most two
+ * characters ("[]") plus its NUL; LEJP keeps path offsets in a char. */
+_Static_assert(MAX_PATH_LEN + 3 < LEJP_MAX_PATH, "LEJP path buffer too small");
+_Static_assert(MAX_PATH_LEN + 2 <= 127, "LEJP keeps path offsets in a char");
+/* LEJP's own stack holds one level per container plus one for a string. */
+_Static_assert(MAX_DEPTH + 1 < LEJP_MAX_DEPTH, "LEJP stack too small");
+
+__attribute__((format(printf, 3, 4)))
+static void say(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !whylen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+}
+
+/* -------------------------------------------------------------- keys */
+
+struct manifest_keys {
+	size_t n;
+	mbedtls_pk_context pk[MANIFEST_MAX_KEYS];
+};
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' ||
+	       c == '\f';
+}
+
+/* The regular file path, at most cap bytes, into buf. */
+static err_t read_key_file(const char *path, unsigned char *buf, size_t cap,
+			   size_t *len, char *why, size_t whylen)
+{
+	struct stat st;
+	size_t got = 0;
+	unsigned char extra;
+	ssize_t r;
+	int fd;
+	err_t e = ERR_IO;
+
+	/* O_NONBLOCK: a FIFO put in its place must not hang the agent. */
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0) {
+		e = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
+		say(why, whylen, "%s: cannot open: %s", path, strerror(errno));
+		return e;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		say(why, whylen, "%s: not a regular file", path);
+		goto out;
+	}
+	/* Read to the end rather than trust st_size: the file may change. */
+	for (;;) {
+		r = got < cap ? read(fd, buf + got, cap - got) :
+				read(fd, &extra, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			say(why, whylen, "%s: cannot read: %s", path,
+			    strerror(errno));
+			goto out;
+		}
+		if (r == 0)
+			break;
+		if (got == cap) {
+			say(why, whylen, "%s: bigger than %zu bytes", path, cap);
+			e = ERR_LIMIT;
+			goto out;
+		}
+		got += (size_t)r;
+	}
+	*len = got;
+	e = ERR_OK;
+out:
+	close(fd);
+	return e;
+}
+
+/* Whether "-----BEGIN " occurs in buf (memmem() is a GNU extension). */
+static bool has_pem_header(const unsigned char *buf, size_t len)
+{
+	static const char tag[] = "-----BEGIN ";
+	size_t i, n = sizeof(tag) - 1;
+
+	for (i = 0; i + n <= len; i++)
+		if (buf[i] == '-' && !memcmp(buf + i, tag, n))
+			return true;
+	return false;
+}
+
+static err_t load_key(const char *path, mbedtls_pk_context *pk, char *why,
+		      size_t whylen)
+{
+	unsigned char *buf;
+	char msg[128];
+	size_t len = 0;
+	err_t e;
+	int ret;
+
+	/* One more byte for the NUL that PEM parsing wants. */
+	buf = malloc(MANIFEST_MAX_KEY_FILE + 1);
+	if (!buf) {
+		say(why, whylen, "%s: out of memory", path);
+		return ERR_NOMEM;
+	}
+	e = read_key_file(path, buf, MANIFEST_MAX_KEY_FILE, &len, why, whylen);
+	if (e)
+		goto out;
+	/*
+	 * As mbedtls_pk_load_file() does: mbedTLS tries PEM only on a
+	 * NUL-terminated buffer whose length counts the NUL, and DER only
+	 * on the exact bytes.
+	 */
+	buf[len] = '\0';
+	if (has_pem_header(buf, len))
+		len++;
+	e = ERR_INVAL;
+	if (!len) {
+		say(why, whylen, "%s: not a public key: the file is empty",
+		    path);
+		goto out;
+	}
+	ret = mbedtls_pk_parse_public_key(pk, buf, len);
+	if (ret) {
+		mbedtls_strerror(ret, msg, sizeof(msg));
+		say(why, whylen, "%s: not a public key: %s", path, msg);
+		goto out;
+	}
+	/* Another curve of the same size (secp256k1) must not pass either. */
+	if (!mbedtls_pk_can_do(pk, MBEDTLS_PK_ECDSA) ||
+	    mbedtls_pk_ec(*pk)->grp.id != MBEDTLS_ECP_DP_SECP256R1) {
+		say(why, whylen, "%s: not a P-256 key", path);
+		goto out;
+	}
+	e = ERR_OK;
+out:
+	free(buf);
+	return e;
+}
+
+err_t manifest_keys_load(const char *list, struct manifest_keys **out,
+			 char *why, size_t whylen)
+{
+	struct manifest_keys *k = NULL;
+	char path[MANIFEST_MAX_KEY_PATH + 1];
+	const char *s = list;
+	size_t n, i;
+	err_t e;
+
+	say(why, whylen, "%s", "");
+	if (!out) {
+		say(why, whylen, "no place for the keys");
+		return ERR_INVAL;
+	}
+	*out = NULL;
+	k = calloc(1, sizeof(*k));
+	if (!k) {
+		say(why, whylen, "out of memory");
+		return ERR_NOMEM;
+	}
+	for (i = 0; i < MANIFEST_MAX_KEYS; i++)
+		mbedtls_pk_init(&k->pk[i]);
+	while (s && *s) {
+		while (is_space(*s))
+			s++;
+		if (!*s)
+			break;
+		for (n = 0; s[n] && !is_space(s[n]); n++)
+			;
+		if (k->n == MANIFEST_MAX_KEYS) {
+			say(why, whylen, "more than %d trusted keys",
+			    MANIFEST_MAX_KEYS);
+			e = ERR_LIMIT;
+			goto out;
+		}
+		if (n > MANIFEST_MAX_KEY_PATH) {
+			say(why, whylen, "%.64s...: path longer than %d bytes",
+			    s, MANIFEST_MAX_KEY_PATH);
+			e = ERR_INVAL;
+			goto out;
+		}
+		memcpy(path, s, n);
+		path[n] = '\0';
+		s += n;
+		e = load_key(path, &k->pk[k->n], why, whylen);
+		if (e)
+			goto out;
+		k->n++;
+	}
+	if (!k->n) {
+		say(why, whylen, "no trusted keys configured");
+		e = ERR_INVAL;
+		goto out;
+	}
+	*out = k;
+	k = NULL;
+	e = ERR_OK;
+out:
+	manifest_keys_free(k);
+	return e;
+}
+
+size_t manifest_keys_count(const struct manifest_keys *k)
+{
+	return k ? k->n : 0;
+}
+
+void manifest_keys_free(struct manifest_keys *k)
+{
+	size_t i;
+
+	if (!k)
+		return;
+	for (i = 0; i < MANIFEST_MAX_KEYS; i++)
+		mbedtls_pk_free(&k->pk[i]);
+	free(k);
+}
+
+/* --------------------------------------------------------- signature */
+
+static bool alloc_failed(int ret)
+{
+	return ret == MBEDTLS_ERR_PK_ALLOC_FAILED ||
+	       ret == MBEDTLS_ERR_ECP_ALLOC_FAILED ||
+	       ret == MBEDTLS_ERR_MPI_ALLOC_FAILED ||
+	       ret == MBEDTLS_ERR_ASN1_ALLOC_FAILED;
+}
+
+err_t manifest_verify(const struct manifest_keys *k, const char *text,
+		      size_t len, const char *sig_b64, char *why,
+		      size_t whylen)
+{
+	unsigned char sig[MANIFEST_MAX_SIG], hash[32];
+	char msg[128];
+	size_t slen, olen = 0, i;
+	int ret;
+
+	say(why, whylen, "%s", "");
+	if (!k || !k->n) {
+		say(why, whylen, "no trusted keys configured");
+		return ERR_INVAL;
+	}
+	if ((!text && len) || !sig_b64) {
+		say(why, whylen, "no manifest or no signature");
+		return ERR_INVAL;
+	}
+	if (len > MANIFEST_MAX_TEXT) {
+		say(why, whylen, "manifest longer than %d bytes",
+		    MANIFEST_MAX_TEXT);
+		return ERR_LIMIT;
+	}
+	slen = strnlen(sig_b64, MANIFEST_MAX_SIG_TEXT + 1);
+	if (slen > MANIFEST_MAX_SIG_TEXT) {
+		say(why, whylen, "signature longer than %d bytes",
+		    MANIFEST_MAX_SIG);
+		return ERR_PERM;
+	}
+	ret = mbedtls_base64_decode(sig, sizeof(sig), &olen,
+				    (const unsigned char *)sig_b64, slen);
+	if (ret == MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL) {
+		say(why, whylen, "signature longer than %d bytes",
+		    MANIFEST_MAX_SIG);
+		return ERR_PERM;
+	}
+	if (ret) {
+		say(why, whylen, "signature is not valid base64");
+		return ERR_PERM;
+	}
+	/* "" and whitespace alone decode to nothing. */
+	if (!olen) {
+		say(why, whylen, "signature is empty");
+		return ERR_PERM;
+	}
+	/* "" is a valid (if useless) text: hash it from a valid pointer. */
+	ret = mbedtls_sha256_ret(len ? (const unsigned char *)text :
+				 (const unsigned char *)"", len, hash, 0);
+	if (ret) {
+		mbedtls_strerror(ret, msg, sizeof(msg));
+		say(why, whylen, "SHA-256 of the manifest: %s", msg);
+		return ERR_TLS;
+	}
+	for (i = 0; i < k->n; i++) {
+		/* pk_verify takes a non-const context but does not change it. */
+		ret = mbedtls_pk_verify((mbedtls_pk_context *)&k->pk[i],
+					MBEDTLS_MD_SHA256, hash, sizeof(hash),
+					sig, olen);
+		if (!ret)
+			return ERR_OK;
+		/* Anything else is "not this key": garbage, wrong key, extra
+		 * bytes after the DER (MBEDTLS_ERR_PK_SIG_LEN_MISMATCH). */
+		if (alloc_failed(ret)) {
+			mbedtls_strerror(ret, msg, sizeof(msg));
+			say(why, whylen, "signature check: %s", msg);
+			return ERR_NOMEM;
+		}
+	}
+	say(why, whylen,
+	    "signature does not verify with any of the %zu trusted keys",
+	    k->n);
+	return ERR_PERM;
+}
+
+/* ---------------------------------------------------------- versions */
+
+/* The parts of the dotted version s[0..n); false if it is not one. */
+static bool version_parse(const char *s, size_t n,
+			  uint32_t parts[MANIFEST_VERSION_PARTS],
+			  unsigned *count)
+{
+	size_t i = 0;
+	unsigned digits;
+	uint32_t v;
+
+	*count = 0;
+	for (;;) {
+		v = 0;
+		for (digits = 0; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+			/* Six digits bound the value to 0..999999. */
+			if (++digits > 6)
+				return false;
+			v = v * 10 + (uint32_t)(s[i] - '0');
+		}
+		if (!digits || *count == MANIFEST_VERSION_PARTS)
+			return false;
+		parts[(*count)++] = v;
+		if (i == n)
+			return true;
+		if (s[i] != '.')
+			return false;
+		i++;
+	}
+}
+
+int manifest_version_cmp(const char *a, const char *b, bool *ok)
+{
+	uint32_t pa[MANIFEST_VERSION_PARTS], pb[MANIFEST_VERSION_PARTS], x, y;
+	unsigned na, nb, i;
+	size_t la, lb;
+
+	if (ok)
+		*ok = false;
+	if (!a || !b)
+		return 0;
+	la = strnlen(a, MANIFEST_MAX_RELEASE + 1);
+	lb = strnlen(b, MANIFEST_MAX_RELEASE + 1);
+	if (la > MANIFEST_MAX_RELEASE || lb > MANIFEST_MAX_RELEASE ||
+	    !version_parse(a, la, pa, &na) || !version_parse(b, lb, pb, &nb))
+		return 0;
+	if (ok)
+		*ok = true;
+	for (i = 0; i < MANIFEST_VERSION_PARTS; i++) {
+		x = i < na ? pa[i] : 0;
+		y = i < nb ? pb[i] : 0;
+		if (x != y)
+			return x < y ? -1 : 1;
+	}
+	return 0;
+}
+
+/* ----------------------------------------------------------- parsing */
+
+struct manifest {
+	char release[MANIFEST_MAX_RELEASE + 1];
+	char profile[8];
+	size_t n;
+	struct manifest_component c[MANIFEST_MAX_COMPONENTS];
+	struct {
+		char name[MANIFEST_MAX_NAME + 1];
+		char version[MANIFEST_MAX_VERSION + 1];
+		char sha256[DIGEST_HEX_LEN + 1];
+	} s[MANIFEST_MAX_COMPONENTS];
+};
+
+/* The members the parser knows; a bit each in the seen masks. */
+enum member {
+	M_NONE = 0,		/* an unknown member: checked, ignored */
+	M_RELEASE, M_PROFILE, M_COMPONENTS,		/* top level */
+	M_NAME, M_VERSION, M_SIZE, M_SHA256,		/* a component */
+};
+
+static const char *const member_name[] = {
+	[M_NONE] = "", [M_RELEASE] = "release", [M_PROFILE] = "profile",
+	[M_COMPONENTS] = "components", [M_NAME] = "name",
+	[M_VERSION] = "version", [M_SIZE] = "size", [M_SHA256] = "sha256",
+};
+
+/* The longest string kept: the longest a known member may be, so a longer
+ * one is known to be wrong without keeping it all. */
+#define MAX_STR MANIFEST_MAX_NAME
+_Static_assert(MAX_STR >= MANIFEST_MAX_RELEASE &&
+	       MAX_STR >= MANIFEST_MAX_VERSION && MAX_STR >= DIGEST_HEX_LEN,
+	       "MAX_STR too small");
+
+/* Where a parse stands; LEJP hands it back to the callback as ctx->user. */
+struct parse {
+	struct manifest *m;
+	char *why;
+	size_t whylen;
+	err_t err;		/* ERR_OK until the first failure */
+	unsigned depth;		/* open containers, top-level object included */
+	unsigned arrays;	/* open arrays among them */
+	char stack[MAX_DEPTH];	/* 'o' or 'a' per open container */
+	enum member want;	/* the member whose value comes next */
+	unsigned top_seen;	/* 1 << member, top level */
+	unsigned elem_seen;	/* 1 << member, the open component */
+	bool in_comps;		/* the components array is open (depth 2) */
+	bool in_elem;		/* one of its objects is open (depth 3) */
+	enum member str_of;	/* the member whose string is being read */
+	char str[MAX_STR + 1];
+	size_t str_len;		/* all of it; at most MAX_STR bytes kept */
+};
+
+/* Only the first failure is reported: later ones are consequences. */
+__attribute__((format(printf, 3, 4)))
+static void fail(struct parse *p, err_t e, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (p->err)
+		return;
+	p->err = e;
+	if (!p->why || !p->whylen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(p->why, p->whylen, fmt, ap);
+	va_end(ap);
+}
+
+/* "release" or "components[2].sha256": how why names a member. */
+static const char *where(const struct parse *p, enum member w, char *buf,
+			 size_t cap)
+{
+	if (w >= M_NAME)
+		snprintf(buf, cap, "components[%zu].%s", p->m->n,
+			 member_name[w]);
+	else
+		snprintf(buf, cap, "%s", member_name[w]);
+	return buf;
+}
+
+/* Fails with why "<member>: <what>". */
+static void bad(struct parse *p, enum member w, const char *what)
+{
+	char at[48];
+
+	fail(p, ERR_INVAL, "%s: %s", where(p, w, at, sizeof(at)), what);
+}
+
+/* JSON's number grammar; LEJP also lets through "01", "1e+" and "-1e". */
+static bool json_number(const char *s)
+{
+	if (*s == '-')
+		s++;
+	if (*s == '0')
+		s++;
+	else if (*s >= '1' && *s <= '9')
+		while (*s >= '0' && *s <= '9')
+			s++;
+	else
+		return false;
+	if (*s == '.') {
+		s++;
+		if (*s < '0' || *s > '9')
+			return false;
+		while (*s >= '0' && *s <= '9')
+			s++;
+	}
+	if (*s == 'e' || *s == 'E') {
+		s++;
+		if (*s == '+' || *s == '-')
+			s++;
+		if (*s < '0' || *s > '9')
+			return false;
+		while (*s >= '0' && *s <= '9')
+			s++;
+	}
+	return *s == '\0';
+}
+
+/* A plain run of digits (no sign, fraction or exponent) up to max. */
+static bool parse_size(const char *s, uint64_t max, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (!*s)
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		if (v > (max - (uint64_t)(*s - '0')) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return true;
+}
+
+/*
+ * The member name LEJP just read: the end of its path, from where LEJP
+ * started the key (its stack level's path offset) to the path's end.
+ */
+static enum member key_member(struct parse *p, struct lejp_ctx *ctx)
+{
+	size_t from = (size_t)(unsigned char)ctx->st[ctx->sp].p;
+	size_t to = ctx->pst[0].ppos, n = to - from;
+	enum member w, lo, hi;
+
+	if (from > to) {
+		/* LEJP's layout is not what this was written against. */
+		fail(p, ERR_INVAL, "cannot parse: unexpected parser state");
+		return M_NONE;
+	}
+	if (p->depth == 1) {
+		lo = M_RELEASE;
+		hi = M_COMPONENTS;
+	} else if (p->depth == 3 && p->in_elem) {
+		lo = M_NAME;
+		hi = M_SHA256;
+	} else {
+		return M_NONE;
+	}
+	for (w = lo; w <= hi; w++)
+		if (strlen(member_name[w]) == n &&
+		    !memcmp(ctx->path + from, member_name[w], n))
+			return w;
+	return M_NONE;
+}
+
+static int on_pair(struct parse *p, struct lejp_ctx *ctx)
+{
+	enum member w = key_member(p, ctx);
+	unsigned *seen = w >= M_NAME ? &p->elem_seen : &p->top_seen;
+
+	if (p->err)
+		return -1;
+	p->want = w;
+	if (w == M_NONE)
+		return 0;
+	if (*seen & (1u << w)) {
+		bad(p, w, "given more than once");
+		return -1;
+	}
+	*seen |= 1u << w;
+	return 0;
+}
+
+/*
+ * The start of a value: kind 'o' object, 'a' array, 's' string, 'n' number,
+ * 'b' boolean, 'z' null. Checks it against the member it belongs to.
+ */
+static int on_value(struct parse *p, char kind)
+{
+	enum member w = p->want;
+
+	p->want = M_NONE;
+	/* A direct element of the components array is a component. */
+	if (p->depth == 2 && p->in_comps) {
+		if (p->m->n == MANIFEST_MAX_COMPONENTS) {
+			fail(p, ERR_INVAL, "components: more than %d entries",
+			     MANIFEST_MAX_COMPONENTS);
+			return -1;
+		}
+		if (kind != 'o') {
+			fail(p, ERR_INVAL, "components[%zu]: not an object",
+			     p->m->n);
+			return -1;
+		}
+		p->in_elem = true;
+		p->elem_seen = 0;
+		return 0;
+	}
+	switch (w) {
+	case M_NONE:
+		return 0;
+	case M_COMPONENTS:
+		if (kind != 'a') {
+			bad(p, w, "not an array");
+			return -1;
+		}
+		p->in_comps = true;
+		return 0;
+	case M_SIZE:
+		if (kind != 'n') {
+			bad(p, w, "not an integer in 0..2^40");
+			return -1;
+		}
+		return 0;
+	default:
+		if (kind != 's') {
+			bad(p, w, "not a string");
+			return -1;
+		}
+		p->str_of = w;
+		p->str_len = 0;
+		return 0;
+	}
+}
+
+static int on_container(struct parse *p, struct lejp_ctx *ctx, char kind)
+{
+	if (!p->depth) {
+		if (kind != 'o') {
+			fail(p, ERR_INVAL, "not a JSON object");
+			return -1;
+		}
+		p->stack[p->depth++] = kind;
+		return 0;
+	}
+	if (on_value(p, kind))
+		return -1;
+	if (p->depth >= MAX_DEPTH) {
+		fail(p, ERR_INVAL, "nesting deeper than %d levels", MAX_DEPTH);
+		return -1;
+	}
+	/* LEJP writes i[ipos] before checking ipos against its size. */
+	if (kind == 'a' && (p->arrays >= LEJP_MAX_INDEX_DEPTH ||
+			    ctx->ipos >= LEJP_MAX_INDEX_DEPTH)) {
+		fail(p, ERR_INVAL, "arrays nested deeper than %d levels",
+		     LEJP_MAX_INDEX_DEPTH);
+		return -1;
+	}
+	if (kind == 'a')
+		p->arrays++;
+	p->stack[p->depth++] = kind;
+	return 0;
+}
+
+/* A component object closed: all four members there, a new name. */
+static int end_component(struct parse *p)
+{
+	struct manifest *m = p->m;
+	enum member w;
+	size_t i;
+
+	for (w = M_NAME; w <= M_SHA256; w++)
+		if (!(p->elem_seen & (1u << w))) {
+			bad(p, w, "missing");
+			return -1;
+		}
+	for (i = 0; i < m->n; i++)
+		if (!strcmp(m->s[i].name, m->s[m->n].name)) {
+			fail(p, ERR_INVAL,
+			     "components[%zu].name: duplicate of "
+			     "components[%zu]", m->n, i);
+			return -1;
+		}
+	m->c[m->n].name = m->s[m->n].name;
+	m->c[m->n].version = m->s[m->n].version;
+	m->c[m->n].sha256 = m->s[m->n].sha256;
+	m->n++;
+	p->in_elem = false;
+	return 0;
+}
+
+/* LEJP lets '}' close an array ("[1}]" parses); JSON does not. */
+static int on_container_end(struct parse *p, struct lejp_ctx *ctx, char kind)
+{
+	if (!p->depth || p->stack[p->depth - 1] != kind) {
+		fail(p, ERR_INVAL, "not JSON: mismatched '%c'",
+		     kind == 'a' ? ']' : '}');
+		return -1;
+	}
+	if (p->stack[--p->depth] == 'a')
+		p->arrays--;
+	/*
+	 * LEJP does not restore its index depth when an array closes at its
+	 * stack level 0 (a top-level member), so five array members would
+	 * use it up. It counts open arrays, which we know exactly.
+	 */
+	ctx->ipos = (uint8_t)p->arrays;
+	if (p->depth == 2 && p->in_elem)
+		return end_component(p);
+	if (p->depth == 1 && p->in_comps) {
+		p->in_comps = false;
+		if (!p->m->n) {
+			fail(p, ERR_INVAL, "components: empty");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int on_str_data(struct parse *p, struct lejp_ctx *ctx)
+{
+	size_t keep;
+
+	if (p->str_of == M_NONE)
+		return 0;
+	keep = p->str_len < MAX_STR ? MAX_STR - p->str_len : 0;
+	if (keep > ctx->npos)
+		keep = ctx->npos;
+	memcpy(p->str + p->str_len, ctx->buf, keep);
+	/* Counts on past what is kept; the check below needs only "too
+	 * long", and a string is at most MANIFEST_MAX_TEXT bytes. */
+	p->str_len += ctx->npos;
+	return 0;
+}
+
+static bool name_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	if (!n || n > MANIFEST_MAX_NAME)
+		return false;
+	for (i = 0; i < n; i++)
+		if (!((s[i] >= 'A' && s[i] <= 'Z') ||
+		      (s[i] >= 'a' && s[i] <= 'z') ||
+		      (s[i] >= '0' && s[i] <= '9') ||
+		      s[i] == '.' || s[i] == '_' || s[i] == '-'))
+			return false;
+	return true;
+}
+
+static bool printable_ok(const char *s, size_t n, size_t max)
+{
+	size_t i;
+
+	if (!n || n > max)
+		return false;
+	for (i = 0; i < n; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* A known member's string is complete: check it and keep it. */
+static int on_str_end(struct parse *p, struct lejp_ctx *ctx)
+{
+	struct manifest *m = p->m;
+	enum member w = p->str_of;
+	uint32_t parts[MANIFEST_VERSION_PARTS];
+	unsigned nparts;
+	const char *s = p->str;
+	size_t n;
+
+	on_str_data(p, ctx);
+	p->str_of = M_NONE;
+	n = p->str_len;
+	if (n <= MAX_STR)
+		p->str[n] = '\0';
+	switch (w) {
+	case M_NONE:
+		return 0;
+	case M_RELEASE:
+		if (n > MANIFEST_MAX_RELEASE ||
+		    !version_parse(s, n, parts, &nparts)) {
+			bad(p, w, "not a dotted version (1 to 8 numbers of "
+				  "up to 6 digits)");
+			return -1;
+		}
+		memcpy(m->release, s, n + 1);
+		return 0;
+	case M_PROFILE:
+		if ((n != 5 || memcmp(s, "linux", 5)) &&
+		    (n != 7 || memcmp(s, "ip500v2", 7))) {
+			bad(p, w, "not linux or ip500v2");
+			return -1;
+		}
+		memcpy(m->profile, s, n + 1);
+		return 0;
+	case M_NAME:
+		if (!name_ok(s, n)) {
+			bad(p, w, "not 1..128 characters of [A-Za-z0-9._-]");
+			return -1;
+		}
+		if (!strcmp(s, ".") || !strcmp(s, "..")) {
+			bad(p, w, "\".\" and \"..\" are not file names");
+			return -1;
+		}
+		memcpy(m->s[m->n].name, s, n + 1);
+		return 0;
+	case M_VERSION:
+		if (!printable_ok(s, n, MANIFEST_MAX_VERSION)) {
+			bad(p, w, "not 1..32 printable ASCII characters");
+			return -1;
+		}
+		memcpy(m->s[m->n].version, s, n + 1);
+		return 0;
+	case M_SHA256:
+		if (n != DIGEST_HEX_LEN || !digest_hex_valid(s)) {
+			bad(p, w, "not 64 lower-case hex digits");
+			return -1;
+		}
+		memcpy(m->s[m->n].sha256, s, n + 1);
+		return 0;
+	default:
+		/* on_value() lets only string members get here. */
+		fail(p, ERR_INVAL, "cannot parse: unexpected string");
+		return -1;
+	}
+}
+
+static int on_number(struct parse *p, struct lejp_ctx *ctx)
+{
+	enum member w = p->want;
+	uint64_t v;
+
+	if (!json_number(ctx->buf)) {
+		fail(p, ERR_INVAL, "not JSON: bad number");
+		return -1;
+	}
+	if (on_value(p, 'n'))
+		return -1;
+	if (w != M_SIZE)
+		return 0;
+	if (!parse_size(ctx->buf, MANIFEST_MAX_SIZE, &v)) {
+		bad(p, w, "not an integer in 0..2^40");
+		return -1;
+	}
+	p->m->c[p->m->n].size = v;
+	return 0;
+}
+
+static signed char lejp_cb(struct lejp_ctx *ctx, char reason)
+{
+	struct parse *p = ctx->user;
+	int r = 0;
+
+	/* LEJP keeps going after some ignored callback results. */
+	if (p->err)
+		return -1;
+	switch (reason) {
+	case LEJPCB_OBJECT_START:
+		r = on_container(p, ctx, 'o');
+		break;
+	case LEJPCB_ARRAY_START:
+		r = on_container(p, ctx, 'a');
+		break;
+	case LEJPCB_OBJECT_END:
+		r = on_container_end(p, ctx, 'o');
+		break;
+	case LEJPCB_ARRAY_END:
+		/* LEJP ignores this result; p->err stops it at the next. */
+		r = on_container_end(p, ctx, 'a');
+		break;
+	case LEJPCB_PAIR_NAME:
+		r = on_pair(p, ctx);
+		break;
+	case LEJPCB_VAL_STR_START:
+		r = on_value(p, 's');
+		break;
+	case LEJPCB_VAL_STR_CHUNK:
+		r = on_str_data(p, ctx);
+		break;
+	case LEJPCB_VAL_STR_END:
+		r = on_str_end(p, ctx);
+		break;
+	case LEJPCB_VAL_NUM_INT:
+	case LEJPCB_VAL_NUM_FLOAT:
+		r = on_number(p, ctx);
+		break;
+	case LEJPCB_VAL_TRUE:
+	case LEJPCB_VAL_FALSE:
+		r = on_value(p, 'b');
+		break;
+	case LEJPCB_VAL_NULL:
+		r = on_value(p, 'z');
+		break;
+	default:
+		break;
+	}
+	/* Negative: LEJP checks some results only for < 0. */
+	return r ? -1 : 0;
+}
+
+static bool json_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Feeds the text to LEJP; true once the top-level object closed. */
+static bool run_lejp(struct parse *p, struct lejp_ctx *ctx,
+		     const unsigned char *buf, size_t len, size_t *used)
+{
+	unsigned char prev = 0;	/* last byte that was not whitespace */
+	bool in_str;
+	size_t i;
+	int r;
+
+	for (i = 0; i < len && !p->err; i++) {
+		/* LEJP appends key characters to its path without a bound,
+		 * and one byte adds at most two. */
+		if (ctx->pst[0].ppos > MAX_PATH_LEN) {
+			fail(p, ERR_INVAL, "member path longer than %d bytes",
+			     MAX_PATH_LEN);
+			break;
+		}
+		in_str = ctx->st[ctx->sp].s == LEJP_MP_STRING;
+		/* LEJP skips "# ..." as a comment; JSON has none. */
+		if (buf[i] == '#' && !in_str) {
+			fail(p, ERR_INVAL, "not JSON: '#' outside a string");
+			break;
+		}
+		/* LEJP takes "[1,]"; JSON does not. */
+		if (buf[i] == ']' && prev == ',' && !in_str) {
+			fail(p, ERR_INVAL, "not JSON: ',' before ']'");
+			break;
+		}
+		if (!json_ws((char)buf[i]) || in_str)
+			prev = buf[i];
+		r = lejp_parse(ctx, buf + i, 1);
+		if (r == LEJP_CONTINUE)
+			continue;
+		if (r == LEJP_REJECT_IDLE_NO_BRACE)
+			fail(p, ERR_INVAL, "not a JSON object");
+		/* LEJP refuses "{}" at top level with this code. */
+		if (r == LEJP_REJECT_MEMBERS_NO_CLOSE && p->depth == 1)
+			bad(p, M_RELEASE, "missing");
+		if (r < 0) {
+			fail(p, ERR_INVAL, "not JSON: %s",
+			     lejp_error_to_string(r));
+			break;
+		}
+		/* LEJP completes at the '}' that closes its level 0. */
+		if (p->depth)
+			fail(p, ERR_INVAL, "not JSON: unbalanced brackets");
+		*used = i + 1;
+		return !p->err;
+	}
+	fail(p, ERR_INVAL, "not JSON: manifest truncated");
+	return false;
+}
+
+err_t manifest_parse(const char *text, size_t len, struct manifest **out,
+		     char *why, size_t whylen)
+{
+	struct parse *p = NULL;
+	struct lejp_ctx ctx;
+	struct manifest *m = NULL;
+	bool lejp_on = false;
+	size_t i, used = 0;
+	enum member w;
+	err_t e;
+
+	say(why, whylen, "%s", "");
+	if (out)
+		*out = NULL;
+	if (!out || (!text && len)) {
+		say(why, whylen, "no manifest");
+		return ERR_INVAL;
+	}
+	if (len > MANIFEST_MAX_TEXT) {
+		say(why, whylen, "manifest longer than %d bytes",
+		    MANIFEST_MAX_TEXT);
+		return ERR_LIMIT;
+	}
+	if (!len) {
+		say(why, whylen, "empty manifest");
+		return ERR_INVAL;
+	}
+	if (memchr(text, 0, len)) {
+		say(why, whylen, "NUL byte in the manifest");
+		return ERR_INVAL;
+	}
+	if (!proto_utf8_valid(text, len)) {
+		say(why, whylen, "invalid UTF-8");
+		return ERR_INVAL;
+	}
+	m = calloc(1, sizeof(*m));
+	p = calloc(1, sizeof(*p));
+	if (!m || !p) {
+		say(why, whylen, "out of memory");
+		e = ERR_NOMEM;
+		goto out;
+	}
+	p->m = m;
+	p->why = why;
+	p->whylen = whylen;
+
+	lejp_construct(&ctx, lejp_cb, p, NULL, 0);
+	lejp_on = true;
+	if (!run_lejp(p, &ctx, (const unsigned char *)text, len, &used))
+		goto fin;
+	for (i = used; i < len; i++)
+		if (!json_ws(text[i])) {
+			fail(p, ERR_INVAL, "trailing data after the object");
+			goto fin;
+		}
+	for (w = M_RELEASE; w <= M_COMPONENTS; w++)
+		if (!(p->top_seen & (1u << w))) {
+			bad(p, w, "missing");
+			goto fin;
+		}
+	*out = m;
+	m = NULL;
+fin:
+	e = p->err;
+out:
+	if (lejp_on)
+		lejp_destruct(&ctx);
+	free(p);
+	free(m);
+	return e;
+}
+
+void manifest_free(struct manifest *m)
+{
+	free(m);
+}
+
+const char *manifest_release(const struct manifest *m)
+{
+	return m ? m->release : NULL;
+}
+
+const char *manifest_profile(const struct manifest *m)
+{
+	return m ? m->profile : NULL;
+}
+
+size_t manifest_count(const struct manifest *m)
+{
+	return m ? m->n : 0;
+}
+
+const struct manifest_component *manifest_at(const struct manifest *m,
+					     size_t i)
+{
+	return m && i < m->n ? &m->c[i] : NULL;
+}
+
+uint64_t manifest_total_size(const struct manifest *m)
+{
+	uint64_t t = 0;
+	size_t i;
+
+	for (i = 0; m && i < m->n; i++)
+		t += m->c[i].size;
+	return t;
+}
