@@ -164,6 +164,7 @@ struct parse {
 	unsigned arrays;	/* open arrays among them */
 	char stack[PROTO_MAX_DEPTH];	/* 'o' or 'a' per open container */
 	unsigned counted;	/* members + array elements so far */
+	unsigned elems;		/* elements so far of the one open array */
 	size_t str_at;		/* offset in m->text of the string being read */
 	size_t str_len;
 };
@@ -349,6 +350,19 @@ static struct field *store(struct parse *p, struct lejp_ctx *ctx,
 
 	if (norm_path(p, ctx, norm, &n))
 		return NULL;
+	/* A string element of an array that is not inside another one is
+	 * kept as "PATH.N" (LEJP's path ends in "[]" there). */
+	if (p->arrays == 1 && p->stack[p->depth - 1] == 'a' && kind == K_STR &&
+	    n >= 2 && !memcmp(norm + n - 2, "[]", 2)) {
+		int w = snprintf(norm + n - 2, sizeof(norm) - n + 2, ".%u",
+				 p->elems - 1);
+
+		if (w < 0 || (size_t)w >= sizeof(norm) - n + 2) {
+			fail(p, ERR_INVAL, "field path too long");
+			return NULL;
+		}
+		n = n - 2 + (size_t)w;
+	}
 	f = find(m, norm);
 	if (!f) {
 		if (m->nfields == m->maxfields) {
@@ -387,6 +401,8 @@ static int count_element(struct parse *p)
 {
 	if (!p->depth || p->stack[p->depth - 1] != 'a')
 		return 0;
+	if (p->arrays == 1)
+		p->elems++;
 	if (++p->counted > PROTO_MAX_FIELDS) {
 		fail(p, ERR_INVAL, "more than %d fields", PROTO_MAX_FIELDS);
 		return -1;
@@ -439,8 +455,8 @@ static int on_container(struct parse *p, struct lejp_ctx *ctx, char kind)
 		     LEJP_MAX_INDEX_DEPTH);
 		return -1;
 	}
-	if (kind == 'a')
-		p->arrays++;
+	if (kind == 'a' && !p->arrays++)
+		p->elems = 0;
 	p->stack[p->depth++] = kind;
 	return 0;
 }
@@ -533,8 +549,10 @@ static int on_str_end(struct parse *p, struct lejp_ctx *ctx)
 		     clean(ctx->path, c, sizeof(c)), PROTO_MAX_STR);
 		return -1;
 	}
-	/* Array elements are checked but not kept: give the bytes back. */
-	if (p->arrays) {
+	/* Array elements are checked but not kept, except strings of an
+	 * array not inside another one: give the bytes back. */
+	if (p->arrays && !(p->arrays == 1 &&
+			   p->stack[p->depth - 1] == 'a')) {
 		m->text_used = p->str_at;
 		return 0;
 	}
@@ -730,12 +748,13 @@ err_t proto_parse(const char *buf, size_t len, struct proto_msg **out,
 	}
 
 	/*
-	 * One allocation. Every stored leaf is a member, so there are no
-	 * more than there are ':' in the frame. Decoded strings plus their
-	 * NULs never outgrow their quoted source; paths are bounded each.
+	 * One allocation. Every stored leaf is a member or an array
+	 * element, so there are no more than there are ':', ',' and '[' in
+	 * the frame. Decoded strings plus their NULs never outgrow their
+	 * quoted source; paths are bounded each.
 	 */
 	for (i = 0; i < len; i++)
-		colons += buf[i] == ':';
+		colons += buf[i] == ':' || buf[i] == ',' || buf[i] == '[';
 	maxf = colons < PROTO_MAX_FIELDS ? colons : PROTO_MAX_FIELDS;
 	m = calloc(1, sizeof(*m) + maxf * sizeof(m->f[0]) + len + 1 +
 		   maxf * (PROTO_MAX_PATH + 1));
@@ -806,6 +825,22 @@ int64_t proto_id(const struct proto_msg *m)
 int64_t proto_re(const struct proto_msg *m)
 {
 	return m ? m->re : 0;
+}
+
+int proto_count(const struct proto_msg *m, const char *path)
+{
+	char key[PROTO_MAX_PATH + 8];
+	int n;
+
+	for (n = 0; n < PROTO_MAX_FIELDS; n++) {
+		int w = snprintf(key, sizeof(key), "%s.%d", path, n);
+
+		if (w < 0 || (size_t)w >= sizeof(key))
+			break;
+		if (!proto_str(m, key))
+			break;
+	}
+	return n;
 }
 
 const char *proto_str(const struct proto_msg *m, const char *path)

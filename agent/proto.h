@@ -36,7 +36,11 @@ struct proto_msg;
  * NUL-terminated when whylen > 0; why may be NULL) and *bad_id the message's
  * "id" if one was read before the failure, else 0 (bad_id may be NULL).
  * Duplicate keys: the last one wins (as in Python's json and JavaScript).
- * Array elements are checked and counted but not stored. Escaped NULs
+ * Array elements are checked and counted but not stored — except strings
+ * that are elements of an array not inside another array: those are
+ * stored as "PATH.N" (N from 0, counting every element of that array), so
+ * {"args":{"elements":["a","b"]}} gives "args.elements.0" and
+ * "args.elements.1" (see proto_count()). Escaped NULs
  * (\u0000) and lone surrogates are refused. LEJP's own limits also apply:
  * a number has at most 20 digits, arrays nest at most 5 deep.
  */
@@ -55,6 +59,10 @@ int64_t proto_re(const struct proto_msg *m);	/* 0 if absent */
  */
 const char *proto_str(const struct proto_msg *m, const char *path);
 bool proto_int(const struct proto_msg *m, const char *path, int64_t *out);
+/* How many strings "PATH.0", "PATH.1", ... there are in a row: the length
+ * of an array of strings (0 when absent, or its first element is not a
+ * string). */
+int proto_count(const struct proto_msg *m, const char *path);
 bool proto_bool(const struct proto_msg *m, const char *path, bool *out);
 
 struct proto_w;

@@ -241,6 +241,33 @@ static void test_example_job(void **state)
 	proto_msg_free(m);
 }
 
+/* Strings of an array (not inside another array) are kept by index; other
+ * elements are not, and do not shift the indexes. */
+static void test_string_arrays(void **state)
+{
+	struct proto_msg *m;
+
+	(void)state;
+	m = parse_ok("{\"type\":\"job\",\"id\":9,\"args\":{\"elements\":"
+		     "[\"config\",\"voice\\u006dail\"],\"mixed\":[1,\"b\","
+		     "{\"x\":[\"deep\"]},\"c\"],\"none\":[]},"
+		     "\"top\":[\"t\"]}");
+	assert_int_equal(proto_count(m, "args.elements"), 2);
+	assert_string_equal(proto_str(m, "args.elements.0"), "config");
+	assert_string_equal(proto_str(m, "args.elements.1"), "voicemail");
+	assert_null(proto_str(m, "args.elements.2"));
+	assert_null(proto_str(m, "args.mixed.0"));
+	assert_string_equal(proto_str(m, "args.mixed.1"), "b");
+	assert_string_equal(proto_str(m, "args.mixed.3"), "c");
+	assert_null(proto_str(m, "args.mixed.2.x.0"));
+	assert_int_equal(proto_count(m, "args.mixed"), 0);
+	assert_int_equal(proto_count(m, "args.none"), 0);
+	assert_int_equal(proto_count(m, "args.missing"), 0);
+	assert_int_equal(proto_count(m, "top"), 1);
+	assert_string_equal(proto_str(m, "top.0"), "t");
+	proto_msg_free(m);
+}
+
 static void test_example_unsupported_error(void **state)
 {
 	struct proto_msg *m;
@@ -1344,6 +1371,7 @@ int main(void)
 		cmocka_unit_test(test_w_misuse),
 		cmocka_unit_test(test_w_overflow),
 		cmocka_unit_test(test_w_arrays),
+		cmocka_unit_test(test_string_arrays),
 		cmocka_unit_test(test_w_headroom),
 		cmocka_unit_test(test_reason_text),
 	};
