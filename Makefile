@@ -31,7 +31,8 @@ LIBS      := $(LWS_HOST)/lib/libwebsockets.a -lmbedtls -lmbedx509 -lmbedcrypto \
 	-linih -lpthread
 
 HOST_CFLAGS := $(BASE_CFLAGS) -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2
-ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer \
+# The test build also answers the control socket's test-only requests.
+ASAN_CFLAGS := $(BASE_CFLAGS) -DCOMAGENT_TESTING -O1 -g -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 .PHONY: all check check-unit check-integration demo install clean deps lws

@@ -1,9 +1,10 @@
 /*
  * dispatch — COM's requests after the handshake (see dispatch.h).
  *
- * Streams (tunnels) are the stream module's. This version runs no job
- * operation yet, and says so plainly: a job is answered "rejected /
- * unsupported" (or "invalid" when it is malformed).
+ * Streams COM opens (tunnels, even ids) are the stream module's; streams
+ * the agent opens (uploads and downloads, odd ids) are xfer's; jobs are
+ * run by ops. Data frames leave alternately from tunnels and transfers, so
+ * a bulk transfer never starves an interactive tunnel.
  *
  * Every answer is journaled (job module) before it is sent: a final state
  * stays pending until COM acks it and is re-sent on every new link
@@ -20,8 +21,10 @@
 #include "dispatch.h"
 #include "job.h"
 #include "log.h"
+#include "ops.h"
 #include "proto.h"
 #include "stream.h"
+#include "xfer.h"
 
 #define LOG_MODULE "dispatch"
 struct dispatch {
@@ -30,7 +33,11 @@ struct dispatch {
 	time_t started;
 	struct proto_w *w;
 	struct streams *streams;
+	struct xfers *xfers;
+	struct ops *ops;
 	struct jobs *jobs;		/* the journal, owned by the caller */
+	struct link *link;		/* while it is up */
+	bool xfer_turn;			/* the next data frame: a transfer's */
 };
 
 static void send_built(struct dispatch *d, struct link *l)
@@ -54,22 +61,9 @@ static void send_status(struct dispatch *d, struct link *l)
 	proto_w_str(d->w, "system", conf_str(c, CONF_SYSTEM_SYSTEM_NAME));
 	proto_w_str(d->w, "profile", conf_str(c, CONF_SYSTEM_PROFILE));
 	proto_w_str(d->w, "version", d->version);
-	proto_w_str(d->w, "operation", "idle");
+	proto_w_str(d->w, "operation", ops_current(d->ops));
 	proto_w_int(d->w, "uptime", (int64_t)(time(NULL) - d->started));
 	send_built(d, l);
-}
-
-/* Bytes of s, at most max, that end on a UTF-8 character boundary (the
- * journal refuses cut characters). */
-static int utf8_prefix(const char *s, size_t max)
-{
-	size_t n = strlen(s);
-
-	if (n <= max)
-		return (int)n;
-	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
-		max--;
-	return (int)max;
 }
 
 /* Sends r's state as a job.state; remembers the message id for COM's ack. */
@@ -83,8 +77,11 @@ static void send_job_state(struct dispatch *d, struct link *l, int64_t re,
 		proto_w_int(d->w, "re", re);
 	proto_w_str(d->w, "job", r->id);
 	proto_w_str(d->w, "state", job_state_name(r->state));
-	if (r->state == JOB_RUNNING)
+	if (r->state == JOB_RUNNING) {
 		proto_w_int(d->w, "progress", r->progress);
+		if (r->phase[0])
+			proto_w_str(d->w, "phase", r->phase);
+	}
 	if (r->reason[0])
 		proto_w_str(d->w, "reason", r->reason);
 	if (r->message[0])
@@ -106,6 +103,7 @@ static void on_up(void *arg, struct link *l)
 {
 	struct dispatch *d = arg;
 
+	d->link = l;
 	streams_link_up(d->streams, l);
 	send_status(d, l);
 	/* Message ids restart on every link, so older ones are void; final
@@ -120,6 +118,33 @@ static void on_up(void *arg, struct link *l)
 			send_job_state(d, l, 0, r);
 		}
 	}
+	/* The job in progress, where it stands; then its transfer resumes. */
+	for (size_t i = jobs_count(d->jobs); i-- > 0;) {
+		const struct job_rec *r = jobs_at(d->jobs, i);
+
+		if (!job_state_final(r->state) && !r->local)
+			send_job_state(d, l, 0, r);
+	}
+	xfers_link_up(d->xfers, l);
+}
+
+/* ops: a job changed. Sent now if the link is up; a final state that does
+ * not get through is re-sent on the next link (it is journaled). */
+static void on_job_changed(void *arg, const struct job_rec *r, int64_t re)
+{
+	struct dispatch *d = arg;
+
+	if (d->link)
+		send_job_state(d, d->link, re, r);
+}
+
+/* ops: the operation in progress changed; COM sees it in the status. */
+static void on_busy(void *arg)
+{
+	struct dispatch *d = arg;
+
+	if (d->link)
+		send_status(d, d->link);
 }
 
 /* An answer that cannot be journaled (no valid id) is still sent. */
@@ -142,7 +167,6 @@ static void on_job(struct dispatch *d, struct link *l, const struct proto_msg *m
 	const char *job = proto_str(m, "job");
 	const char *op = proto_str(m, "op");
 	const struct job_rec *seen;
-	struct job_rec r;
 
 	if (!job || !*job || strlen(job) > JOB_ID_MAX || !op || !*op) {
 		LOGE("job message %lld without a valid job id or op; rejected",
@@ -157,26 +181,13 @@ static void on_job(struct dispatch *d, struct link *l, const struct proto_msg *m
 		send_job_state(d, l, proto_id(m), seen);
 		return;
 	}
-	memset(&r, 0, sizeof(r));
-	snprintf(r.id, sizeof(r.id), "%s", job);
-	/* The op as far as it fits whole characters; only for the record. */
-	snprintf(r.op, sizeof(r.op), "%.*s", utf8_prefix(op, sizeof(r.op) - 1),
-		 op);
-	r.state = JOB_REJECTED;
-	r.progress = 0;
-	snprintf(r.reason, sizeof(r.reason), "unsupported");
-	snprintf(r.message, sizeof(r.message),
-		 "operation %.*s is not supported by this agent",
-		 utf8_prefix(op, 40), op);
-	r.created = r.updated = (int64_t)time(NULL);
-	LOGI("job %s (%s) rejected: %s", job, r.op, r.message);
-	if (jobs_record(d->jobs, &r) != ERR_OK) {
-		/* Logged by the journal; COM still gets an answer, which
-		 * will not be re-sent after a restart. */
+	ops_job(d->ops, m);
+	if (!jobs_find(d->jobs, job)) {
+		/* The journal could not take it (logged there); COM still
+		 * gets an answer, which will not be re-sent after a
+		 * restart. */
 		reject_invalid(d, l, m, NULL);
-		return;
 	}
-	send_job_state(d, l, proto_id(m), jobs_find(d->jobs, job));
 }
 
 static void on_message(void *arg, struct link *l, const struct proto_msg *m)
@@ -188,9 +199,18 @@ static void on_message(void *arg, struct link *l, const struct proto_msg *m)
 		on_ack(d, m);
 	} else if (!strcmp(type, "job")) {
 		on_job(d, l, m);
-	} else if (!strncmp(type, "stream.", 7) &&
-		   (!strcmp(type + 7, "open") || !strcmp(type + 7, "credit") ||
-		    !strcmp(type + 7, "close"))) {
+	} else if (!strcmp(type, "stream.accept")) {
+		xfers_on_control(d->xfers, m);
+	} else if (!strcmp(type, "stream.credit") ||
+		   !strcmp(type, "stream.close")) {
+		int64_t id = 0;
+
+		if (proto_int(m, "stream", &id) && id > 0 && id <= UINT32_MAX &&
+		    xfers_owns((uint32_t)id))
+			xfers_on_control(d->xfers, m);
+		else
+			streams_on_control(d->streams, m);
+	} else if (!strcmp(type, "stream.open")) {
 		streams_on_control(d->streams, m);
 	} else {
 		LOGI("COM sent unsupported message type '%s'", type);
@@ -207,15 +227,26 @@ static void on_data(void *arg, struct link *l, uint32_t stream,
 	struct dispatch *d = arg;
 
 	(void)l;
-	streams_on_data(d->streams, stream, p, len);
+	if (xfers_owns(stream))
+		xfers_on_data(d->xfers, stream, p, len);
+	else
+		streams_on_data(d->streams, stream, p, len);
 }
 
 static size_t next_frame(void *arg, struct link *l, uint8_t *buf, size_t cap)
 {
 	struct dispatch *d = arg;
 
+	size_t n;
+
 	(void)l;
-	return streams_next_frame(d->streams, buf, cap);
+	d->xfer_turn = !d->xfer_turn;
+	n = d->xfer_turn ? xfers_next_frame(d->xfers, buf, cap)
+			 : streams_next_frame(d->streams, buf, cap);
+	if (!n)
+		n = d->xfer_turn ? streams_next_frame(d->streams, buf, cap)
+				 : xfers_next_frame(d->xfers, buf, cap);
+	return n;
 }
 
 static void on_down(void *arg, struct link *l)
@@ -223,7 +254,9 @@ static void on_down(void *arg, struct link *l)
 	struct dispatch *d = arg;
 
 	(void)l;
+	d->link = NULL;
 	streams_link_down(d->streams);
+	xfers_link_down(d->xfers);
 }
 
 struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
@@ -231,6 +264,7 @@ struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
 			      const char *version)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
+	struct ops_cbs cbs = { .changed = on_job_changed, .busy = on_busy };
 
 	if (!d)
 		return NULL;
@@ -240,26 +274,39 @@ struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
 	snprintf(d->version, sizeof(d->version), "%s", version);
 	d->w = proto_w_new(PROTO_MAX_MSG, 0);
 	d->streams = streams_new(ctx, c, s);
-	if (!d->w || !d->streams) {
+	d->xfers = xfers_new();
+	if (d->xfers)
+		d->ops = ops_new(ctx, c, s, jobs, d->xfers, &cbs, d);
+	if (!d->w || !d->streams || !d->ops) {
 		dispatch_free(d);
 		return NULL;
 	}
+	ops_start(d->ops);
 	return d;
 }
 
 void dispatch_shutdown(struct dispatch *d)
 {
-	if (d)
-		streams_shutdown(d->streams);
+	if (!d)
+		return;
+	ops_shutdown(d->ops);
+	streams_shutdown(d->streams);
 }
 
 void dispatch_free(struct dispatch *d)
 {
 	if (!d)
 		return;
+	ops_free(d->ops);
+	xfers_free(d->xfers);
 	streams_free(d->streams);
 	proto_w_free(d->w);
 	free(d);
+}
+
+struct ops *dispatch_ops(const struct dispatch *d)
+{
+	return d->ops;
 }
 
 const struct streams *dispatch_streams(const struct dispatch *d)

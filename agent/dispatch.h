@@ -2,8 +2,9 @@
  * dispatch — what the agent does with COM's messages once the link is up.
  *
  * Sends the status report when the link comes up and answers every request
- * COM makes: jobs, streams (handed to the stream module), and anything it
- * does not know ("unsupported"). The job machinery plugs in here.
+ * COM makes: jobs (run by the ops module), streams (tunnels to the stream
+ * module, transfers to xfer), and anything it does not know
+ * ("unsupported").
  */
 #ifndef COMAGENT_DISPATCH_H
 #define COMAGENT_DISPATCH_H
@@ -26,6 +27,7 @@ void dispatch_shutdown(struct dispatch *d);
 /* After the lws context is destroyed. */
 void dispatch_free(struct dispatch *d);
 const struct streams *dispatch_streams(const struct dispatch *d);
+struct ops *dispatch_ops(const struct dispatch *d);
 /* The handler to give link_new(); d must outlive the link. */
 struct link_handler dispatch_handler(struct dispatch *d);
 

@@ -77,7 +77,7 @@ struct job_rec {
 	/* What the job engine needs to carry a job across a restart; "" and
 	 * false for jobs that never had them (also in older journals). */
 	char phase[12];		/* backup, upload, ... (PROTOCOL.md §2.6) */
-	char target[48];	/* the release an upgrade must end up on */
+	char target[56];	/* the release an upgrade must end up on */
 	bool phones;		/* restart the phones once that is verified */
 	bool local;		/* the agent's own (automatic backup): never
 				 * sent to COM, recorded as acknowledged */

@@ -24,6 +24,7 @@
 #include "job.h"
 #include "link.h"
 #include "log.h"
+#include "ops.h"
 #include "settings.h"
 #include "status.h"
 #include "stream.h"
@@ -290,6 +291,8 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 		.conf = a->conf, .link = a->link,
 		.streams = dispatch_streams(a->dispatch),
 		.settings = a->settings, .version = a->version,
+		.operation = ops_current(dispatch_ops(a->dispatch)),
+		.next_auto_backup = ops_next_auto(dispatch_ops(a->dispatch)),
 	};
 	int n;
 
@@ -305,6 +308,23 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 		LOGI("remote-operation settings reloaded%s",
 		     e == ERR_OK ? "" : " (with errors, see above)");
 		n = snprintf(buf, cap, "%s\n", e == ERR_OK ? "ok" : "error");
+#ifdef COMAGENT_TESTING
+	} else if (!strncmp(req, "test-clock ", 11)) {
+		/* Test builds: shift the engine's wall clock (the automatic
+		 * backup's tests); never in what gets installed. */
+		char *end;
+		long long off;
+
+		errno = 0;
+		off = strtoll(req + 11, &end, 10);
+		if (errno || *end || end == req + 11 ||
+		    off < -(100LL * 365 * 86400) || off > 100LL * 365 * 86400) {
+			n = snprintf(buf, cap, "error: bad offset\n");
+		} else {
+			ops_clock_offset(dispatch_ops(a->dispatch), off);
+			n = snprintf(buf, cap, "ok\n");
+		}
+#endif
 	} else {
 		n = snprintf(buf, cap, "error: unknown request\n");
 	}

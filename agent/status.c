@@ -89,6 +89,12 @@ static size_t render_json(const struct status_src *src,
 	proto_w_str(w, "profile", conf_str(c, CONF_SYSTEM_PROFILE));
 	proto_w_str(w, "version", version);
 	proto_w_int(w, "pid", (int64_t)getpid());
+	proto_w_str(w, "operation", src->operation ? src->operation : "idle");
+	if (src->next_auto_backup)
+		proto_w_int(w, "next_auto_backup",
+			    (int64_t)src->next_auto_backup);
+	else
+		proto_w_null(w, "next_auto_backup");
 	json_settings(src->settings, w);
 	streams_describe(src->streams, w);
 	return finish_json(w, buf);
@@ -166,6 +172,15 @@ static size_t render_text(const struct status_src *src,
 	line(&t, "Attempts:", "%u", i->attempts);
 	line(&t, "Reconnects:", "%u", i->reconnects);
 	line(&t, "Agent PID:", "%ld", (long)getpid());
+	line(&t, "Operation:", "%s", src->operation ? src->operation : "idle");
+	if (src->next_auto_backup) {
+		char next[32];
+
+		fmt_time(src->next_auto_backup, next, sizeof(next));
+		line(&t, "Auto backup:", "next at %s", next);
+	} else {
+		line(&t, "Auto backup:", "off");
+	}
 	text_settings(&t, src->settings);
 	line(&t, "Tunnels:", "%u open", streams_count(src->streams));
 	if (t.len + 1 < t.cap)

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 struct conf;
 struct link;
@@ -19,6 +20,8 @@ struct status_src {
 	const struct streams *streams;
 	const struct settings *settings;
 	const char *version;
+	const char *operation;		/* "idle" or the op in progress */
+	time_t next_auto_backup;	/* 0: none planned */
 };
 
 /* Renders into buf (cap bytes, always NUL-terminated); returns the length. */

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The demo: the agent against the bundled COM simulator, on loopback, in a
 # temp directory. Shows the agent connecting, `comagent status`, COM's view of
-# the agent, a job round trip and a remote-support tunnel (curl through COM's
-# proxy to an HTTPS service on this "PBX"), then stops everything, exits 0.
+# the agent, a backup job (the platform hook archives the configuration, the
+# agent uploads it, COM stores it) and a remote-support tunnel (curl through
+# COM's proxy to an HTTPS service on this "PBX"), then stops everything,
+# exits 0.
 #
 #   scripts/demo.sh PATH/TO/comagent
 set -euo pipefail
@@ -87,8 +89,18 @@ password = pw
 
 [log]
 level = info
+
+[jobs]
+# The platform hooks of this checkout (installed: /usr/libexec/comagent).
+hooks_dir = $top/scripts
+auto_backup = off
 INI
 "$bin" check-config -c "$ini"
+# Some configuration for the backup to hold, and the system's version.
+mkdir -p "$tmp/root/etc/ipoffice" "$tmp/root/var/lib/ipoffice"
+echo "11.1.3.0" > "$tmp/root/etc/ipoffice-version"
+printf '<config system="pbx-hq"/>\n' > "$tmp/root/etc/ipoffice/config.xml"
+head -c 200000 /dev/urandom > "$tmp/root/var/lib/ipoffice/users.db"
 
 step "Starting comagent"
 "$bin" run -c "$ini" 2>"$tmp/agent.log" &
@@ -103,16 +115,34 @@ step "comagent status"
 step "COM's view of the agent"
 "$py" "$comsim" ctl --dir "$tmp/com" agents
 
-step "COM sends a backup job (this agent version answers: rejected, unsupported)"
-"$py" "$comsim" ctl --dir "$tmp/com" job C1001 pbx-hq backup
-answered() { "$py" "$comsim" ctl --dir "$tmp/com" events | grep -q '"job.state"'; }
-wait_for "the job answer" 10 answered
-"$py" "$comsim" ctl --dir "$tmp/com" events | "$py" -c '
+step "COM sends a backup job; remote operations are off, so it is rejected"
+"$py" "$comsim" ctl --dir "$tmp/com" job C1001 pbx-hq backup J-demo-1 >/dev/null
+# The job's states as the agent sent them to COM; exit 0 once one is final.
+job_states() {
+  "$py" "$comsim" ctl --dir "$tmp/com" events | "$py" -c '
 import json, sys
+done = False
 for e in json.load(sys.stdin):
     m = e.get("msg") or {}
-    if e["kind"] == "message" and m.get("type") == "job.state":
-        print("  agent answered:", json.dumps(m))'
+    if e["kind"] == "message" and m.get("type") == "job.state" and m.get("job") == sys.argv[1]:
+        if sys.argv[2] == "show":
+            print("  agent:", json.dumps({k: m[k] for k in m if k not in ("type", "id", "re")}))
+        done = done or m["state"] in ("succeeded", "failed", "rejected")
+sys.exit(0 if done else 1)' "$1" "$2"
+}
+show_job() { job_states "$1" show || true; }
+final() { job_states "$1" quiet; }
+wait_for "the job answer" 10 final J-demo-1
+show_job J-demo-1
+
+step "Turn on remoteupgrade and send the backup job again"
+"$bin" settings -c "$ini" set remoteupgrade=1
+"$py" "$comsim" ctl --dir "$tmp/com" job C1001 pbx-hq backup J-demo-2 >/dev/null
+wait_for "the backup" 30 final J-demo-2
+show_job J-demo-2
+echo "COM stores:"
+"$py" "$comsim" ctl --dir "$tmp/com" backups C1001 pbx-hq
+"$bin" jobs -c "$ini"
 
 step "Remote support: turn on remoteaccess, then fetch a page through COM's proxy"
 "$bin" settings -c "$ini" set remoteaccess=1

@@ -35,6 +35,7 @@ from connectproxy import ConnectProxy  # noqa: E402
 
 COMAGENT_BIN = os.environ.get("COMAGENT_BIN",
                               os.path.join(REPO, "build", "asan", "comagent"))
+HOOKS_DIR = os.path.join(REPO, "scripts")
 TEST_TIMEOUT = float(os.environ.get("COMAGENT_TEST_TIMEOUT", "90"))
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
                    "UndefinedBehaviorSanitizer")
@@ -264,8 +265,10 @@ def protocol_violations(events):
 
 class Agent:
     def __init__(self, sim, overrides=None, customer="C1001", system="pbx-hq",
-                 user="COMAdmin", password="pw", url=None, ca_file=None):
+                 user="COMAdmin", password="pw", url=None, ca_file=None,
+                 env=None):
         need_binary()
+        self.env = env
         self.root = tempfile.mkdtemp(prefix="cag-", dir="/tmp")   # short: unix socket
         self.ini = os.path.join(self.root, "comagent.ini")
         self.log_path = os.path.join(self.root, "agent.stderr")
@@ -292,6 +295,9 @@ class Agent:
             },
             "service_user": {"name": user, "password": password},
             "log": {"level": "debug"},
+            # The repository's hooks; no automatic backup unless a test
+            # asks (the host's clock may well be between 02:00 and 04:00).
+            "jobs": {"hooks_dir": HOOKS_DIR, "auto_backup": "off"},
         }
         self.config = merge(base, overrides)
         write_ini(self.ini, self.config, 0o600)
@@ -303,9 +309,11 @@ class Agent:
     def start(self):
         assert self.proc is None
         self._logf = open(self.log_path, "ab")
+        env = agent_env()
+        env.update(self.env or {})
         self.proc = subprocess.Popen([COMAGENT_BIN, "run", "-c", self.ini],
                                      stdin=subprocess.DEVNULL, stdout=self._logf,
-                                     stderr=self._logf, env=agent_env(),
+                                     stderr=self._logf, env=env,
                                      cwd=self.root)
         self.started_at = time.time()
         return self

@@ -1,0 +1,1228 @@
+/*
+ * ops — the job engine (see ops.h).
+ *
+ * One struct run for the operation in progress, NULL when idle. Its steps:
+ *
+ *   backup            hook backup → hash → upload → succeeded
+ *   restore           download (verified) → hook restore → restart
+ *   transfer          hook transfer-check → stage manifest → download each
+ *                     component (verified) → succeeded
+ *   upgrade           verify staged files → hook upgrade → restart
+ *   transfer_upgrade  transfer, then upgrade
+ *   restart           journal "running/restart" → hook reboot → (the agent
+ *                     is stopped by the reboot) → ops_start() settles it
+ *
+ * Checks that need nothing but the message and the disk (arguments,
+ * settings, busy, the manifest's signature, downgrade) are made before the
+ * job is accepted, so a refused job is "rejected" with nothing started.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <dirent.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf.h"
+#include "digest.h"
+#include "hook.h"
+#include "job.h"
+#include "log.h"
+#include "manifest.h"
+#include "ops.h"
+#include "proto.h"
+#include "nightly.h"
+#include "settings.h"
+#include "state.h"
+#include "xfer.h"
+#include "../platform/platform.h"
+
+#define LOG_MODULE "ops"
+
+#define ELEMENTS_MAX 16
+#define ELEMENT_MAX 64
+#define NAME_MAX_ 128
+#define PROGRESS_EVERY_US (2 * LWS_USEC_PER_SEC)
+#define AUTO_STATE "autobackup"
+#define MANIFEST_FILE "manifest.json"
+#define SIGNATURE_FILE "manifest.sig"
+
+#define SIGNATURE_MAX 512
+/* Longest wait between two looks at the wall clock for the automatic
+ * backup: a clock step or a DST change is noticed within this. */
+#define AUTO_RECHECK_US (60 * LWS_USEC_PER_SEC)
+
+enum op { OP_BACKUP, OP_RESTORE, OP_TRANSFER, OP_UPGRADE, OP_TRANSFER_UPGRADE };
+
+static const char *const op_names[] = {
+	[OP_BACKUP] = "backup", [OP_RESTORE] = "restore",
+	[OP_TRANSFER] = "transfer", [OP_UPGRADE] = "upgrade",
+	[OP_TRANSFER_UPGRADE] = "transfer_upgrade",
+};
+#define NOPS (sizeof(op_names) / sizeof(op_names[0]))
+
+struct run {
+	struct ops *o;
+	enum op op;
+	struct job_rec rec;
+	int64_t re;			/* COM's job message, for the 1st answer */
+	lws_usec_t last_sent;
+	int sent_progress;
+	struct hook *hook;
+	struct xfer *xfer;
+	void (*after_hook)(struct run *r, int status, const char *why);
+	/* backup / restore */
+	char elements[ELEMENTS_MAX][ELEMENT_MAX + 1];
+	int nel;
+	char vmpro[8];
+	char name[NAME_MAX_ + 1];	/* upload name, or the backup to restore */
+	char sha[DIGEST_HEX_LEN + 1];	/* restore: what it must hash to */
+	char file[STATE_PATH_MAX + 1];	/* the archive on our disk */
+	uint64_t size;
+	/* transfer / upgrade */
+	struct manifest *mf;
+	char mtext[MANIFEST_MAX_TEXT + 1];
+	char sig[SIGNATURE_MAX + 1];
+	bool allow_downgrade, phones;
+	size_t comp;			/* the component being downloaded */
+	uint64_t staged;		/* bytes of components done before it */
+};
+
+struct ops {
+	struct lws_context *ctx;
+	const struct conf *conf;
+	const struct settings *settings;
+	struct jobs *jobs;
+	struct xfers *xfers;
+	struct ops_cbs cbs;
+	void *arg;
+	struct run *run;
+	unsigned minute;		/* this system's automatic backup minute */
+	int64_t clock_offset;
+	time_t auto_next;		/* 0 when there is no automatic backup */
+	bool started;
+	lws_sorted_usec_list_t sul_auto;
+};
+
+static time_t now_wall(const struct ops *o)
+{
+	return time(NULL) + (time_t)o->clock_offset;
+}
+
+static const char *cstr(const struct ops *o, enum conf_key k)
+{
+	return conf_str(o->conf, k);
+}
+
+/* ---- reporting -------------------------------------------------------- */
+
+static void tell(struct run *r)
+{
+	struct ops *o = r->o;
+
+	r->last_sent = lws_now_usecs();
+	r->sent_progress = r->rec.progress;
+	if (!r->rec.local && o->cbs.changed)
+		o->cbs.changed(o->arg, &r->rec, r->re);
+	r->re = 0;
+}
+
+/* Journals r's record; a job the journal cannot hold is still reported
+ * (the journal logged why). */
+static void save(struct run *r)
+{
+	r->rec.updated = (int64_t)now_wall(r->o);
+	(void)jobs_record(r->o->jobs, &r->rec);
+}
+
+static void set_message(struct job_rec *rec, const char *fmt, va_list ap)
+{
+	char buf[512];
+	size_t n;
+
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	/* Cut at a character boundary: the journal refuses broken UTF-8. */
+	n = strlen(buf);
+	if (n >= sizeof(rec->message)) {
+		n = sizeof(rec->message) - 1;
+		while (n > 0 && ((unsigned char)buf[n] & 0xC0) == 0x80)
+			n--;
+	}
+	memcpy(rec->message, buf, n);
+	rec->message[n] = '\0';
+}
+
+/* Progress within the job: a new phase is journaled and sent at once; the
+ * same phase at most every PROGRESS_EVERY_US. */
+static void report(struct run *r, const char *phase, int pct,
+		   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void report(struct run *r, const char *phase, int pct,
+		   const char *fmt, ...)
+{
+	bool new_phase = strcmp(r->rec.phase, phase) != 0 ||
+			 r->rec.state != JOB_RUNNING;
+	va_list ap;
+
+	r->rec.state = JOB_RUNNING;
+	r->rec.progress = pct < 0 ? 0 : pct > 100 ? 100 : pct;
+	snprintf(r->rec.phase, sizeof(r->rec.phase), "%s", phase);
+	va_start(ap, fmt);
+	set_message(&r->rec, fmt, ap);
+	va_end(ap);
+	if (new_phase) {
+		LOGI("job %s (%s): %s: %s", r->rec.id, r->rec.op, phase,
+		     r->rec.message);
+		save(r);
+		tell(r);
+	} else if (r->rec.progress != r->sent_progress &&
+		   lws_now_usecs() - r->last_sent >= PROGRESS_EVERY_US) {
+		tell(r);
+	}
+}
+
+static void run_free(struct run *r)
+{
+	if (!r)
+		return;
+	hook_free(r->hook);
+	xfer_free(r->xfer);
+	manifest_free(r->mf);
+	free(r);
+}
+
+/* The end of the run: journaled, reported, the engine idle again. */
+static void end(struct run *r, enum job_state st, const char *reason,
+		const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void end(struct run *r, enum job_state st, const char *reason,
+		const char *fmt, ...)
+{
+	struct ops *o = r->o;
+	va_list ap;
+
+	r->rec.state = st;
+	if (st == JOB_SUCCEEDED)
+		r->rec.progress = 100;
+	snprintf(r->rec.reason, sizeof(r->rec.reason), "%s",
+		 reason ? reason : "");
+	va_start(ap, fmt);
+	set_message(&r->rec, fmt, ap);
+	va_end(ap);
+	r->rec.acked = r->rec.local;	/* nobody to acknowledge ours */
+	if (st == JOB_SUCCEEDED)
+		LOGI("job %s (%s) succeeded: %s", r->rec.id, r->rec.op,
+		     r->rec.message);
+	else
+		LOGE("job %s (%s) %s (%s): %s", r->rec.id, r->rec.op,
+		     job_state_name(st), r->rec.reason, r->rec.message);
+	save(r);
+	tell(r);
+	if (o->run == r) {
+		o->run = NULL;
+		if (o->cbs.busy)
+			o->cbs.busy(o->arg);
+	}
+	run_free(r);
+}
+
+/* ---- hooks ------------------------------------------------------------ */
+
+static void hook_progress(void *arg, int pct, const char *text)
+{
+	struct run *r = arg;
+
+	/* A hook's own percentage, shown within the current phase. */
+	report(r, r->rec.phase, pct, "%s", text[0] ? text : r->rec.message);
+}
+
+static void hook_done(void *arg, int status, const char *why)
+{
+	struct run *r = arg;
+
+	hook_free(r->hook);
+	r->hook = NULL;
+	r->after_hook(r, status, why);
+}
+
+/* Runs hook NAME of the profile with args (NULL-terminated, after the
+ * path); then after(r, status, why). false: the run has ended. */
+static bool run_hook(struct run *r, const char *name, const char *const *args,
+		     void (*after)(struct run *, int, const char *))
+{
+	struct ops *o = r->o;
+	char path[STATE_PATH_MAX + 1];
+	char env[6][STATE_PATH_MAX + 32];
+	char *envp[7];
+	char *argv[ELEMENTS_MAX + 4];
+	struct hook_cbs cbs = { .progress = hook_progress, .done = hook_done };
+	size_t n = 0;
+	err_t e;
+	int w;
+
+	w = snprintf(path, sizeof(path), "%s/%s/%s", cstr(o, CONF_JOBS_HOOKS_DIR),
+		     cstr(o, CONF_SYSTEM_PROFILE), name);
+	if (w < 0 || (size_t)w >= sizeof(path)) {
+		end(r, JOB_FAILED, "hook", "hook path too long");
+		return false;
+	}
+	argv[n++] = path;
+	for (size_t i = 0; args && args[i] && n < ELEMENTS_MAX + 3; i++)
+		argv[n++] = (char *)args[i];
+	argv[n] = NULL;
+	snprintf(env[0], sizeof(env[0]), "COMAGENT_ROOT=%s",
+		 cstr(o, CONF_SYSTEM_ROOT));
+	snprintf(env[1], sizeof(env[1]), "COMAGENT_PROFILE=%s",
+		 cstr(o, CONF_SYSTEM_PROFILE));
+	snprintf(env[2], sizeof(env[2]), "COMAGENT_STATE_DIR=%s",
+		 cstr(o, CONF_SYSTEM_STATE_DIR));
+	snprintf(env[3], sizeof(env[3]), "COMAGENT_JOB=%s",
+		 r->rec.local ? "" : r->rec.id);
+	snprintf(env[4], sizeof(env[4]), "COMAGENT_BACKUP_DIRS=%s",
+		 cstr(o, CONF_JOBS_BACKUP_DIRS));
+	snprintf(env[5], sizeof(env[5]), "COMAGENT_VMPRO=%s",
+		 r->vmpro[0] ? r->vmpro : "none");
+	for (int i = 0; i < 6; i++)
+		envp[i] = env[i];
+	envp[6] = NULL;
+	r->after_hook = after;
+	e = hook_start(o->ctx, path, argv, envp,
+		       (unsigned)(conf_num(o->conf, CONF_JOBS_HOOK_TIMEOUT) /
+				  1000), &cbs, r, &r->hook);
+	if (e != ERR_OK) {
+		end(r, JOB_FAILED, "hook", "cannot run the %s hook %s: %s", name,
+		    path, e == ERR_NOTFOUND ? "not an executable file"
+					    : err_str(e));
+		return false;
+	}
+	return true;
+}
+
+/* A hook's failure as the job's: exit 3 is the contract's "no space". */
+static void hook_failed(struct run *r, const char *name, int status,
+			const char *why)
+{
+	end(r, JOB_FAILED, status == 3 ? "space" : "hook", "%s: %s", name,
+	    why);
+}
+
+static err_t make_dir(const char *path)
+{
+	if (mkdir(path, 0700) == 0 || errno == EEXIST)
+		return ERR_OK;
+	LOGE("%s: %s", path, strerror(errno));
+	return ERR_IO;
+}
+
+static bool join(char *out, size_t cap, const char *dir, const char *name)
+{
+	int w = snprintf(out, cap, "%s/%s", dir, name);
+
+	return w >= 0 && (size_t)w < cap;
+}
+
+/* ---- the restart that ends a restore or an upgrade -------------------- */
+
+static void after_reboot(struct run *r, int status, const char *why)
+{
+	if (status) {
+		hook_failed(r, "reboot", status, why);
+		return;
+	}
+	/* The system is going down; the next start of the agent settles the
+	 * job. Until then nothing else may start. */
+	LOGI("job %s: the system is restarting", r->rec.id);
+}
+
+static void restart(struct run *r, const char *why)
+{
+	report(r, JOB_PHASE_RESTART, 95, "%s; restarting the system", why);
+	(void)run_hook(r, "reboot", NULL, after_reboot);
+}
+
+/* ---- backup ----------------------------------------------------------- */
+
+static void upload_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct run *r = arg;
+
+	report(r, "upload", 50 + (int)(total ? done * 49 / total : 49),
+	       "uploading %s: %llu of %llu bytes", r->name,
+	       (unsigned long long)done, (unsigned long long)total);
+}
+
+static void upload_done(void *arg, const char *reason, const char *why)
+{
+	struct run *r = arg;
+
+	xfer_free(r->xfer);
+	r->xfer = NULL;
+	if (unlink(r->file) != 0)
+		LOGE("%s: %s", r->file, strerror(errno));
+	if (reason) {
+		end(r, JOB_FAILED, reason, "%s", why);
+		return;
+	}
+	end(r, JOB_SUCCEEDED, NULL, "stored as %s (%llu bytes, sha256 %s)",
+	    r->name, (unsigned long long)r->size, r->sha);
+}
+
+static void after_backup(struct run *r, int status, const char *why)
+{
+	struct xfer_cbs cbs = { .progress = upload_progress,
+				.done = upload_done };
+	err_t e;
+
+	if (status) {
+		(void)unlink(r->file);
+		hook_failed(r, "backup", status, why);
+		return;
+	}
+	e = digest_file(r->file, UINT64_MAX, r->sha, &r->size);
+	if (e == ERR_OK)
+		e = xfer_upload(r->o->xfers, r->rec.local ? "" : r->rec.id,
+				r->name, r->file, r->size, r->sha, &cbs, r,
+				&r->xfer);
+	if (e != ERR_OK) {
+		(void)unlink(r->file);
+		end(r, JOB_FAILED, "hook", "the backup hook's archive %s "
+		    "cannot be read: %s", r->file, err_str(e));
+		return;
+	}
+	report(r, "upload", 50, "uploading %s (%llu bytes)", r->name,
+	       (unsigned long long)r->size);
+}
+
+static void start_backup(struct run *r)
+{
+	struct ops *o = r->o;
+	const char *args[ELEMENTS_MAX + 2];
+	char stamp[32];
+	struct tm tm;
+	time_t t = now_wall(o);
+
+	gmtime_r(&t, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
+	snprintf(r->name, sizeof(r->name), "backup-%s-%s.tar.gz",
+		 cstr(o, CONF_SYSTEM_SYSTEM_NAME), stamp);
+	if (make_dir(cstr(o, CONF_JOBS_WORK_DIR)) != ERR_OK ||
+	    !join(r->file, sizeof(r->file), cstr(o, CONF_JOBS_WORK_DIR),
+		  r->name)) {
+		end(r, JOB_FAILED, "space", "no work directory %s",
+		    cstr(o, CONF_JOBS_WORK_DIR));
+		return;
+	}
+	args[0] = r->file;
+	for (int i = 0; i < r->nel; i++)
+		args[i + 1] = r->elements[i];
+	args[r->nel + 1] = NULL;
+	report(r, "backup", 0, "making the backup");
+	(void)run_hook(r, "backup", args, after_backup);
+}
+
+/* ---- restore ---------------------------------------------------------- */
+
+static void after_restore(struct run *r, int status, const char *why)
+{
+	(void)unlink(r->file);
+	if (status) {
+		hook_failed(r, "restore", status, why);
+		return;
+	}
+	restart(r, "restored");
+}
+
+static void download_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct run *r = arg;
+	uint64_t all = r->op == OP_RESTORE ? total :
+		       manifest_total_size(r->mf);
+	uint64_t got = r->op == OP_RESTORE ? done : r->staged + done;
+
+	report(r, "download", 5 + (int)(all ? got * 75 / all : 75),
+	       "downloading %s: %llu of %llu bytes", r->op == OP_RESTORE ?
+	       r->name : manifest_at(r->mf, r->comp)->name,
+	       (unsigned long long)done, (unsigned long long)total);
+}
+
+static void restore_downloaded(void *arg, const char *reason,
+			       const char *why)
+{
+	struct run *r = arg;
+	const char *args[ELEMENTS_MAX + 2];
+
+	xfer_free(r->xfer);
+	r->xfer = NULL;
+	if (reason) {
+		end(r, JOB_FAILED, reason, "%s", why);
+		return;
+	}
+	args[0] = r->file;
+	for (int i = 0; i < r->nel; i++)
+		args[i + 1] = r->elements[i];
+	args[r->nel + 1] = NULL;
+	report(r, "apply", 80, "restoring %s", r->name);
+	(void)run_hook(r, "restore", args, after_restore);
+}
+
+static void start_restore(struct run *r)
+{
+	struct ops *o = r->o;
+	struct xfer_cbs cbs = { .progress = download_progress,
+				.done = restore_downloaded };
+	char fn[NAME_MAX_ + 16];
+
+	snprintf(fn, sizeof(fn), "restore-%s", r->name);
+	if (make_dir(cstr(o, CONF_JOBS_WORK_DIR)) != ERR_OK ||
+	    !join(r->file, sizeof(r->file), cstr(o, CONF_JOBS_WORK_DIR), fn)) {
+		end(r, JOB_FAILED, "space", "no work directory %s",
+		    cstr(o, CONF_JOBS_WORK_DIR));
+		return;
+	}
+	report(r, "download", 0, "downloading %s", r->name);
+	if (xfer_download(o->xfers, r->rec.id, r->name, r->file,
+			  XFER_SIZE_UNKNOWN, r->sha, &cbs, r, &r->xfer) !=
+	    ERR_OK)
+		end(r, JOB_FAILED, "transfer", "cannot start the download of "
+		    "%s into %s", r->name, r->file);
+}
+
+/* ---- upgrade: staging ------------------------------------------------- */
+
+static bool staged_path(const struct ops *o, const char *name, char *out,
+			size_t cap)
+{
+	return join(out, cap, cstr(o, CONF_JOBS_STAGING_DIR), name);
+}
+
+/* The component is in the staging area whole: its size and hash. */
+static bool staged_ok(const struct ops *o, const struct manifest_component *c)
+{
+	char path[STATE_PATH_MAX + 1], hex[DIGEST_HEX_LEN + 1];
+	struct stat st;
+
+	if (!staged_path(o, c->name, path, sizeof(path)) ||
+	    stat(path, &st) != 0 || (uint64_t)st.st_size != c->size)
+		return false;
+	return digest_file(path, UINT64_MAX, hex, NULL) == ERR_OK &&
+	       !strcmp(hex, c->sha256);
+}
+
+/* Whether a staging entry belongs to manifest m. */
+static bool wanted(const struct manifest *m, const char *fn)
+{
+	size_t n = strlen(fn);
+
+	if (!strcmp(fn, MANIFEST_FILE) || !strcmp(fn, SIGNATURE_FILE))
+		return true;
+	for (size_t i = 0; i < manifest_count(m); i++) {
+		const char *c = manifest_at(m, i)->name;
+		size_t cn = strlen(c);
+
+		if (!strcmp(fn, c) || (n == cn + 5 && !strncmp(fn, c, cn) &&
+				       !strcmp(fn + cn, ".part")))
+			return true;
+	}
+	return false;
+}
+
+/* Removes from the staging area what another release left. */
+static void clean_staging(const struct ops *o, const struct manifest *m)
+{
+	const char *dir = cstr(o, CONF_JOBS_STAGING_DIR);
+	char path[STATE_PATH_MAX + 1];
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || (m && wanted(m, de->d_name)))
+			continue;
+		if (join(path, sizeof(path), dir, de->d_name) &&
+		    unlink(path) == 0)
+			LOGI("staging: removed %s", de->d_name);
+	}
+	closedir(d);
+}
+
+static void start_upgrade_apply(struct run *r);
+
+static void stage_next(struct run *r);
+
+static void component_done(void *arg, const char *reason, const char *why)
+{
+	struct run *r = arg;
+
+	xfer_free(r->xfer);
+	r->xfer = NULL;
+	if (reason) {
+		end(r, JOB_FAILED, reason, "%s", why);
+		return;
+	}
+	r->staged += manifest_at(r->mf, r->comp)->size;
+	r->comp++;
+	stage_next(r);
+}
+
+static void stage_next(struct run *r)
+{
+	struct ops *o = r->o;
+	struct xfer_cbs cbs = { .progress = download_progress,
+				.done = component_done };
+	char path[STATE_PATH_MAX + 1];
+	const struct manifest_component *c;
+
+	for (; r->comp < manifest_count(r->mf); r->comp++) {
+		c = manifest_at(r->mf, r->comp);
+		if (!staged_ok(o, c))
+			break;
+		LOGI("staging: %s is there already", c->name);
+		r->staged += c->size;
+	}
+	if (r->comp == manifest_count(r->mf)) {
+		if (r->op == OP_TRANSFER) {
+			end(r, JOB_SUCCEEDED, NULL, "staged release %s: %zu "
+			    "components, %llu bytes", manifest_release(r->mf),
+			    manifest_count(r->mf),
+			    (unsigned long long)manifest_total_size(r->mf));
+			return;
+		}
+		start_upgrade_apply(r);
+		return;
+	}
+	c = manifest_at(r->mf, r->comp);
+	if (!staged_path(o, c->name, path, sizeof(path)) ||
+	    xfer_download(o->xfers, r->rec.id, c->name, path, c->size,
+			  c->sha256, &cbs, r, &r->xfer) != ERR_OK) {
+		end(r, JOB_FAILED, "transfer", "cannot start the download of "
+		    "%s", c->name);
+		return;
+	}
+	report(r, "download", 5 + (int)(manifest_total_size(r->mf) ?
+		r->staged * 75 / manifest_total_size(r->mf) : 0),
+	       "downloading %s (%zu of %zu)", c->name, r->comp + 1,
+	       manifest_count(r->mf));
+}
+
+static void after_check(struct run *r, int status, const char *why)
+{
+	struct ops *o = r->o;
+	char path[STATE_PATH_MAX + 1];
+
+	if (status) {
+		hook_failed(r, "transfer-check", status, why);
+		return;
+	}
+	clean_staging(o, r->mf);
+	if (!staged_path(o, MANIFEST_FILE, path, sizeof(path)) ||
+	    state_write(path, r->mtext, strlen(r->mtext)) != ERR_OK ||
+	    !staged_path(o, SIGNATURE_FILE, path, sizeof(path)) ||
+	    state_write(path, r->sig, strlen(r->sig)) != ERR_OK) {
+		end(r, JOB_FAILED, "space", "cannot write the manifest into "
+		    "the staging area %s", cstr(o, CONF_JOBS_STAGING_DIR));
+		return;
+	}
+	stage_next(r);
+}
+
+static void start_transfer(struct run *r)
+{
+	struct ops *o = r->o;
+	char bytes[24];
+	const char *args[3];
+	uint64_t need = 0;
+	char path[STATE_PATH_MAX + 1];
+	struct stat st;
+
+	if (make_dir(cstr(o, CONF_JOBS_STAGING_DIR)) != ERR_OK) {
+		end(r, JOB_FAILED, "space", "no staging directory %s",
+		    cstr(o, CONF_JOBS_STAGING_DIR));
+		return;
+	}
+	/* Only what is still missing needs room: a resumed transfer holds
+	 * some of it already. */
+	for (size_t i = 0; i < manifest_count(r->mf); i++) {
+		const struct manifest_component *c = manifest_at(r->mf, i);
+		uint64_t held = 0;
+
+		if (staged_path(o, c->name, path, sizeof(path)) &&
+		    stat(path, &st) == 0 && (uint64_t)st.st_size == c->size)
+			continue;
+		if (staged_path(o, c->name, path, sizeof(path) - 5) &&
+		    strlen(path) + 6 <= sizeof(path)) {
+			memcpy(path + strlen(path), ".part", 6);
+			if (stat(path, &st) == 0 &&
+			    (uint64_t)st.st_size <= c->size)
+				held = (uint64_t)st.st_size;
+		}
+		need += c->size - held;
+	}
+	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)need);
+	args[0] = cstr(o, CONF_JOBS_STAGING_DIR);
+	args[1] = bytes;
+	args[2] = NULL;
+	report(r, "check", 2, "checking the staging space for %s bytes",
+	       bytes);
+	(void)run_hook(r, "transfer-check", args, after_check);
+}
+
+/* ---- upgrade: apply --------------------------------------------------- */
+
+static void after_upgrade(struct run *r, int status, const char *why)
+{
+	if (status) {
+		hook_failed(r, "upgrade", status, why);
+		return;
+	}
+	snprintf(r->rec.target, sizeof(r->rec.target), "%s",
+		 manifest_release(r->mf));
+	r->rec.phones = r->phones;
+	restart(r, "upgrade applied");
+}
+
+static void start_upgrade_apply(struct run *r)
+{
+	struct ops *o = r->o;
+	char mpath[STATE_PATH_MAX + 1];
+	const char *args[3];
+
+	report(r, "verify", 82, "verifying the staged release %s",
+	       manifest_release(r->mf));
+	for (size_t i = 0; i < manifest_count(r->mf); i++) {
+		const struct manifest_component *c = manifest_at(r->mf, i);
+
+		if (!staged_ok(o, c)) {
+			char path[STATE_PATH_MAX + 1];
+
+			/* A staged file that is not what was signed: gone,
+			 * so a new transfer fetches it again. */
+			if (staged_path(o, c->name, path, sizeof(path)))
+				(void)unlink(path);
+			end(r, JOB_FAILED, "corrupt", "staged component %s is "
+			    "missing or does not match the manifest (size "
+			    "%llu, sha256 %s); transfer it again", c->name,
+			    (unsigned long long)c->size, c->sha256);
+			return;
+		}
+	}
+	if (!staged_path(o, MANIFEST_FILE, mpath, sizeof(mpath))) {
+		end(r, JOB_FAILED, "nothing_staged", "staging path too long");
+		return;
+	}
+	args[0] = cstr(o, CONF_JOBS_STAGING_DIR);
+	args[1] = mpath;
+	args[2] = NULL;
+	report(r, "apply", 85, "applying release %s", manifest_release(r->mf));
+	(void)run_hook(r, "upgrade", args, after_upgrade);
+}
+
+/* ---- accepting a job -------------------------------------------------- */
+
+static bool element_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 1 && n <= ELEMENT_MAX &&
+	       (s[0] == '_' || (s[0] >= '0' && s[0] <= '9') ||
+		(s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')) &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+		      "0123456789._-") == n;
+}
+
+static bool name_ok(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	return n >= 1 && n <= NAME_MAX_ && strcmp(s, ".") && strcmp(s, "..") &&
+	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+		      "0123456789._-") == n;
+}
+
+/* args.elements and args.vmpro; false with why on a bad one. */
+static bool read_elements(struct run *r, const struct proto_msg *m,
+			  char *why, size_t cap)
+{
+	const char *v = proto_str(m, "args.vmpro");
+	int n = proto_count(m, "args.elements");
+	char key[40];
+
+	if (n > ELEMENTS_MAX) {
+		snprintf(why, cap, "args.elements: more than %d elements",
+			 ELEMENTS_MAX);
+		return false;
+	}
+	for (int i = 0; i < n; i++) {
+		const char *e;
+
+		snprintf(key, sizeof(key), "args.elements.%d", i);
+		e = proto_str(m, key);
+		if (!element_ok(e)) {
+			snprintf(why, cap, "args.elements[%d]: not a name of "
+				 "1..64 letters, digits, '.', '_', '-'", i);
+			return false;
+		}
+		snprintf(r->elements[i], sizeof(r->elements[i]), "%s", e);
+	}
+	r->nel = n;
+	if (v && strcmp(v, "none") && strcmp(v, "config") && strcmp(v, "full")) {
+		snprintf(why, cap, "args.vmpro: must be none, config or full");
+		return false;
+	}
+	snprintf(r->vmpro, sizeof(r->vmpro), "%s", v ? v : "none");
+	return true;
+}
+
+/* Reads a small staged file whole (NUL-terminated). */
+static bool read_staged(const struct ops *o, const char *name, char *buf,
+			size_t cap)
+{
+	char path[STATE_PATH_MAX + 1];
+	size_t len;
+
+	if (!staged_path(o, name, path, sizeof(path)) ||
+	    state_read(path, buf, cap - 1, &len) != ERR_OK)
+		return false;
+	buf[len] = '\0';
+	return true;
+}
+
+/*
+ * The manifest of a transfer or upgrade: signature, form, profile and
+ * downgrade. Returns the rejection reason (why filled), or NULL.
+ */
+static const char *check_manifest(struct run *r, char *why, size_t cap)
+{
+	struct ops *o = r->o;
+	struct manifest_keys *keys = NULL;
+	char running[64];
+	const char *reason = NULL;
+	bool ok;
+	int cmp;
+
+	if (manifest_keys_load(cstr(o, CONF_JOBS_TRUSTED_KEYS), &keys, why,
+			       cap) != ERR_OK) {
+		reason = "signature";
+		goto out;
+	}
+	if (manifest_verify(keys, r->mtext, strlen(r->mtext), r->sig, why,
+			    cap) != ERR_OK) {
+		reason = "signature";
+		goto out;
+	}
+	if (manifest_parse(r->mtext, strlen(r->mtext), &r->mf, why, cap) !=
+	    ERR_OK) {
+		reason = "invalid";
+		goto out;
+	}
+	if (strcmp(manifest_profile(r->mf), cstr(o, CONF_SYSTEM_PROFILE))) {
+		snprintf(why, cap, "the release is for %s, this system is %s",
+			 manifest_profile(r->mf), cstr(o, CONF_SYSTEM_PROFILE));
+		reason = "invalid";
+		goto out;
+	}
+	if (conf_platform(o->conf)->read_version(cstr(o, CONF_SYSTEM_ROOT),
+						 running, sizeof(running)) !=
+	    ERR_OK)
+		snprintf(running, sizeof(running), "unknown");
+	cmp = manifest_version_cmp(manifest_release(r->mf), running, &ok);
+	if (ok && cmp < 0 && !r->allow_downgrade) {
+		snprintf(why, cap, "release %s is older than the running %s "
+			 "and the job does not allow a downgrade",
+			 manifest_release(r->mf), running);
+		reason = "downgrade";
+	}
+out:
+	manifest_keys_free(keys);
+	return reason;
+}
+
+/* Everything about the job that can be checked before it starts. */
+static const char *check_args(struct run *r, const struct proto_msg *m,
+			      char *why, size_t cap)
+{
+	struct ops *o = r->o;
+	const char *s;
+
+	(void)proto_bool(m, "args.allow_downgrade", &r->allow_downgrade);
+	(void)proto_bool(m, "args.restart_phones", &r->phones);
+	switch (r->op) {
+	case OP_BACKUP:
+		return read_elements(r, m, why, cap) ? NULL : "invalid";
+	case OP_RESTORE:
+		if (!read_elements(r, m, why, cap))
+			return "invalid";
+		s = proto_str(m, "args.backup");
+		if (!name_ok(s)) {
+			snprintf(why, cap, "args.backup: the name of a stored "
+				 "backup is required");
+			return "invalid";
+		}
+		snprintf(r->name, sizeof(r->name), "%s", s);
+		s = proto_str(m, "args.sha256");
+		if (!s || !digest_hex_valid(s)) {
+			snprintf(why, cap, "args.sha256: the backup's SHA-256 "
+				 "(64 lower-case hex digits) is required");
+			return "invalid";
+		}
+		memcpy(r->sha, s, sizeof(r->sha));
+		return NULL;
+	case OP_TRANSFER:
+	case OP_TRANSFER_UPGRADE:
+	case OP_UPGRADE:
+		s = proto_str(m, "args.manifest");
+		if (r->op == OP_UPGRADE) {
+			if (!read_staged(o, MANIFEST_FILE, r->mtext,
+					 sizeof(r->mtext)) ||
+			    !read_staged(o, SIGNATURE_FILE, r->sig,
+					 sizeof(r->sig))) {
+				snprintf(why, cap, "no release is staged: run a "
+					 "transfer first");
+				return "nothing_staged";
+			}
+			if (s && strcmp(s, r->mtext)) {
+				snprintf(why, cap, "args.manifest is not the "
+					 "staged release's manifest");
+				return "invalid";
+			}
+		} else {
+			const char *sig = proto_str(m, "args.signature");
+
+			if (!s || !*s || strlen(s) > MANIFEST_MAX_TEXT ||
+			    !sig || !*sig || strlen(sig) > SIGNATURE_MAX) {
+				snprintf(why, cap, "args.manifest and "
+					 "args.signature are required");
+				return "invalid";
+			}
+			snprintf(r->mtext, sizeof(r->mtext), "%s", s);
+			snprintf(r->sig, sizeof(r->sig), "%s", sig);
+		}
+		return check_manifest(r, why, cap);
+	}
+	return "unsupported";
+}
+
+static int op_lookup(const char *s)
+{
+	for (size_t i = 0; i < NOPS; i++)
+		if (!strcmp(s, op_names[i]))
+			return (int)i;
+	return -1;
+}
+
+static void start(struct run *r)
+{
+	struct ops *o = r->o;
+
+	o->run = r;
+	if (o->cbs.busy)
+		o->cbs.busy(o->arg);
+	switch (r->op) {
+	case OP_BACKUP:
+		start_backup(r);
+		break;
+	case OP_RESTORE:
+		start_restore(r);
+		break;
+	case OP_TRANSFER:
+	case OP_TRANSFER_UPGRADE:
+		start_transfer(r);
+		break;
+	case OP_UPGRADE:
+		start_upgrade_apply(r);
+		break;
+	}
+}
+
+static struct run *run_new(struct ops *o, const char *id, const char *op)
+{
+	struct run *r = calloc(1, sizeof(*r));
+
+	if (!r) {
+		LOGE("out of memory for job %s", id);
+		return NULL;
+	}
+	r->o = o;
+	snprintf(r->rec.id, sizeof(r->rec.id), "%s", id);
+	snprintf(r->rec.op, sizeof(r->rec.op), "%s", op);
+	r->rec.created = r->rec.updated = (int64_t)now_wall(o);
+	return r;
+}
+
+void ops_job(struct ops *o, const struct proto_msg *m)
+{
+	const char *op = proto_str(m, "op");
+	char why[256] = "";
+	const char *reason = NULL;
+	struct run *r;
+	int k = op ? op_lookup(op) : -1;
+	char opname[24];
+
+	/* The op as far as it fits whole characters, for the record. */
+	snprintf(opname, sizeof(opname), "%s", k >= 0 ? op_names[k] : "?");
+	if (k < 0 && op) {
+		size_t n = strlen(op) < sizeof(opname) - 1 ? strlen(op)
+							   : sizeof(opname) - 1;
+
+		while (n > 0 && ((unsigned char)op[n] & 0xC0) == 0x80 &&
+		       n < strlen(op))
+			n--;
+		memcpy(opname, op, n);
+		opname[n] = '\0';
+	}
+	r = run_new(o, proto_str(m, "job"), opname);
+	if (!r)
+		return;
+	r->re = proto_id(m);
+	if (k < 0) {
+		reason = "unsupported";
+		snprintf(why, sizeof(why), "operation %.40s is not supported "
+			 "by this agent", op ? op : "");
+	} else if (o->run) {
+		reason = "busy";
+		snprintf(why, sizeof(why), "another operation runs: %s %s",
+			 o->run->rec.op, o->run->rec.local ? "(automatic)"
+							   : o->run->rec.id);
+	} else if (!settings_get(o->settings, SET_REMOTEUPGRADE)) {
+		reason = "not_allowed";
+		snprintf(why, sizeof(why), "remote operations are off on this "
+			 "system (setting remoteupgrade)");
+	} else {
+		r->op = (enum op)k;
+		reason = check_args(r, m, why, sizeof(why));
+	}
+	if (reason) {
+		end(r, JOB_REJECTED, reason, "%s", why);
+		return;
+	}
+	r->rec.state = JOB_ACCEPTED;
+	save(r);
+	tell(r);
+	start(r);
+}
+
+const char *ops_current(const struct ops *o)
+{
+	return o->run ? o->run->rec.op : "idle";
+}
+
+/* ---- the automatic backup --------------------------------------------- */
+
+static void auto_plan(struct ops *o);
+
+static void auto_cb(lws_sorted_usec_list_t *sul)
+{
+	auto_plan(lws_container_of(sul, struct ops, sul_auto));
+}
+
+static void auto_last(const struct ops *o, char *day)
+{
+	char path[STATE_PATH_MAX + 1], buf[64];
+	size_t len = 0;
+
+	day[0] = '\0';
+	if (!state_path(cstr(o, CONF_SYSTEM_STATE_DIR), AUTO_STATE, path,
+			sizeof(path)) ||
+	    state_read(path, buf, sizeof(buf) - 1, &len) != ERR_OK)
+		return;
+	buf[len] = '\0';
+	if (!strncmp(buf, "last=", 5) && len >= 15) {
+		memcpy(day, buf + 5, 10);
+		day[10] = '\0';
+	}
+}
+
+static void auto_run(struct ops *o, const char *day)
+{
+	char path[STATE_PATH_MAX + 1], buf[32], id[40];
+	struct run *r;
+	int n;
+
+	/* Stored before it starts: a backup that fails or is cut short by a
+	 * restart is not repeated the same day ("never twice a day"). */
+	n = snprintf(buf, sizeof(buf), "last=%s\n", day);
+	if (!state_path(cstr(o, CONF_SYSTEM_STATE_DIR), AUTO_STATE, path,
+			sizeof(path)) ||
+	    state_write(path, buf, (size_t)n) != ERR_OK) {
+		LOGE("automatic backup skipped: cannot record it");
+		return;
+	}
+	snprintf(id, sizeof(id), "auto-backup-%s", day);
+	r = run_new(o, id, "backup");
+	if (!r)
+		return;
+	r->op = OP_BACKUP;
+	r->rec.local = true;
+	snprintf(r->vmpro, sizeof(r->vmpro), "none");
+	LOGI("automatic backup for %s starts", day);
+	r->rec.state = JOB_ACCEPTED;
+	save(r);
+	start(r);
+}
+
+static void auto_plan(struct ops *o)
+{
+	struct nightly_plan plan;
+	char last[NIGHTLY_DAY_LEN];
+	time_t now = now_wall(o);
+	bool busy = o->run || !settings_get(o->settings, SET_REMOTEUPGRADE);
+	lws_usec_t wait;
+
+	if (!conf_num(o->conf, CONF_JOBS_AUTO_BACKUP))
+		return;
+	auto_last(o, last);
+	if (nightly_backup(now, last, o->minute, busy, &plan) == ERR_INVAL &&
+	    last[0])
+		LOGE("%s: last run '%s' is not a date; taken as never",
+		     AUTO_STATE, last);
+	if (plan.run) {
+		auto_run(o, plan.day);
+		/* The day is stored now (or could not be, and then it is
+		 * not run): what comes next is another day's. */
+		auto_last(o, last);
+		(void)nightly_backup(now, last, o->minute, true, &plan);
+	} else if (busy && plan.next - now <= NIGHTLY_RETRY_S) {
+		LOGI("automatic backup waits: %s", o->run ? "another "
+		     "operation runs" : "remoteupgrade is off");
+	}
+	o->auto_next = plan.next;
+	/* The monotonic timer only wakes us; the wall clock decides. */
+	wait = plan.next > now ? (lws_usec_t)(plan.next - now) *
+		LWS_USEC_PER_SEC : LWS_USEC_PER_SEC;
+	if (wait > AUTO_RECHECK_US)
+		wait = AUTO_RECHECK_US;
+	lws_sul_schedule(o->ctx, 0, &o->sul_auto, auto_cb, wait);
+}
+
+time_t ops_next_auto(const struct ops *o)
+{
+	return o->auto_next;
+}
+
+void ops_clock_offset(struct ops *o, int64_t offset)
+{
+	o->clock_offset = offset;
+	LOGI("test clock: wall clock %+lld s", (long long)offset);
+	if (o->started)
+		auto_plan(o);
+}
+
+/* ---- start: jobs that restarted the system ---------------------------- */
+
+static void after_phones(struct run *r, int status, const char *why)
+{
+	if (status) {
+		end(r, JOB_FAILED, "hook", "release %s runs, but the phones "
+		    "were not restarted: %s", r->rec.target, why);
+		return;
+	}
+	clean_staging(r->o, NULL);
+	end(r, JOB_SUCCEEDED, NULL, "the system runs %s; phones restarted",
+	    r->rec.target);
+}
+
+/* The job restarted the system and the agent is back: did it work? */
+static void settle(struct ops *o, const struct job_rec *rec)
+{
+	char running[64];
+	struct run *r = run_new(o, rec->id, rec->op);
+	bool ok;
+
+	if (!r)
+		return;
+	r->rec = *rec;
+	if (!strcmp(rec->op, "restore")) {
+		end(r, JOB_SUCCEEDED, NULL, "restored; the system restarted");
+		return;
+	}
+	if (conf_platform(o->conf)->read_version(cstr(o, CONF_SYSTEM_ROOT),
+						 running, sizeof(running)) !=
+	    ERR_OK)
+		snprintf(running, sizeof(running), "unknown");
+	if (manifest_version_cmp(running, rec->target, &ok) != 0 || !ok) {
+		end(r, JOB_FAILED, "version", "the system runs %s after the "
+		    "upgrade to %s: it was rolled back", running, rec->target);
+		return;
+	}
+	if (rec->phones) {
+		o->run = r;
+		report(r, "phones", 97, "release %s runs; restarting the "
+		       "phones", rec->target);
+		(void)run_hook(r, "restart-phones", NULL, after_phones);
+		return;
+	}
+	clean_staging(o, NULL);
+	end(r, JOB_SUCCEEDED, NULL, "the system runs %s", rec->target);
+}
+
+void ops_start(struct ops *o)
+{
+	o->started = true;
+	for (size_t i = jobs_count(o->jobs); i-- > 0;) {
+		const struct job_rec *rec = jobs_at(o->jobs, i);
+
+		if (job_awaits_restart(rec) && !o->run) {
+			struct job_rec copy = *rec;
+
+			settle(o, &copy);
+		}
+	}
+	auto_plan(o);
+}
+
+/* ---- life ------------------------------------------------------------- */
+
+struct ops *ops_new(struct lws_context *ctx, const struct conf *c,
+		    const struct settings *s, struct jobs *jobs,
+		    struct xfers *x, const struct ops_cbs *cbs, void *arg)
+{
+	struct ops *o = calloc(1, sizeof(*o));
+
+	if (!o)
+		return NULL;
+	o->ctx = ctx;
+	o->conf = c;
+	o->settings = s;
+	o->jobs = jobs;
+	o->xfers = x;
+	o->cbs = *cbs;
+	o->arg = arg;
+	o->minute = nightly_minute(conf_str(c, CONF_SYSTEM_CUSTOMER_ID),
+				   conf_str(c, CONF_SYSTEM_SYSTEM_NAME));
+#ifdef COMAGENT_TESTING
+	{
+		const char *t = getenv("COMAGENT_TEST_CLOCK");
+		char *end;
+
+		if (t && *t) {
+			errno = 0;
+			o->clock_offset = strtoll(t, &end, 10);
+			if (errno || *end)
+				o->clock_offset = 0;
+		}
+	}
+#endif
+	return o;
+}
+
+void ops_shutdown(struct ops *o)
+{
+	if (!o)
+		return;
+	lws_sul_cancel(&o->sul_auto);
+	if (o->run) {
+		/* Left as journaled: interrupted, or settled after a
+		 * restart the job asked for. */
+		run_free(o->run);
+		o->run = NULL;
+	}
+}
+
+void ops_free(struct ops *o)
+{
+	if (!o)
+		return;
+	run_free(o->run);
+	free(o);
+}

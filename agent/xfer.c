@@ -1,0 +1,697 @@
+/*
+ * xfer — uploads and downloads over the COM link (see xfer.h).
+ *
+ * One struct xfer per file; while the link is up it has at most one open
+ * stream. States:
+ *   WAIT     no stream (no link yet, or the link dropped): opens on link up
+ *   OPENING  stream.open sent, waiting for COM's stream.accept
+ *   ACTIVE   bytes flowing (an upload within COM's credit, a download within
+ *            our window)
+ *   ENDING   upload: stream.end sent, waiting for COM's verdict
+ *   DONE     done() was called; only xfer_free() is left
+ * COM's "corrupt" verdict on an upload restarts it from byte 0 (COM threw
+ * the partial file away), at most XFER_CORRUPT_RETRIES times: the file on
+ * our disk was hashed before the upload, so a repeat would be the line.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "digest.h"
+#include "link.h"
+#include "log.h"
+#include "proto.h"
+#include "state.h"
+#include "stream.h"
+#include "xfer.h"
+
+#define LOG_MODULE "xfer"
+
+#define XFER_CORRUPT_RETRIES 2
+#define XFER_CREDIT_BATCH 16384u
+#define XFER_NAME_MAX 128
+#define XFER_READ_CHUNK 65536u
+
+enum xstate { X_WAIT, X_OPENING, X_ACTIVE, X_ENDING, X_DONE };
+
+struct xfer {
+	struct xfers *x;
+	struct xfer *next;
+	bool upload;
+	enum xstate st;
+	uint32_t sid;			/* the open stream, 0 for none */
+	int fd;
+	char job[65];
+	char name[XFER_NAME_MAX + 1];
+	char path[STATE_PATH_MAX + 1];
+	char part[STATE_PATH_MAX + 7];	/* download: path + ".part" */
+	uint64_t size;			/* 0 with !size_known: COM says */
+	bool size_known;
+	char sha[65];			/* what the file must hash to */
+	uint64_t pos;			/* sent (upload) / held (download) */
+	int64_t credit;			/* upload: COM's allowance */
+	int64_t window;			/* download: what COM may still send */
+	size_t consumed;		/* download: written, not yet credited */
+	struct digest *dg;		/* download: hash of part[0..pos) */
+	unsigned corrupt;		/* upload: COM's "corrupt" verdicts */
+	uint64_t reported;		/* pos at the last progress call */
+	struct xfer_cbs cbs;
+	void *arg;
+};
+
+struct xfers {
+	struct link *link;
+	struct proto_w *w;
+	struct xfer *head;
+	struct xfer *rr;		/* the upload served last */
+	uint32_t next_sid;		/* odd; per link */
+};
+
+static err_t send_built(struct xfers *x)
+{
+	char *buf;
+	size_t len;
+
+	if (!x->link)
+		return ERR_STATE;
+	if (proto_w_finish(x->w, &buf, &len) != ERR_OK) {
+		LOGE("transfer message does not fit; dropped");
+		return ERR_LIMIT;
+	}
+	return link_send(x->link, buf, len);
+}
+
+static void send_close(struct xfers *x, uint32_t sid, const char *reason,
+		       const char *msg)
+{
+	if (!x->link)
+		return;
+	proto_w_begin(x->w, "stream.close", link_next_id(x->link));
+	proto_w_int(x->w, "stream", sid);
+	proto_w_str(x->w, "reason", reason);
+	proto_w_str(x->w, "message", msg);
+	(void)send_built(x);
+}
+
+static const char *what(const struct xfer *t)
+{
+	return t->upload ? "upload" : "download";
+}
+
+/* The transfer is over: tell the owner, who may free it from there. */
+static void finish(struct xfer *t, const char *reason, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void finish(struct xfer *t, const char *reason, const char *fmt, ...)
+{
+	char why[384];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (t->sid && t->st != X_DONE && reason)
+		send_close(t->x, t->sid, "refused", why);
+	t->st = X_DONE;
+	t->sid = 0;
+	if (t->fd >= 0) {
+		close(t->fd);
+		t->fd = -1;
+	}
+	if (reason)
+		LOGE("%s of %s failed (%s): %s", what(t), t->name, reason, why);
+	else
+		LOGI("%s of %s done: %llu bytes", what(t), t->name,
+		     (unsigned long long)t->size);
+	if (t->cbs.done)
+		t->cbs.done(t->arg, reason, why);
+}
+
+static void progress(struct xfer *t)
+{
+	uint64_t step = t->size / 100 ? t->size / 100 : 1;
+
+	if (t->cbs.progress && (t->pos - t->reported >= step ||
+				t->pos == t->size)) {
+		t->reported = t->pos;
+		t->cbs.progress(t->arg, t->pos, t->size);
+	}
+}
+
+static struct xfer *find(const struct xfers *x, uint32_t sid)
+{
+	for (struct xfer *t = x->head; t; t = t->next)
+		if (sid && t->sid == sid)
+			return t;
+	return NULL;
+}
+
+/* ---- opening ---------------------------------------------------------- */
+
+static void open_stream(struct xfer *t)
+{
+	struct xfers *x = t->x;
+
+	if (!x->link || t->st != X_WAIT)
+		return;
+	t->sid = x->next_sid;
+	x->next_sid += 2;
+	proto_w_begin(x->w, "stream.open", link_next_id(x->link));
+	proto_w_int(x->w, "stream", t->sid);
+	proto_w_str(x->w, "kind", what(t));
+	proto_w_int(x->w, "window", STREAM_WINDOW);
+	proto_w_str(x->w, "job", t->job);
+	proto_w_str(x->w, "name", t->name);
+	if (t->upload) {
+		proto_w_int(x->w, "size", (int64_t)t->size);
+		proto_w_str(x->w, "sha256", t->sha);
+	} else {
+		proto_w_int(x->w, "offset", (int64_t)t->pos);
+	}
+	if (send_built(x) != ERR_OK) {
+		/* The queue is full or the link just went: try on the next
+		 * link (a full queue does not last). */
+		t->sid = 0;
+		return;
+	}
+	t->st = X_OPENING;
+	LOGI("%s of %s: stream %u, %s %llu of %llu bytes", what(t), t->name,
+	     t->sid, t->upload ? "COM to say its offset;" : "holding",
+	     (unsigned long long)t->pos, (unsigned long long)t->size);
+}
+
+/* Re-reads part[0..n) into a fresh hash: the state after a restart, or
+ * after COM chose a smaller offset than we hold. */
+static err_t rehash(struct xfer *t, uint64_t n)
+{
+	static uint8_t buf[XFER_READ_CHUNK];
+	uint64_t done = 0;
+
+	digest_reset(t->dg);
+	while (done < n) {
+		size_t want = n - done < sizeof(buf) ? (size_t)(n - done)
+						     : sizeof(buf);
+		ssize_t r = pread(t->fd, buf, want, (off_t)done);
+
+		if (r <= 0) {
+			LOGE("%s: %s", t->part, r < 0 ? strerror(errno) :
+			     "shorter than it was");
+			return ERR_IO;
+		}
+		digest_update(t->dg, buf, (size_t)r);
+		done += (uint64_t)r;
+	}
+	return ERR_OK;
+}
+
+static void on_accept_download(struct xfer *t, const struct proto_msg *m)
+{
+	const char *sha = proto_str(m, "sha256");
+	int64_t size, off;
+
+	if (!proto_int(m, "size", &size) || size < 0 ||
+	    !sha || !digest_hex_valid(sha) || !proto_int(m, "offset", &off) ||
+	    off < 0 || off > size) {
+		finish(t, "transfer", "COM's stream.accept for %s lacks a "
+		       "valid size, sha256 or offset", t->name);
+		return;
+	}
+	if (t->size_known && (uint64_t)size != t->size) {
+		finish(t, "corrupt", "COM offers %s with %lld bytes; the job "
+		       "says %llu", t->name, (long long)size,
+		       (unsigned long long)t->size);
+		return;
+	}
+	if (t->sha[0] && strcmp(sha, t->sha)) {
+		finish(t, "corrupt", "COM offers %s with SHA-256 %s; the job "
+		       "says %s", t->name, sha, t->sha);
+		return;
+	}
+	t->size = (uint64_t)size;
+	t->size_known = true;
+	if (!t->sha[0])
+		memcpy(t->sha, sha, sizeof(t->sha));
+	if ((uint64_t)off != t->pos) {
+		/* COM cannot resume where we are: start where it can. */
+		if ((uint64_t)off > t->pos || ftruncate(t->fd, off) != 0 ||
+		    rehash(t, (uint64_t)off) != ERR_OK) {
+			finish(t, "transfer", "cannot resume %s at byte %lld",
+			       t->name, (long long)off);
+			return;
+		}
+		t->pos = (uint64_t)off;
+	}
+	t->window = STREAM_WINDOW;
+	t->consumed = 0;
+	t->st = X_ACTIVE;
+	LOGI("download of %s: %llu bytes from byte %llu", t->name,
+	     (unsigned long long)t->size, (unsigned long long)t->pos);
+}
+
+static void send_end(struct xfer *t)
+{
+	struct xfers *x = t->x;
+
+	proto_w_begin(x->w, "stream.end", link_next_id(x->link));
+	proto_w_int(x->w, "stream", t->sid);
+	if (send_built(x) == ERR_OK)
+		t->st = X_ENDING;
+}
+
+static void on_accept_upload(struct xfer *t, const struct proto_msg *m)
+{
+	int64_t off, win;
+
+	if (!proto_int(m, "offset", &off) || off < 0 ||
+	    (uint64_t)off > t->size || !proto_int(m, "window", &win) ||
+	    win < 0 || win > STREAM_CREDIT_MAX) {
+		finish(t, "transfer", "COM's stream.accept for %s lacks a "
+		       "valid offset or window", t->name);
+		return;
+	}
+	t->pos = (uint64_t)off;
+	t->credit = win;
+	t->st = X_ACTIVE;
+	if (off)
+		LOGI("upload of %s resumes at byte %lld", t->name,
+		     (long long)off);
+	if (t->pos == t->size)
+		send_end(t);
+	else
+		link_want_write(t->x->link);
+}
+
+/* ---- COM's messages --------------------------------------------------- */
+
+static void on_close(struct xfer *t, const struct proto_msg *m)
+{
+	const char *reason = proto_str(m, "reason");
+	const char *msg = proto_str(m, "message");
+	char got[65];
+
+	if (!reason)
+		reason = "";
+	if (!msg)
+		msg = "";
+	t->sid = 0;	/* closed: nothing more is sent about it */
+	if (t->upload) {
+		if (!strcmp(reason, "done") && t->st == X_ENDING) {
+			finish(t, NULL, "stored");
+		} else if (!strcmp(reason, "corrupt") &&
+			   t->corrupt++ < XFER_CORRUPT_RETRIES) {
+			LOGE("COM found upload %s corrupt (%s); sending it "
+			     "again", t->name, msg);
+			t->st = X_WAIT;
+			t->pos = 0;
+			open_stream(t);
+		} else {
+			finish(t, !strcmp(reason, "corrupt") ? "corrupt"
+			       : "transfer", "COM closed the upload of %s: "
+			       "%s%s%s", t->name, reason, msg[0] ? ": " : "",
+			       msg);
+		}
+		return;
+	}
+	if (strcmp(reason, "done") || t->st != X_ACTIVE) {
+		finish(t, "transfer", "COM closed the download of %s: %s%s%s",
+		       t->name, reason, msg[0] ? ": " : "", msg);
+		return;
+	}
+	digest_hex(t->dg, got);
+	if (t->pos != t->size || strcmp(got, t->sha)) {
+		uint64_t held = t->pos;
+
+		/* Not worth resuming: the bytes held are wrong. */
+		t->pos = 0;
+		if (unlink(t->part) != 0)
+			LOGE("%s: %s", t->part, strerror(errno));
+		if (held != t->size)
+			finish(t, "corrupt", "%s: got %llu bytes of %llu",
+			       t->name, (unsigned long long)held,
+			       (unsigned long long)t->size);
+		else
+			finish(t, "corrupt", "%s: SHA-256 %s, expected %s",
+			       t->name, got, t->sha);
+		return;
+	}
+	if (fsync(t->fd) != 0 || rename(t->part, t->path) != 0) {
+		finish(t, "transfer", "%s: %s", t->path, strerror(errno));
+		return;
+	}
+	finish(t, NULL, "verified");
+}
+
+static void on_credit(struct xfer *t, const struct proto_msg *m)
+{
+	int64_t b;
+
+	if (!t->upload || t->st != X_ACTIVE)
+		return;
+	if (!proto_int(m, "bytes", &b) || b < 1 ||
+	    b > STREAM_CREDIT_MAX - t->credit) {
+		finish(t, "transfer", "COM's credit for %s is out of bounds",
+		       t->name);
+		return;
+	}
+	t->credit += b;
+	link_want_write(t->x->link);
+}
+
+void xfers_on_control(struct xfers *x, const struct proto_msg *m)
+{
+	const char *type = proto_type(m);
+	struct xfer *t;
+	int64_t sid;
+
+	if (!proto_int(m, "stream", &sid) || sid < 1 || sid > UINT32_MAX)
+		return;
+	t = find(x, (uint32_t)sid);
+	if (!t)
+		return;	/* one we closed or never had: crossed messages */
+	if (!strcmp(type, "stream.close")) {
+		on_close(t, m);
+	} else if (!strcmp(type, "stream.credit")) {
+		on_credit(t, m);
+	} else if (!strcmp(type, "stream.accept") && t->st == X_OPENING) {
+		if (t->upload)
+			on_accept_upload(t, m);
+		else
+			on_accept_download(t, m);
+	}
+}
+
+/* write(2) all of it, or say why not. */
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? errno : EIO;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void grant(struct xfer *t)
+{
+	struct xfers *x = t->x;
+
+	proto_w_begin(x->w, "stream.credit", link_next_id(x->link));
+	proto_w_int(x->w, "stream", t->sid);
+	proto_w_int(x->w, "bytes", (int64_t)t->consumed);
+	if (send_built(x) == ERR_OK) {
+		t->window += (int64_t)t->consumed;
+		t->consumed = 0;
+	}
+}
+
+void xfers_on_data(struct xfers *x, uint32_t id, const uint8_t *p,
+		   size_t len)
+{
+	struct xfer *t = find(x, id);
+	int e;
+
+	if (!t || t->upload || t->st != X_ACTIVE) {
+		LOGD("%zu bytes for stream %u, which is not a download in "
+		     "progress; dropped", len, id);
+		return;
+	}
+	if ((int64_t)len > t->window || t->pos + len > t->size) {
+		finish(t, "transfer", "COM sent %s beyond the %s", t->name,
+		       (int64_t)len > t->window ? "window" : "file's size");
+		return;
+	}
+	e = write_all(t->fd, p, len);
+	if (e) {
+		finish(t, e == ENOSPC || e == EDQUOT ? "space" : "transfer",
+		       "%s: %s", t->part, strerror(e));
+		return;
+	}
+	digest_update(t->dg, p, len);
+	t->pos += len;
+	t->window -= (int64_t)len;
+	t->consumed += len;
+	if (t->consumed >= XFER_CREDIT_BATCH)
+		grant(t);
+	progress(t);
+}
+
+/* ---- upload frames ---------------------------------------------------- */
+
+static bool has_frame(const struct xfer *t)
+{
+	return t->upload && t->st == X_ACTIVE && t->credit > 0 &&
+	       t->pos < t->size;
+}
+
+size_t xfers_next_frame(struct xfers *x, uint8_t *buf, size_t cap)
+{
+	struct xfer *start = x->rr && x->rr->next ? x->rr->next : x->head;
+	struct xfer *t = start;
+	size_t n;
+	ssize_t r;
+
+	if (!t || cap <= 4)
+		return 0;
+	while (!has_frame(t)) {
+		t = t->next ? t->next : x->head;
+		if (t == start)
+			return 0;
+	}
+	x->rr = t;
+	n = STREAM_FRAME_MAX;
+	if ((int64_t)n > t->credit)
+		n = (size_t)t->credit;
+	if (n > t->size - t->pos)
+		n = (size_t)(t->size - t->pos);
+	if (n > cap - 4)
+		n = cap - 4;
+	r = pread(t->fd, buf + 4, n, (off_t)t->pos);
+	if (r != (ssize_t)n) {
+		finish(t, "transfer", "%s: %s", t->path, r < 0 ?
+		       strerror(errno) : "the file shrank during the upload");
+		return 0;
+	}
+	buf[0] = (uint8_t)(t->sid >> 24);
+	buf[1] = (uint8_t)(t->sid >> 16);
+	buf[2] = (uint8_t)(t->sid >> 8);
+	buf[3] = (uint8_t)t->sid;
+	t->pos += n;
+	t->credit -= (int64_t)n;
+	progress(t);
+	if (t->pos == t->size)
+		send_end(t);	/* queued: leaves after this frame */
+	return 4 + n;
+}
+
+/* ---- link events ------------------------------------------------------ */
+
+void xfers_link_up(struct xfers *x, struct link *l)
+{
+	x->link = l;
+	x->next_sid = 1;
+	for (struct xfer *t = x->head; t; t = t->next)
+		open_stream(t);
+}
+
+void xfers_link_down(struct xfers *x)
+{
+	x->link = NULL;
+	for (struct xfer *t = x->head; t; t = t->next) {
+		if (t->st == X_DONE)
+			continue;
+		if (t->sid)
+			LOGI("%s of %s paused at byte %llu: link lost",
+			     what(t), t->name, (unsigned long long)t->pos);
+		t->sid = 0;
+		t->st = X_WAIT;
+		t->credit = 0;
+		t->consumed = 0;
+	}
+}
+
+/* ---- life ------------------------------------------------------------- */
+
+static bool name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n < 1 || n > XFER_NAME_MAX || !strcmp(s, ".") || !strcmp(s, ".."))
+		return false;
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+		      "0123456789._-") == n;
+}
+
+static struct xfer *xfer_alloc(struct xfers *x, bool upload, const char *job,
+			       const char *name, const char *path,
+			       const struct xfer_cbs *cbs, void *arg)
+{
+	struct xfer *t;
+
+	if (strlen(job) >= sizeof(t->job) || !name_ok(name) ||
+	    strlen(path) >= sizeof(t->path)) {
+		LOGE("cannot transfer '%s' for job '%s': bad name or path",
+		     name, job);
+		return NULL;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->x = x;
+	t->upload = upload;
+	t->fd = -1;
+	t->st = X_WAIT;
+	snprintf(t->job, sizeof(t->job), "%s", job);
+	snprintf(t->name, sizeof(t->name), "%s", name);
+	snprintf(t->path, sizeof(t->path), "%s", path);
+	t->cbs = *cbs;
+	t->arg = arg;
+	return t;
+}
+
+static void xfer_link(struct xfer *t)
+{
+	t->next = t->x->head;
+	t->x->head = t;
+	open_stream(t);
+}
+
+err_t xfer_upload(struct xfers *x, const char *job, const char *name,
+		  const char *path, uint64_t size, const char *sha256,
+		  const struct xfer_cbs *cbs, void *arg, struct xfer **out)
+{
+	struct xfer *t;
+
+	*out = NULL;
+	if (!digest_hex_valid(sha256))
+		return ERR_INVAL;
+	t = xfer_alloc(x, true, job, name, path, cbs, arg);
+	if (!t)
+		return ERR_INVAL;
+	t->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (t->fd < 0) {
+		err_t e = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
+
+		LOGE("%s: %s", path, strerror(errno));
+		free(t);
+		return e;
+	}
+	t->size = size;
+	t->size_known = true;
+	memcpy(t->sha, sha256, sizeof(t->sha));
+	xfer_link(t);
+	*out = t;
+	return ERR_OK;
+}
+
+err_t xfer_download(struct xfers *x, const char *job, const char *name,
+		    const char *path, uint64_t size, const char *sha256,
+		    const struct xfer_cbs *cbs, void *arg, struct xfer **out)
+{
+	struct xfer *t;
+	struct stat st;
+	int w;
+
+	*out = NULL;
+	if (sha256 && !digest_hex_valid(sha256))
+		return ERR_INVAL;
+	t = xfer_alloc(x, false, job, name, path, cbs, arg);
+	if (!t)
+		return ERR_INVAL;
+	w = snprintf(t->part, sizeof(t->part), "%s.part", path);
+	t->dg = digest_new();
+	if (w < 0 || (size_t)w >= sizeof(t->part) || !t->dg)
+		goto fail;
+	t->fd = open(t->part, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (t->fd < 0 || fstat(t->fd, &st) != 0) {
+		LOGE("%s: %s", t->part, strerror(errno));
+		goto fail;
+	}
+	if (sha256)
+		memcpy(t->sha, sha256, sizeof(t->sha));
+	if (sha256 && size != XFER_SIZE_UNKNOWN) {
+		t->size = size;
+		t->size_known = true;
+	}
+	/* What an earlier attempt left: resume from it, unless it cannot be
+	 * this file. */
+	t->pos = (uint64_t)st.st_size;
+	if ((t->size_known && t->pos > t->size) ||
+	    lseek(t->fd, 0, SEEK_END) < 0 || rehash(t, t->pos) != ERR_OK) {
+		if (ftruncate(t->fd, 0) != 0 || lseek(t->fd, 0, SEEK_SET) < 0) {
+			LOGE("%s: %s", t->part, strerror(errno));
+			goto fail;
+		}
+		t->pos = 0;
+		digest_reset(t->dg);
+	}
+	xfer_link(t);
+	*out = t;
+	return ERR_OK;
+fail:
+	if (t->fd >= 0)
+		close(t->fd);
+	digest_free(t->dg);
+	free(t);
+	return ERR_IO;
+}
+
+void xfer_free(struct xfer *t)
+{
+	struct xfers *x;
+	struct xfer **pp;
+
+	if (!t)
+		return;
+	x = t->x;
+	if (t->sid && t->st != X_DONE)
+		send_close(x, t->sid, "shutdown", "cancelled by the agent");
+	for (pp = &x->head; *pp && *pp != t; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = t->next;
+	if (x->rr == t)
+		x->rr = NULL;
+	if (t->fd >= 0)
+		close(t->fd);
+	digest_free(t->dg);
+	free(t);
+}
+
+uint64_t xfer_done_bytes(const struct xfer *t) { return t->pos; }
+uint64_t xfer_total_bytes(const struct xfer *t) { return t->size; }
+
+struct xfers *xfers_new(void)
+{
+	struct xfers *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return NULL;
+	x->w = proto_w_new(PROTO_MAX_MSG, 0);
+	if (!x->w) {
+		free(x);
+		return NULL;
+	}
+	x->next_sid = 1;
+	return x;
+}
+
+void xfers_free(struct xfers *x)
+{
+	if (!x)
+		return;
+	while (x->head) {
+		x->head->sid = 0;	/* no link to tell any more */
+		xfer_free(x->head);
+	}
+	proto_w_free(x->w);
+	free(x);
+}

@@ -1,0 +1,232 @@
+"""Remote jobs (PROTOCOL.md 2.6): backup, restore, transfer and upgrade run
+by the agent against comsim, with the repository's hooks on a temp root."""
+import hashlib
+import os
+
+import pytest
+
+from conftest import wait_until
+
+C, S = "C1001", "pbx-hq"
+
+
+def put(root, rel, data, mode=0o644):
+    p = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+    os.chmod(p, mode)
+    return p
+
+
+def settings(agent_, **kw):
+    """Write the remote-operation settings before the agent starts."""
+    text = "".join("%s=%d\n" % (k, 1 if v else 0) for k, v in kw.items())
+    put(agent_.root, "var/lib/comagent/settings", text, 0o600)
+
+
+def linux_system(a, files=None):
+    files = files or {"etc/ipoffice/config.xml": "<config>hq</config>\n",
+                      "etc/ipoffice/voicemail/vm.conf": "vm=1\n",
+                      "var/lib/ipoffice/users.db": os.urandom(2048)}
+    for rel, data in files.items():
+        put(a.root, rel, data)
+    put(a.root, "etc/ipoffice-version", "11.1.3.0\n")
+
+
+def job(sim, op, **body):
+    body.update({"customer": C, "system": S, "op": op})
+    return sim.admin("POST", "/job", body)["job"]
+
+
+def states(sim, jid, since=0):
+    return [e["msg"] for e in sim.events("message", since, C, S)
+            if e.get("msg", {}).get("type") == "job.state"
+            and e["msg"].get("job") == jid]
+
+
+def wait_final(sim, jid, timeout=30, since=0):
+    def final():
+        for m in states(sim, jid, since):
+            if m["state"] in ("succeeded", "failed", "rejected"):
+                return m
+        return None
+    return wait_until(final, timeout, "a final state of job %s" % jid)
+
+
+def start(agent, sim, profile="linux", setup=linux_system, allow=True,
+          overrides=None, **kw):
+    o = {"system": {"profile": profile}}
+    for sec, kv in (overrides or {}).items():
+        o.setdefault(sec, {}).update(kv)
+    a = agent(sim, o, start=False, **kw)
+    settings(a, remoteupgrade=allow)
+    setup(a)
+    a.start()
+    a.wait_connected()
+    return a
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_backup_linux_end_to_end(comsim, agent):
+    comsim = comsim()
+    a = start(agent, comsim)
+    jid = job(comsim, "backup")
+    m = wait_final(comsim, jid)
+    assert m["state"] == "succeeded", m
+    seen = [x["state"] for x in states(comsim, jid)]
+    assert seen[0] == "accepted" and "running" in seen, seen
+    phases = [x.get("phase") for x in states(comsim, jid) if x["state"] == "running"]
+    assert "backup" in phases and "upload" in phases, phases
+    stored = comsim.backups(C, S)
+    assert len(stored) == 1 and stored[0]["job"] == jid
+    name = stored[0]["name"]
+    assert name.startswith("backup-pbx-hq-") and name.endswith(".tar.gz")
+    body = comsim.backup_file(C, S, name)
+    assert sha(body) == stored[0]["sha256"]
+    assert name in m["message"] and stored[0]["sha256"] in m["message"]
+    # What the hook made, byte for byte: the hook is deterministic, so
+    # running it again on the same files gives the same archive.
+    out = os.path.join(a.root, "again.tar.gz")
+    import subprocess
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C",
+           "COMAGENT_ROOT": a.root, "COMAGENT_PROFILE": "linux",
+           "COMAGENT_STATE_DIR": os.path.join(a.root, "var/lib/comagent"),
+           "COMAGENT_JOB": "", "COMAGENT_BACKUP_DIRS": "etc/ipoffice var/lib/ipoffice"}
+    subprocess.run([os.path.join(os.path.dirname(__file__), "..", "..", "scripts",
+                                 "linux", "backup"), out], env=env, check=True,
+                   capture_output=True)
+    with open(out, "rb") as f:
+        assert sha(f.read()) == stored[0]["sha256"]
+    # the work file is gone, the journal has it
+    assert not os.listdir(os.path.join(a.root, "var/lib/comagent/work"))
+    r = a.cli("jobs", "--json")
+    assert jid in r.stdout and "succeeded" in r.stdout
+
+
+def test_backup_not_allowed_and_unknown_op(comsim, agent):
+    comsim = comsim()
+    start(agent, comsim, allow=False)
+    jid = job(comsim, "backup")
+    m = wait_final(comsim, jid)
+    assert (m["state"], m["reason"]) == ("rejected", "not_allowed"), m
+    assert "remoteupgrade" in m["message"]
+    jid = job(comsim, "fetch_logs")
+    m = wait_final(comsim, jid)
+    assert (m["state"], m["reason"]) == ("rejected", "unsupported"), m
+    assert comsim.backups(C, S) == []
+
+
+def big_system(a, size=3 << 20):
+    # random bytes: gzip cannot shrink them, so the archive is about size
+    linux_system(a, {"etc/ipoffice/config.xml": "<config/>\n",
+                     "var/lib/ipoffice/media.bin": os.urandom(size)})
+
+
+def test_backup_upload_resumes_after_link_drop(comsim, agent):
+    sim = comsim()
+    comsim_fault = {"drop_after": 1 << 20}
+    sim.admin("POST", "/upload_fault", dict(comsim_fault, customer=C, system=S))
+    start(agent, sim, setup=big_system)
+    jid = job(sim, "backup")
+    m = wait_final(sim, jid, timeout=60)
+    assert m["state"] == "succeeded", m
+    opens = sim.events("upload_open", 0, C, S)
+    assert len(opens) == 2, opens
+    assert opens[0]["offset"] == 0 and opens[1]["offset"] >= 1 << 20, opens
+    stored = sim.backups(C, S)
+    assert len(stored) == 1
+    assert sha(sim.backup_file(C, S, stored[0]["name"])) == stored[0]["sha256"]
+    assert stored[0]["size"] > 3 << 20
+
+
+def test_one_operation_at_a_time(comsim, agent):
+    sim = comsim()
+    sim.admin("POST", "/upload_fault", {"customer": C, "system": S,
+                                        "hold_credit": True})
+    a = start(agent, sim, setup=big_system)
+    first = job(sim, "backup")
+    wait_until(lambda: any(x.get("phase") == "upload" for x in states(sim, first)),
+               30, "the backup's upload phase")
+    assert a.status().get("operation", "backup") == "backup"
+    for op, args in (("backup", {}), ("restore", {"backup": "x.tar.gz",
+                                                 "sha256": "0" * 64})):
+        second = job(sim, op, args=args)
+        m = wait_final(sim, second)
+        assert (m["state"], m["reason"]) == ("rejected", "busy"), m
+        assert first in m["message"]
+    sim.admin("POST", "/upload_fault", {"customer": C, "system": S,
+                                        "hold_credit": False})
+    m = wait_final(sim, first, timeout=60)
+    assert m["state"] == "succeeded", m
+    # idle again: the next one runs
+    third = job(sim, "backup")
+    assert wait_final(sim, third, timeout=60)["state"] == "succeeded"
+
+
+def test_agent_killed_mid_job_reports_once(comsim, agent):
+    sim = comsim()
+    sim.admin("POST", "/upload_fault", {"customer": C, "system": S,
+                                        "hold_credit": True})
+    a = start(agent, sim, setup=big_system)
+    jid = job(sim, "backup")
+    wait_until(lambda: any(x.get("phase") == "upload" for x in states(sim, jid)),
+               30, "the backup's upload phase")
+    a.kill()
+    a.proc = None
+    a._logf.close()
+    since = sim.last_seq()
+    a.start()
+    m = wait_final(sim, jid, since=since)
+    assert (m["state"], m["reason"]) == ("failed", "interrupted"), m
+    sim.barrier(since)
+    finals = [x for x in states(sim, jid, since) if x["state"] == "failed"]
+    assert len(finals) == 1, finals
+    # the same job id again is answered from the journal, not run
+    since = sim.last_seq()
+    sim.admin("POST", "/job", {"customer": C, "system": S, "op": "backup",
+                               "job": jid})
+    m = wait_final(sim, jid, since=since)
+    assert (m["state"], m["reason"]) == ("failed", "interrupted")
+    assert sim.events("upload_open", since, C, S) == []
+
+
+def ip500_system(a):
+    put(a.root, "config/config.cfg", os.urandom(4096))
+    put(a.root, "etc/ipoffice-version", "11.1.3.0\n")
+
+
+def test_backup_ip500v2(comsim, agent):
+    sim = comsim()
+    start(agent, sim, profile="ip500v2", setup=ip500_system)
+    jid = job(sim, "backup", args={"elements": ["config"]})
+    m = wait_final(sim, jid)
+    assert m["state"] == "succeeded", m
+    stored = sim.backups(C, S)
+    assert len(stored) == 1
+    import io
+    import tarfile
+    body = sim.backup_file(C, S, stored[0]["name"])
+    with tarfile.open(fileobj=io.BytesIO(body)) as t:
+        assert t.getnames() == ["config/config.cfg"]
+    # an element the IP500 V2 does not have: the hook says so
+    jid = job(sim, "backup", args={"elements": ["voicemail"]})
+    m = wait_final(sim, jid)
+    assert (m["state"], m["reason"]) == ("failed", "hook"), m
+    assert "unknown element" in m["message"]
+
+
+def test_backup_bad_arguments(comsim, agent):
+    sim = comsim()
+    start(agent, sim)
+    for args, words in (({"elements": ["../etc"]}, "args.elements[0]"),
+                        ({"elements": ["a"] * 17}, "more than 16"),
+                        ({"vmpro": "all"}, "args.vmpro")):
+        jid = job(sim, "backup", args=args)
+        m = wait_final(sim, jid)
+        assert (m["state"], m["reason"]) == ("rejected", "invalid"), m
+        assert words in m["message"], m
+    assert sim.backups(C, S) == []
