@@ -5,7 +5,7 @@
 #   make check-unit      cmocka unit tests only
 #   make check-integration [K=expr]   pytest integration tests (-k expr)
 #   make demo            the agent against the bundled COM simulator
-#   make install DESTDIR=... PREFIX=...
+#   make install DESTDIR=... PREFIX=... HOOKSDIR=...
 #
 # Missing Debian packages are installed by scripts/deps.sh; libwebsockets is
 # built on mbedTLS from Debian's source package into build/deps (cached).
@@ -13,6 +13,8 @@
 VERSION   := 0.1.0
 PREFIX    ?= /usr/local
 DESTDIR   ?=
+# The platform hooks; the agent's default [jobs] hooks_dir.
+HOOKSDIR  ?= /usr/libexec/comagent
 PYTHON    := /usr/bin/python3
 CC        ?= cc
 
@@ -97,6 +99,11 @@ install: build/host/comagent
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' config/comagent.service.in \
 		> $(DESTDIR)/lib/systemd/system/comagent.service
 	chmod 0644 $(DESTDIR)/lib/systemd/system/comagent.service
+	for p in linux ip500v2; do \
+		install -d $(DESTDIR)$(HOOKSDIR)/$$p && \
+		install -m 0755 scripts/$$p/* $(DESTDIR)$(HOOKSDIR)/$$p/ || exit 1; \
+	done
+	install -D -m 0644 scripts/lib/hooklib.sh $(DESTDIR)$(HOOKSDIR)/lib/hooklib.sh
 
 clean:
 	rm -rf build/host build/asan
