@@ -33,7 +33,11 @@
 #define LOG_MODULE "xfer"
 
 #define XFER_CORRUPT_RETRIES 2
-#define XFER_CREDIT_BATCH 16384u
+/* A download is written to its file as each frame arrives, so its window
+ * costs no memory here; a wide one keeps COM sending while credit is on
+ * its way back. Credit goes back in batches of a quarter window. */
+#define XFER_WINDOW (512u * 1024u)
+#define XFER_CREDIT_BATCH (XFER_WINDOW / 4)
 #define XFER_NAME_MAX 128
 #define XFER_READ_CHUNK 65536u
 
@@ -163,7 +167,7 @@ static void open_stream(struct xfer *t)
 	proto_w_begin(x->w, "stream.open", link_next_id(x->link));
 	proto_w_int(x->w, "stream", t->sid);
 	proto_w_str(x->w, "kind", what(t));
-	proto_w_int(x->w, "window", STREAM_WINDOW);
+	proto_w_int(x->w, "window", t->upload ? STREAM_WINDOW : XFER_WINDOW);
 	proto_w_str(x->w, "job", t->job);
 	proto_w_str(x->w, "name", t->name);
 	if (t->upload) {
@@ -245,7 +249,7 @@ static void on_accept_download(struct xfer *t, const struct proto_msg *m)
 		}
 		t->pos = (uint64_t)off;
 	}
-	t->window = STREAM_WINDOW;
+	t->window = XFER_WINDOW;
 	t->consumed = 0;
 	t->st = X_ACTIVE;
 	LOGI("download of %s: %llu bytes from byte %llu", t->name,
