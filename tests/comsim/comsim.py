@@ -8,10 +8,15 @@
     comsim.py ctl --dir DIR agents | events [SINCE] | drop C S | stall C S |
                   unstall C S | job C S OP | send C S JSON | restart [MS] |
                   tunnels | proxy_account JSON | backups C S | uploads C S |
-                  today [DATE|real] | upload_fault JSON
+                  today [DATE|real] | upload_fault JSON | jobs C S |
+                  library [JSON] | signing_keys [new] | download_fault JSON
 
 Agent uploads (PROTOCOL.md 3.3) are stored under DIR/backups/<customer>/
 <system>/ and COM's backup retention (retention.py) is applied to them.
+Downloads (3.4) serve those backups to restore jobs and the software library
+(library.py: DIR/library/, signing keys in DIR/pki/) to transfer jobs.
+Jobs may be scheduled (POST /job "at"), paused, resumed, stopped; GET /jobs
+is their history.
 
 Python 3 asyncio + websockets 10.4 (legacy API); stdlib otherwise.  The test
 PKI is made with the `openssl` command.  See README.md in this folder.
@@ -49,6 +54,7 @@ from websockets.legacy.server import WebSocketServerProtocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import retention  # noqa: E402  (COM's backup retention rule, next to this file)
+import library  # noqa: E402  (COM's software library and signing keys)
 
 SUBPROTOCOL = "com-agent.v1"
 PATH = "/agent/v1"
@@ -79,6 +85,13 @@ PART_NAME_RE = re.compile(r"[0-9a-f]{64}\.part(?:\.json)?")   # comsim's own fil
 SIDECAR = ".meta.json"           # <name>.meta.json next to each stored backup
 HASH_CHUNK = 1 << 20
 JOBS_KEPT = 1000                 # job ids remembered per system
+JOB_STATES_KEPT = 500            # job.state messages kept per job (history)
+
+# Downloads (PROTOCOL.md section 3.4).
+MANIFEST_OPS = ("transfer", "transfer_upgrade", "upgrade")
+# COM's words for a job's status (REQUIREMENTS ch. 8), by the agent's state.
+JOB_STATUS = {"accepted": "in progress", "running": "in progress",
+              "succeeded": "completed", "failed": "failed", "rejected": "rejected"}
 
 # PROTOCOL.md section 2.3: reason -> COM wording.
 REASONS = {
@@ -846,6 +859,124 @@ class Upload:
                                error="closing %s: %r" % (self.part, e))
 
 
+class Download:
+    """A stream the agent opened to fetch a file (PROTOCOL.md section 3.4): a
+    stored backup for a restore job, a library component for a transfer.
+    pump() reads the file a frame at a time and sends it within the agent's
+    credit through the link's SendGate, as Tunnel.pump does."""
+
+    admin = False
+
+    def __init__(self, sim, link, sid, info, f, size, sha256, offset, window):
+        self.sim = sim
+        self.link = link
+        self.sid = sid
+        self.hdr = sid.to_bytes(4, "big")
+        self.info = info                 # job, op, name, source, release
+        self.f = f                       # the open file, at offset
+        self.size = size
+        self.sha256 = sha256
+        self.offset = offset             # where this stream started
+        self.pos = offset                # the next byte to send
+        self.sent = 0                    # bytes sent on this stream
+        self.state = "open"              # open -> closed
+        self.send_credit = window        # the agent's window + its credits
+        self.window = WINDOW             # what we accept from the agent (nothing
+        self.recv_allow = WINDOW         # is expected; never credited back)
+        self.wake = asyncio.Event()
+        self.sender = None
+        self.t0 = time.monotonic()
+        self.closed_by = None
+        self.close_reason = None
+        self.violated = False
+        self.late = 0
+        self.oversize_logged = False
+        self.data_logged = False
+
+    def json(self):
+        return {"stream": self.sid, "link": self.link.num, "job": self.info["job"],
+                "op": self.info["op"], "name": self.info["name"],
+                "source": self.info["source"], "size": self.size,
+                "sha256": self.sha256, "offset": self.offset, "pos": self.pos,
+                "sent": self.sent, "send_credit": self.send_credit,
+                "age": round(time.monotonic() - self.t0, 3)}
+
+    def agent_data(self, payload):
+        """The agent has nothing to send on a download: counted, dropped,
+        logged once (beyond the accept's window it is a flow violation)."""
+        self.recv_allow -= len(payload)
+        if not self.data_logged:
+            self.data_logged = True
+            self.sim.violation(self.link, self.sid, "data from the agent on a "
+                               "download: ignored", size=len(payload))
+
+    def close_file(self):
+        f, self.f = self.f, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    async def pump(self):
+        """The file from pos to its end, within credit, then stream.close done."""
+        sim, link = self.sim, self.link
+        key = (link.customer, link.system)
+        try:
+            while self.state == "open":
+                if self.pos >= self.size:
+                    sim.download_done(self)
+                    await sim.send(link, {"type": "stream.close", "stream": self.sid,
+                                          "reason": "done", "message": ""})
+                    return
+                if self.send_credit <= 0:
+                    self.wake.clear()
+                    await self.wake.wait()
+                    continue
+                n = min(FRAME_DATA, self.send_credit, self.size - self.pos)
+                fault = sim.download_faults.get(key)
+                drop = False
+                if fault and fault.get("drop_after") is not None:
+                    left = fault["drop_after"]
+                    if left <= n:
+                        n, drop = left, True
+                        del fault["drop_after"]
+                    else:
+                        fault["drop_after"] = left - n
+                if n > 0:
+                    data = self.f.read(n)
+                    if len(data) != n:
+                        sim.download_end(self, "comsim", "shutdown",
+                                         "%s changed while being sent"
+                                         % self.info["name"])
+                        return
+                    if fault and fault.get("corrupt"):
+                        del fault["corrupt"]
+                        b = bytearray(data)
+                        i = len(b) // 2
+                        b[i] ^= 0xFF
+                        data = bytes(b)
+                        sim.event("download_fault", link, action="corrupt",
+                                  stream=self.sid, name=self.info["name"],
+                                  position=self.pos + i)
+                    self.pos += n
+                    self.sent += n
+                    self.send_credit -= n
+                if fault is not None and not fault:
+                    sim.download_faults.pop(key, None)
+                if n > 0:
+                    await sim.send_data(link, self.hdr + data)
+                if drop:
+                    sim.download_drop(self)
+                    return
+        except websockets.exceptions.ConnectionClosed:
+            pass                  # the link is gone: link_lost() cleans up
+        except Exception as e:
+            sim.event("internal_error", link, error="download %s: %r"
+                      % (self.info["name"], e))
+            sim.download_end(self, "comsim", "shutdown", "internal error")
+
+
 class ProxyConn(asyncio.Protocol):
     """One connection to the remote-support proxy (inside TLS)."""
 
@@ -1084,6 +1215,11 @@ class ComSim:
         self.jobs = {}           # (customer, system) -> OrderedDict job id -> info
         self.jobs_path = os.path.join(self.dir, "jobs.json")
         self.load_jobs()
+        self.sched_wake = None   # asyncio.Event: a job may be due (run())
+        self.sched_task = None
+        # downloads (PROTOCOL.md 3.4) and the software library
+        self.download_faults = {}    # (customer, system) -> {"drop_after", "corrupt"}
+        self.library = library.Library(self.dir)
         recs = DEFAULT_CUSTOMERS
         accounts = DEFAULT_PROXY_ACCOUNTS
         if args.customers:
@@ -1185,10 +1321,10 @@ class ComSim:
         return None
 
     # -- sending
-    async def send(self, link, msg=None, raw=None, log=True):
+    async def send(self, link, msg=None, raw=None, log=True, job_info=None):
         """One control message (or raw text frame).  A message without an
         id gets the next one while it holds the link, so ids go out in
-        increasing order."""
+        increasing order.  A `job` is recorded (with job_info) as sent."""
         await link.gate.acquire(True)
         try:
             if raw is None:
@@ -1198,7 +1334,7 @@ class ComSim:
                     msg = m
                 raw = json.dumps(msg, separators=(",", ":"))
             if msg is not None and msg.get("type") == "job":
-                self.record_job(link, msg)   # before the agent can answer it
+                self.record_job(link, msg, job_info)  # before the agent answers
             await link.ws.send(raw)
         finally:
             link.gate.release()
@@ -1431,6 +1567,7 @@ class ComSim:
             self.event("replace", old, by_link=link.num)
             asyncio.ensure_future(self.replace(old))
         await self.send(link, msg)
+        self.wake_scheduler()     # scheduled jobs that waited for a link
         if rec.get("after_welcome") == "drop":
             # A COM that accepts and drops at once (PROTOCOL.md section 4).
             await self.close_link(link, 1001, "going away")
@@ -1509,6 +1646,8 @@ class ComSim:
         "link" (link lost) or "comsim" (timeout, violation, admin)."""
         if isinstance(t, Upload):
             return self.upload_end(t, by, reason, message, send)
+        if isinstance(t, Download):
+            return self.download_end(t, by, reason, message, send)
         if t.state == "closed":
             return
         was_open = t.state == "open"
@@ -1563,10 +1702,36 @@ class ComSim:
             self.stream_end(t, "link", "link_lost",
                             "the system's link to COM was lost", abort_after=2.0)
 
+    async def send_scheduled(self, link, jid, j):
+        msg = {"type": "job", "job": jid, "op": j["op"], "args": j["args"]}
+        if j["op"] is None:
+            del msg["op"]
+        try:
+            await self.send(link, msg)
+            return
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        except Exception as e:
+            self.event("internal_error", link, error="sending job %s: %r" % (jid, e))
+        j.update(sent=False, sent_at=None)   # due again on the next link
+        self.save_jobs()
+
     # -- uploads (PROTOCOL.md section 3.3) and backups
     def today(self):
         """The simulated date (--today, POST /today), else the real one."""
         return self.today_fixed or datetime.date.today()
+
+    # -- jobs: what COM sent, scheduled, and heard back (history)
+    @staticmethod
+    def new_job(op, args, created=None, **kw):
+        """A job record: `sent` False while scheduled (`at`), paused or
+        stopped (`hold`); `states` every job.state the agent sent."""
+        j = {"op": op, "args": args, "release": None,
+             "created": time.time() if created is None else created,
+             "at": None, "sent": False, "sent_at": None, "hold": None,
+             "states": []}
+        j.update(kw)
+        return j
 
     def load_jobs(self):
         try:
@@ -1579,32 +1744,179 @@ class ComSim:
         for j in data if isinstance(data, list) else []:
             if isinstance(j, dict) and all(isinstance(j.get(k), str)
                                            for k in ("customer", "system", "job")):
+                # Records from before the history (op and args only) were sent.
+                rec = self.new_job(j.get("op"), j.get("args"), j.get("created"),
+                                   sent=bool(j.get("sent", True)))
+                for k in ("release", "at", "sent_at", "hold", "states"):
+                    if j.get(k) is not None:
+                        rec[k] = j[k]
                 self.jobs.setdefault((j["customer"], j["system"]),
-                                     collections.OrderedDict())[j["job"]] = {
-                    "op": j.get("op"), "args": j.get("args")}
+                                     collections.OrderedDict())[j["job"]] = rec
 
     def save_jobs(self):
         out = []
         for (c, s), jobs in self.jobs.items():
-            out += [{"customer": c, "system": s, "job": jid, "op": j["op"],
-                     "args": j["args"]} for jid, j in jobs.items()]
+            out += [dict(j, customer=c, system=s, job=jid) for jid, j in jobs.items()]
         try:
             write_json_atomic(self.jobs_path, out)
         except OSError as e:
             self.event("internal_error", error="writing %s: %r" % (self.jobs_path, e))
 
-    def record_job(self, link, msg):
-        """A `job` sent to a system: uploads may name it (PROTOCOL.md 3.3)."""
+    def keep_job(self, customer, system, jid, j):
+        """Put a job record last (newest) in its system's table."""
+        jobs = self.jobs.setdefault((customer, system), collections.OrderedDict())
+        jobs.pop(jid, None)
+        jobs[jid] = j
+        while len(jobs) > JOBS_KEPT:
+            jobs.popitem(last=False)
+
+    def record_job(self, link, msg, info=None):
+        """A `job` sent to a system: uploads and downloads may name it
+        (PROTOCOL.md 3.3, 3.4).  A job id sent again keeps its history."""
         jid = msg.get("job")
         if not isinstance(jid, str) or link.customer is None:
             return
-        jobs = self.jobs.setdefault((link.customer, link.system),
-                                    collections.OrderedDict())
-        jobs.pop(jid, None)
-        jobs[jid] = {"op": msg.get("op"), "args": msg.get("args")}
-        while len(jobs) > JOBS_KEPT:
-            jobs.popitem(last=False)
+        c, s = link.customer, link.system
+        j = self.jobs.get((c, s), {}).get(jid)
+        if j is None:
+            j = self.new_job(msg.get("op"), msg.get("args"))
+        j.update(op=msg.get("op"), args=msg.get("args"), sent=True,
+                 sent_at=time.time(), hold=None)
+        if info:
+            j.update(info)
+        self.keep_job(c, s, jid, j)
         self.save_jobs()
+        self.event("job_sent", link, job=jid, op=msg.get("op"),
+                   scheduled=j.get("at") is not None, at=j.get("at"),
+                   release=j.get("release"))
+
+    def sent_job(self, customer, system, jid):
+        """The record of a job sent to a system (None if never sent)."""
+        j = self.jobs.get((customer, system), {}).get(jid)
+        return j if j is not None and j.get("sent") else None
+
+    @staticmethod
+    def job_status(j):
+        """COM's word for a job: scheduled, paused, stopped, in progress,
+        completed, failed, rejected."""
+        if not j.get("sent"):
+            return j.get("hold") or "scheduled"
+        for st in reversed(j.get("states") or []):
+            if st.get("state") in JOB_STATUS:
+                return JOB_STATUS[st["state"]]
+        return "in progress"
+
+    @staticmethod
+    def job_release(j):
+        if j.get("release"):
+            return j["release"]
+        args = j.get("args")
+        text = args.get("manifest") if isinstance(args, dict) else None
+        try:
+            r = json.loads(text).get("release") if isinstance(text, str) else None
+        except (ValueError, AttributeError):
+            r = None
+        return r if isinstance(r, str) else None
+
+    def job_json(self, customer, system, jid, j):
+        args = j.get("args")
+        release = self.job_release(j)
+        if isinstance(args, dict):
+            args = {k: v for k, v in args.items() if k != "manifest"}
+            if release:
+                args.setdefault("release", release)
+        states = j.get("states") or []
+        last = states[-1] if states else {}
+        return {"customer": customer, "system": system, "job": jid,
+                "op": j.get("op"), "args": args, "release": release,
+                "at": j.get("at"), "status": self.job_status(j),
+                "created": j.get("created"), "sent_at": j.get("sent_at"),
+                "states": states, "reason": last.get("reason"),
+                "message": last.get("message")}
+
+    def job_state(self, link, msg):
+        """A job.state from the agent goes into the job's history."""
+        jid = msg.get("job")
+        j = self.jobs.get((link.customer, link.system), {}).get(jid) \
+            if isinstance(jid, str) else None
+        if j is None:
+            return
+        before = self.job_status(j)
+        states = j.setdefault("states", [])
+        states.append({"state": msg.get("state"), "progress": msg.get("progress"),
+                       "phase": msg.get("phase"), "reason": msg.get("reason"),
+                       "message": msg.get("message"), "at": time.time()})
+        if len(states) > JOB_STATES_KEPT:
+            # drop the oldest progress report, keep the transitions
+            i = next((k for k, x in enumerate(states[:-1])
+                      if x.get("state") == "running"), 0)
+            del states[i]
+        after = self.job_status(j)
+        if after != before:
+            self.event("job_status", link, job=jid, op=j.get("op"), status=after,
+                       state=msg.get("state"), reason=msg.get("reason"))
+        if msg.get("state") != "running":
+            self.save_jobs()
+
+    def find_job(self, body):
+        """((customer, system), id, record) of the job a pause/resume/stop
+        names; (status, error) when there is none or it is ambiguous."""
+        jid = body.get("job")
+        if not isinstance(jid, str):
+            return None, (400, {"error": "job (a job id) required"})
+        c, s = body.get("customer"), body.get("system")
+        hits = [(k, jobs[jid]) for k, jobs in self.jobs.items()
+                if jid in jobs and (c is None or k[0] == c)
+                and (s is None or k[1] == s)]
+        if not hits:
+            return None, (404, {"error": "no such job: %s" % jid})
+        if len(hits) > 1:
+            return None, (409, {"error": "job %s exists for %d systems: give "
+                                         "customer and system" % (jid, len(hits))})
+        (key, j), = hits
+        return (key, jid, j), None
+
+    def wake_scheduler(self):
+        if self.sched_wake is not None:
+            self.sched_wake.set()
+
+    async def scheduler(self):
+        """Send scheduled jobs when due, over the system's link; a job due
+        while its system has no link goes out after the next welcome."""
+        while True:
+            try:
+                nxt = self.schedule_due()
+            except Exception as e:
+                self.event("internal_error", error="scheduler: %r" % e)
+                nxt = time.time() + 1.0
+            timeout = None if nxt is None else max(0.0, nxt - time.time())
+            try:
+                await asyncio.wait_for(self.sched_wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    def schedule_due(self):
+        """Start sending the jobs that are due; returns when the next one is."""
+        self.sched_wake.clear()
+        now = time.time()
+        due, nxt = [], None
+        for (c, s), jobs in self.jobs.items():
+            for jid, j in jobs.items():
+                if j.get("sent") or j.get("hold") or j.get("at") is None:
+                    continue
+                if j["at"] <= now:
+                    due.append((c, s, jid, j))
+                elif nxt is None or j["at"] < nxt:
+                    nxt = j["at"]
+        for c, s, jid, j in due:
+            link = self.current_link(c, s)
+            if link is None or not link.up or j.get("sent") or j.get("hold"):
+                continue
+            j["sent"] = True          # claimed: no pause from here on
+            task = asyncio.ensure_future(self.send_scheduled(link, jid, j))
+            self.bg.add(task)
+            task.add_done_callback(self.bg.discard)
+        return nxt
 
     def backup_dir(self, customer, system):
         return os.path.join(self.backups_dir, dir_name(customer), dir_name(system))
@@ -1722,7 +2034,7 @@ class ComSim:
         return out
 
     async def on_agent_open(self, link, msg):
-        """stream.open from the agent: only kind upload is carried."""
+        """stream.open from the agent: kinds upload (3.3) and download (3.4)."""
         mid, sid, kind = msg["id"], msg.get("stream"), msg.get("kind")
         if not _is_int(sid) or not 1 <= sid <= 0xFFFFFFFF:
             await self.reply(link, {"type": "error", "re": mid, "code": "malformed",
@@ -1730,15 +2042,16 @@ class ComSim:
                                                "integer 1..2^32-1"})
             return
         is_upload = kind == "upload"
+        bulk = kind in ("upload", "download")
         ctx = {}
-        for k in ("job", "name", "size"):
+        for k in ("job", "name", "size", "offset"):
             v = msg.get(k)
             if isinstance(v, (str, int)) and not isinstance(v, bool):
                 ctx[k] = v
 
         async def refuse(message, reason="refused"):
-            if is_upload:
-                self.event("upload_refused", link, stream=sid, reason=reason,
+            if bulk:
+                self.event(kind + "_refused", link, stream=sid, reason=reason,
                            message=message, **ctx)
             await self.reply(link, {"type": "stream.close", "re": mid, "stream": sid,
                                     "reason": reason, "message": message})
@@ -1749,8 +2062,8 @@ class ComSim:
         if sid in link.streams:
             # A stream.close for that id would end the open one as well.
             self.violation(link, sid, "stream.open for an open stream id")
-            if is_upload:
-                self.event("upload_refused", link, stream=sid, reason="refused",
+            if bulk:
+                self.event(kind + "_refused", link, stream=sid, reason="refused",
                            message="stream %d is already open" % sid, **ctx)
             self.stream_end(link.streams[sid], "comsim", "refused",
                             "stream %d is already open" % sid)
@@ -1763,8 +2076,11 @@ class ComSim:
         if len(link.streams) >= MAX_STREAMS:
             return await refuse("too many streams: %d open" % len(link.streams),
                                 "limit")
+        if kind == "download":
+            return await self.open_download(link, msg, refuse)
         if not is_upload:
-            return await refuse("kind %s: the agent may open only upload streams"
+            return await refuse("kind %s: the agent may open only upload or "
+                                "download streams"
                                 % (json.dumps(kind) if kind is not None else "missing"))
         job, name, size, sha = (msg.get(k) for k in ("job", "name", "size", "sha256"))
         if "job" not in msg:
@@ -1785,7 +2101,7 @@ class ComSim:
         op = ""
         kind_ = "automatic"
         if job:
-            j = self.jobs.get((c, s), {}).get(job)
+            j = self.sent_job(c, s, job)
             if j is None:
                 return await refuse("no such job: %s" % job)
             op = j.get("op") if isinstance(j.get("op"), str) else ""
@@ -1833,6 +2149,149 @@ class ComSim:
         await self.reply(link, {"type": "stream.accept", "re": mid, "stream": sid,
                                 "window": u.window, "offset": held})
 
+    async def open_download(self, link, msg, refuse):
+        """stream.open kind download (PROTOCOL.md 3.4): find the file by the
+        job's op, answer stream.accept with size, sha256 and offset, and
+        start sending."""
+        mid, sid = msg["id"], msg["stream"]
+        job, name, offset = msg.get("job"), msg.get("name"), msg.get("offset")
+        if "job" not in msg:
+            return await refuse("job missing (the restore or transfer job)")
+        if not isinstance(job, str):
+            return await refuse("job must be a string")
+        if not job:
+            return await refuse('job "": a download belongs to a restore, '
+                                'transfer or transfer_upgrade job')
+        why = check_upload_name(name)
+        if why:
+            return await refuse(why)
+        if "offset" not in msg:
+            return await refuse("offset missing (0 for a new download)")
+        if not _is_int(offset) or offset < 0:
+            return await refuse("offset must be an integer >= 0")
+        window = msg.get("window", WINDOW)
+        if not _is_int(window) or window < 0:
+            return await refuse("window must be an integer 0..2^31-1")
+        if window > CREDIT_MAX:
+            self.violation(link, sid, "window %d above 2^31-1 in stream.open" % window)
+            return await refuse("window above 2^31-1", "flow")
+        c, s = link.customer, link.system
+        j = self.sent_job(c, s, job)
+        if j is None:
+            return await refuse("no such job: %s" % job)
+        op = j.get("op")
+        args = j.get("args") if isinstance(j.get("args"), dict) else {}
+        release = None
+        if op == "restore":
+            source = "backup"
+            path = os.path.join(self.backup_dir(c, s), name)
+            meta = self.read_backup(self.backup_dir(c, s), name)
+            if meta is None:
+                return await refuse("no such backup: %s" % name)
+            if args.get("backup") != name:
+                return await refuse("job %s restores %s, not %s"
+                                    % (job, args.get("backup"), name))
+            sha = meta.get("sha256")
+        elif op in ("transfer", "transfer_upgrade"):
+            source = "library"
+            try:
+                man = json.loads(args.get("manifest"))
+                names = [x.get("name") for x in man.get("components")]
+            except (TypeError, ValueError, AttributeError):
+                return await refuse("job %s has no readable manifest" % job)
+            if name not in names:
+                return await refuse("%s is not a component of job %s's manifest"
+                                    % (name, job))
+            release = self.job_release(j)
+            hit = self.library.component(release, name) if release else None
+            if hit is None:
+                return await refuse("%s of release %s is not in COM's software "
+                                    "library" % (name, release))
+            path, sha = hit[0], hit[1]["sha256"]
+        else:
+            return await refuse("job %s (%s) has nothing to download"
+                                % (job, op if isinstance(op, str) else "no op"))
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            return await refuse("%s cannot be read: %s" % (name, e.strerror))
+        size = os.fstat(f.fileno()).st_size
+        asked = offset
+        if offset > size:
+            offset = 0
+        f.seek(offset)
+        info = {"job": job, "op": op, "name": name, "source": source,
+                "release": release}
+        d = Download(self, link, sid, info, f, size, sha, offset, window)
+        link.streams[sid] = d
+        self.event("download_open", link, stream=sid, job=job, op=op, name=name,
+                   source=source, release=release, size=size, sha256=sha,
+                   offset=offset, asked_offset=asked, window=window)
+        await self.reply(link, {"type": "stream.accept", "re": mid, "stream": sid,
+                                "window": d.window, "size": size, "sha256": sha,
+                                "offset": offset})
+        if d.state == "open":
+            d.sender = asyncio.ensure_future(d.pump())
+            self.bg.add(d.sender)
+            d.sender.add_done_callback(self.bg.discard)
+
+    def download_done(self, d):
+        """The last byte is out: the stream ends (pump() sends the close)."""
+        d.state = "closed"
+        d.closed_by = "comsim"
+        d.close_reason = "done"
+        d.close_file()
+        d.link.retire(d)
+        info = d.info
+        self.event("download_done", d.link, stream=d.sid, job=info["job"],
+                   op=info["op"], name=info["name"], source=info["source"],
+                   size=d.size, sha256=d.sha256, offset=d.offset, sent=d.sent,
+                   duration=round(time.monotonic() - d.t0, 3))
+
+    def download_end(self, d, by, reason, message="", send=None):
+        """A download ends before its last byte: the agent's stream.close,
+        link lost, a violation, the admin API."""
+        if d.state == "closed":
+            return
+        d.state = "closed"
+        d.closed_by = by
+        d.close_reason = reason
+        d.close_file()
+        d.link.retire(d)
+        d.wake.set()
+        if send is None:
+            send = by not in ("agent", "link")
+        if send:
+            self.post(d.link, {"type": "stream.close", "stream": d.sid,
+                               "reason": reason, "message": message})
+        info = d.info
+        self.event("download_interrupted", d.link, stream=d.sid, job=info["job"],
+                   op=info["op"], name=info["name"], size=d.size, offset=d.offset,
+                   pos=d.pos, sent=d.sent, by=by, reason=reason, message=message)
+
+    def download_drop(self, d):
+        """POST /download_fault drop_after: the byte count is reached."""
+        self.event("download_fault", d.link, action="drop", stream=d.sid,
+                   name=d.info["name"], pos=d.pos, sent=d.sent)
+        task = asyncio.ensure_future(self.close_link(d.link, 1001, "dropped"))
+        self.bg.add(task)
+        task.add_done_callback(self.bg.discard)
+
+    @staticmethod
+    def read_backup(d, name):
+        """The sidecar of one stored backup, None if there is no such backup."""
+        if check_upload_name(name) is not None:
+            return None
+        try:
+            with open(os.path.join(d, name + SIDECAR)) as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("name") != name or \
+                not os.path.isfile(os.path.join(d, name)):
+            return None
+        return meta
+
     async def on_stream_end(self, link, msg):
         """stream.end: the agent has sent the whole file; check and store it."""
         sid = msg.get("stream")
@@ -1842,6 +2301,9 @@ class ComSim:
                 return            # crossed our stream.close: ignore
             self.violation(link, sid, "stream.end for a stream that is not open")
             self.answer_unknown(link, sid)
+            return
+        if isinstance(u, Download):
+            self.violation(link, sid, "stream.end on a download (COM ends it)")
             return
         if not isinstance(u, Upload):
             self.violation(link, sid, "stream.end on a stream comsim opened")
@@ -1954,7 +2416,7 @@ class ComSim:
             self.answer_unknown(link, sid)
             return
         if t == "stream.accept":
-            if isinstance(tun, Upload):
+            if isinstance(tun, (Upload, Download)):
                 self.violation(link, sid, "stream.accept for a stream the agent opened")
                 return
             if tun.state != "opening":
@@ -1980,7 +2442,7 @@ class ComSim:
             self.violation(link, sid, "credit overflow: allowance %d" % tun.send_credit)
             self.stream_end(tun, "comsim", "flow", "credit above 2^31-1")
             return
-        if isinstance(tun, Tunnel):
+        if isinstance(tun, (Tunnel, Download)):
             tun.wake.set()
 
     async def on_text(self, link, data):
@@ -2020,6 +2482,7 @@ class ComSim:
         if t == "status":
             await self.reply(link, {"type": "ack", "re": mid})
         elif t == "job.state":
+            self.job_state(link, msg)
             if msg.get("state") in FINAL_JOB_STATES and \
                     self.customers.get((link.customer, link.system),
                                        link.record).get("ack_jobs", True):
@@ -2419,8 +2882,11 @@ class ComSim:
                         if isinstance(t, Tunnel)]
             return 200, sorted(out, key=lambda d: (d["link"], d["stream"]))
         if path in ("/backups", "/backups/file", "/uploads", "/today",
-                    "/upload_fault"):
+                    "/upload_fault", "/download_fault"):
             return self.admin_backups(method, path, params, body)
+        if path in ("/job", "/jobs", "/job/pause", "/job/resume", "/job/stop",
+                    "/library", "/signing_keys", "/downloads"):
+            return await self.admin_jobs(method, path, params, body)
         if method == "GET" and path == "/proxy_accounts":
             return 200, [self.account_json(a) for a in self.proxy_accounts.values()]
         if method == "POST" and path == "/proxy_accounts":
@@ -2435,7 +2901,7 @@ class ComSim:
                                          "/stream_read"):
             return await self.admin_stream(path, body)
         if method != "POST" or path not in ("/customers", "/drop", "/stall",
-                                            "/unstall", "/send", "/job", "/restart"):
+                                            "/unstall", "/send", "/restart"):
             return 404, {"error": "no such endpoint: %s %s" % (method, path)}
 
         if path == "/customers":
@@ -2489,19 +2955,6 @@ class ComSim:
                 return 200, {"sent": m, "id": m.get("id")}
             except websockets.exceptions.ConnectionClosed:
                 return 409, {"error": "link closed"}
-        if path == "/job":
-            op = body.get("op")
-            jid = body.get("job") or "J-%s-%s" % (time.strftime("%Y%m%d"),
-                                                    secrets.token_hex(3))
-            msg = {"type": "job", "id": link.take_id(), "job": jid, "op": op,
-                   "args": body.get("args", {})}
-            if op is None:
-                del msg["op"]
-            try:
-                await self.send(link, msg)
-            except websockets.exceptions.ConnectionClosed:
-                return 409, {"error": "link closed"}
-            return 200, {"job": jid, "id": msg["id"]}
         return 404, {"error": "no such endpoint"}
 
     def admin_backups(self, method, path, params, body):
@@ -2527,15 +2980,29 @@ class ComSim:
                 return 200, {"date": self.today().isoformat(),
                              "simulated": self.today_fixed is not None}
             return 404, {"error": "no such endpoint: %s %s" % (method, path)}
-        if path == "/upload_fault" and method == "GET":
+        if path in ("/upload_fault", "/download_fault") and method == "GET":
+            store = self.upload_faults if path == "/upload_fault" \
+                else self.download_faults
             return 200, [dict(v, customer=c, system=s)
-                         for (c, s), v in self.upload_faults.items()]
+                         for (c, s), v in store.items()]
         src = body if method == "POST" else params
-        if method != ("POST" if path == "/upload_fault" else "GET"):
+        if method != ("POST" if path in ("/upload_fault", "/download_fault")
+                      else "GET"):
             return 404, {"error": "no such endpoint: %s %s" % (method, path)}
         c, s = src.get("customer"), src.get("system")
         if not isinstance(c, str) or not isinstance(s, str):
             return 400, {"error": "customer and system required"}
+        if path == "/download_fault":
+            cur, err = self.fault_settings(self.download_faults.get((c, s), {}),
+                                           body, ("corrupt",))
+            if err:
+                return 400, {"error": err}
+            if cur:
+                self.download_faults[(c, s)] = cur
+            else:
+                self.download_faults.pop((c, s), None)
+            self.event("download_fault", customer=c, system=s, action="set", **cur)
+            return 200, dict(cur, customer=c, system=s)
         if path == "/upload_fault":
             cur = dict(self.upload_faults.get((c, s), {}))
             if body.get("clear"):
@@ -2577,6 +3044,196 @@ class ComSim:
         if not os.path.isfile(fn) or not os.path.isfile(fn + SIDECAR):
             return 404, {"error": "no backup %s of %s/%s" % (name, c, s)}
         return 200, FileBody(fn)
+
+    @staticmethod
+    def fault_settings(cur, body, flags):
+        """A fault dict updated by a POST body: clear, drop_after, flags."""
+        cur = {} if body.get("clear") else dict(cur)
+        if "drop_after" in body:
+            n = body["drop_after"]
+            if n is not None and (not _is_int(n) or n < 0):
+                return None, "drop_after must be an integer >= 0 or null"
+            cur.pop("drop_after", None)
+            if n is not None:
+                cur["drop_after"] = n
+        for flag in flags:
+            if flag in body:
+                if not isinstance(body[flag], bool):
+                    return None, "%s must be true or false" % flag
+                cur.pop(flag, None)
+                if body[flag]:
+                    cur[flag] = True
+        return cur, None
+
+    async def admin_jobs(self, method, path, params, body):
+        """POST /job, /job/pause, /job/resume, /job/stop, /library,
+        /signing_keys; GET /jobs, /library, /signing_keys, /downloads."""
+        lib = self.library
+        if path == "/library":
+            if method == "GET":
+                return 200, [{"release": r, "dir": lib.release_dir(r), "manifest": m}
+                             for r, m in lib.releases.items()]
+            if method != "POST":
+                return 404, {"error": "no such endpoint: %s %s" % (method, path)}
+            try:
+                release, profile, specs = lib.validate(body)
+            except library.LibraryError as e:
+                return e.status, {"error": e.message}
+            lib.pending.add(release)
+            try:
+                m = await asyncio.to_thread(lib.build, release, profile, specs)
+            except OSError as e:
+                return 500, {"error": "writing release %s: %s" % (release, e)}
+            finally:
+                lib.pending.discard(release)
+            lib.add(m)
+            self.event("library_release", release=release, profile=profile,
+                       components=[(c["name"], c["size"]) for c in m["components"]])
+            return 200, m
+        if path == "/signing_keys":
+            if method == "GET":
+                return 200, lib.keys_json()
+            if method != "POST":
+                return 404, {"error": "no such endpoint: %s %s" % (method, path)}
+            k = lib.new_key()
+            self.event("signing_key", id=k["id"], public_pem_path=k["public_pem_path"])
+            return 200, k
+        if path in ("/jobs", "/downloads"):
+            if method != "GET":
+                return 404, {"error": "no such endpoint: %s %s" % (method, path)}
+            c, s = params.get("customer"), params.get("system")
+            if c is None or s is None:
+                return 400, {"error": "customer and system required"}
+            if path == "/downloads":
+                out = []
+                for link in list(self.links):
+                    if (link.customer, link.system) == (c, s):
+                        out += [d.json() for d in link.streams.values()
+                                if isinstance(d, Download)]
+                return 200, sorted(out, key=lambda d: (d["link"], d["stream"]))
+            jobs = self.jobs.get((c, s), {})
+            out = [self.job_json(c, s, jid, j) for jid, j in jobs.items()]
+            out.sort(key=lambda x: x["created"] or 0)
+            return 200, out
+        if method != "POST":
+            return 404, {"error": "no such endpoint: %s %s" % (method, path)}
+        if path == "/job":
+            return await self.issue_job(body)
+        found, err = self.find_job(body)
+        if err:
+            return err
+        (c, s), jid, j = found
+        status = self.job_status(j)
+        verb = path.rsplit("/", 1)[1]
+        allowed = {"pause": ("scheduled",), "resume": ("paused",),
+                   "stop": ("scheduled", "paused")}[verb]
+        if status not in allowed:
+            what = {"pause": "only a scheduled job can be paused",
+                    "resume": "only a paused job can be resumed",
+                    "stop": "only a scheduled or paused job can be stopped"}[verb]
+            return 409, {"error": "job %s is %s: %s" % (jid, status, what)}
+        j["hold"] = {"pause": "paused", "resume": None, "stop": "stopped"}[verb]
+        self.save_jobs()
+        self.event("job_" + {"pause": "paused", "resume": "resumed",
+                             "stop": "stopped"}[verb],
+                   customer=c, system=s, job=jid, op=j.get("op"), at=j.get("at"))
+        if verb == "resume":
+            self.wake_scheduler()
+        return 200, self.job_json(c, s, jid, j)
+
+    async def issue_job(self, body):
+        """POST /job: send a job now, or keep it scheduled ("at")."""
+        c, s = body.get("customer"), body.get("system")
+        if not isinstance(c, str) or not isinstance(s, str):
+            return 400, {"error": "customer and system required"}
+        op = body.get("op")
+        jid = body.get("job") or "J-%s-%s" % (time.strftime("%Y%m%d"),
+                                                secrets.token_hex(3))
+        if not isinstance(jid, str):
+            return 400, {"error": "job must be a string"}
+        at = body.get("at")
+        if at is not None and (not isinstance(at, (int, float)) or
+                               isinstance(at, bool)):
+            return 400, {"error": "at must be a number (unix time in seconds)"}
+        args = {}
+        release = body.get("release")
+        knobs = [k for k in ("sign_with", "tamper", "manifest_patch",
+                             "component_patch") if k in body]
+        if release is not None:
+            if op not in MANIFEST_OPS:
+                return 400, {"error": "release is for %s jobs" % ", ".join(MANIFEST_OPS)}
+            if not isinstance(release, str) or release not in self.library.releases:
+                return 404, {"error": "no release %s in the software library"
+                                      % json.dumps(release)}
+            for k in ("manifest_patch", "component_patch"):
+                if not isinstance(body.get(k, {}), dict):
+                    return 400, {"error": "%s must be an object" % k}
+            if op != "upgrade" or body.get("with_manifest"):
+                text = self.library.make_manifest(release, body.get("manifest_patch"),
+                                                  body.get("component_patch"))
+                sign_with = body.get("sign_with")
+                if sign_with is not None and not isinstance(sign_with, str):
+                    return 400, {"error": 'sign_with must be a key id or "unknown"'}
+                try:
+                    sig = self.library.sign(text, sign_with)
+                except library.LibraryError as e:
+                    return e.status, {"error": e.message}
+                if body.get("tamper"):
+                    text = library.tamper(text)
+                args.update(manifest=text, signature=sig)
+            elif knobs:
+                return 400, {"error": "%s needs a manifest (with_manifest: true)"
+                                      % knobs[0]}
+        elif knobs:
+            return 400, {"error": "%s needs release (a manifest from the library)"
+                                  % knobs[0]}
+        for k in ("allow_downgrade", "restart_phones"):
+            if k in body:
+                args[k] = body[k]
+        if "backup" in body:
+            if op != "restore":
+                return 400, {"error": "backup is for restore jobs"}
+            name = body["backup"]
+            why = check_upload_name(name)
+            if why:
+                return 400, {"error": "backup: %s" % why}
+            meta = self.read_backup(self.backup_dir(c, s), name)
+            if meta is None:
+                return 404, {"error": "no such backup: %s of %s/%s" % (name, c, s)}
+            args["backup"] = name
+            args["sha256"] = body["sha256"] if "sha256" in body else meta.get("sha256")
+        extra = body.get("args", {})
+        if isinstance(extra, dict):
+            args.update(extra)
+        elif args:
+            return 400, {"error": "args must be an object (to merge with what "
+                                  "comsim filled in)"}
+        else:
+            args = extra          # a broken args, as asked (agent tests)
+        info = {"release": release}
+        if at is None:
+            link = self.current_link(c, s)
+            if link is None:
+                return 404, {"error": "no link for %s/%s" % (c, s)}
+            msg = {"type": "job", "id": link.take_id(), "job": jid, "op": op,
+                   "args": args}
+            if op is None:
+                del msg["op"]
+            try:
+                await self.send(link, msg, job_info=dict(info, at=None))
+            except websockets.exceptions.ConnectionClosed:
+                return 409, {"error": "link closed"}
+            return 200, {"job": jid, "id": msg["id"], "status": "in progress"}
+        old = self.jobs.get((c, s), {}).get(jid)
+        if old is not None and self.job_status(old) in ("scheduled", "paused"):
+            return 409, {"error": "job %s is %s already" % (jid, self.job_status(old))}
+        j = self.new_job(op, args, at=float(at), **info)
+        self.keep_job(c, s, jid, j)
+        self.save_jobs()
+        self.event("job_scheduled", customer=c, system=s, job=jid, op=op,
+                   at=j["at"], release=release)
+        self.wake_scheduler()
+        return 200, {"job": jid, "status": "scheduled", "at": j["at"]}
 
     async def admin_stream(self, path, body):
         """POST /send_binary, /stream_open, /stream_close, /stream_data,
@@ -2645,6 +3302,8 @@ class ComSim:
                 return 200, {"closed": sid}
             if isinstance(t, Upload) and path != "/stream_close":
                 return 400, {"error": "stream %d is an upload" % sid}
+            if isinstance(t, Download) and path != "/stream_close":
+                return 400, {"error": "stream %d is a download" % sid}
             if path == "/stream_data":
                 if not t.admin:
                     return 400, {"error": "stream %d belongs to a proxy client" % sid}
@@ -2681,6 +3340,7 @@ class ComSim:
         loop.set_exception_handler(self.loop_exception)
 
         ca, pem, key = ensure_pki(self.dir, self.cert_name)
+        self.library.ensure_key()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2   # mbedTLS 2.28 speaks 1.2
         ctx.load_cert_chain(pem, key)
@@ -2688,13 +3348,17 @@ class ComSim:
 
         await self.listen()
         await self.proxy_listen()
+        self.sched_wake = asyncio.Event()
+        self.sched_task = asyncio.ensure_future(self.scheduler())
         self.admin_server = await asyncio.start_server(
             self.admin_conn, "127.0.0.1", self.admin_port, limit=1 << 16)
         self.admin_port = self.admin_server.sockets[0].getsockname()[1]
 
         info = {"port": self.port, "admin_port": self.admin_port, "ca": ca,
                 "pid": os.getpid(), "cert": pem, "cert_name": self.cert_name,
-                "proxy_port": self.proxy_port, "com_domain": self.com_domain}
+                "proxy_port": self.proxy_port, "com_domain": self.com_domain,
+                "signing_keys": [k["public_pem_path"]
+                                 for k in self.library.keys_json()]}
         path = os.path.join(self.dir, "comsim.json")
         tmp = path + ".tmp.%d" % os.getpid()
         with open(tmp, "w") as f:
@@ -2711,6 +3375,8 @@ class ComSim:
             pass
         if self.restart_task:
             self.restart_task.cancel()
+        if self.sched_task:
+            self.sched_task.cancel()
         self.admin_server.close()
         try:
             await asyncio.wait_for(self.proxy_unlisten(), 8)
@@ -2943,6 +3609,42 @@ class SimProcess:
         return self.admin("POST", "/upload_fault",
                           dict(kw, customer=customer, system=system))
 
+    def download_fault(self, customer, system, **kw):
+        """POST /download_fault (drop_after=N, corrupt=True, clear=True)."""
+        return self.admin("POST", "/download_fault",
+                          dict(kw, customer=customer, system=system))
+
+    def add_release(self, release, components, profile="linux"):
+        """POST /library: components [{"name", "size"} or {"name",
+        "content_b64"}] (or {"name": bytes}); returns the manifest object."""
+        if isinstance(components, dict):
+            components = [{"name": n, "content_b64": base64.b64encode(v).decode()}
+                          if isinstance(v, (bytes, bytearray)) else {"name": n, "size": v}
+                          for n, v in components.items()]
+        return self.admin("POST", "/library", {"release": release, "profile": profile,
+                                               "components": components})
+
+    def library_file(self, release, name):
+        """The path of a library component's file."""
+        return os.path.join(self.dir, "library", release, name)
+
+    def signing_keys(self):
+        """GET /signing_keys: [{"id", "public_pem_path", "current"}]."""
+        return self.admin("GET", "/signing_keys")
+
+    def rotate_signing_key(self):
+        """POST /signing_keys: a new current key; returns it."""
+        return self.admin("POST", "/signing_keys", {})
+
+    def job(self, customer, system, op, **kw):
+        """POST /job; returns the answer ({"job", "id"|"at", "status"})."""
+        return self.admin("POST", "/job", dict(kw, customer=customer, system=system,
+                                               op=op))
+
+    def jobs(self, customer, system):
+        """GET /jobs: the job history of a system, oldest first."""
+        return self.admin("GET", "/jobs?" + self._q(customer=customer, system=system))
+
     def proxy(self, target, user="reseller1", password="proxypw", **kw):
         """CONNECT through comsim's proxy; see proxy_request()."""
         return proxy_request(self.proxy_port, self.ca, target, user=user,
@@ -3085,11 +3787,13 @@ def ctl(args):
         need(3)
         req = ("POST", "/" + cmd, {"customer": a[1], "system": a[2]})
     elif cmd == "job":
-        if len(a) not in (4, 5):
-            sys.exit("comsim ctl: job C S OP [JOBID]")
+        if len(a) not in (4, 5, 6):
+            sys.exit("comsim ctl: job C S OP [JOBID] [JSON]")
         b = {"customer": a[1], "system": a[2], "op": a[3]}
-        if len(a) == 5:
+        if len(a) >= 5 and a[4]:
             b["job"] = a[4]
+        if len(a) == 6:
+            b.update(json.loads(a[5]))
         req = ("POST", "/job", b)
     elif cmd == "send":
         need(4)
@@ -3115,15 +3819,31 @@ def ctl(args):
         else:
             need(2)
             req = ("POST", "/today", {"date": None if a[1] == "real" else a[1]})
-    elif cmd == "upload_fault":
+    elif cmd in ("upload_fault", "download_fault"):
         need(2)
-        req = ("POST", "/upload_fault", json.loads(a[1]))
+        req = ("POST", "/" + cmd, json.loads(a[1]))
+    elif cmd == "jobs":
+        need(3)
+        req = ("GET", "/jobs?" + urllib.parse.urlencode(
+            {"customer": a[1], "system": a[2]}), None)
+    elif cmd in ("library", "signing_keys"):
+        if len(a) == 1:
+            req = ("GET", "/" + cmd, None)
+        elif cmd == "signing_keys" and a[1:] == ["new"]:
+            req = ("POST", "/signing_keys", {})
+        else:
+            need(2)
+            req = ("POST", "/library", json.loads(a[1]))
+    elif cmd in ("pause", "resume", "stop"):
+        need(2)
+        req = ("POST", "/job/" + cmd, {"job": a[1]})
     else:
         sys.exit("comsim ctl: agents | events [SINCE] | drop C S | stall C S | "
-                 "unstall C S | job C S OP [JOB] | send C S JSON | "
+                 "unstall C S | job C S OP [JOB] [JSON] | send C S JSON | "
                  "customer JSON | restart [MS] | tunnels | proxy_account JSON | "
                  "backups C S | uploads C S | today [DATE|real] | "
-                 "upload_fault JSON")
+                 "upload_fault JSON | download_fault JSON | jobs C S | "
+                 "pause|resume|stop JOB | library [JSON] | signing_keys [new]")
     status, body = admin_call(info["admin_port"], *req)
     print(json.dumps(body, indent=2))
     return 0 if status == 200 else 1

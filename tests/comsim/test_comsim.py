@@ -1947,7 +1947,8 @@ def test_upload_refused(sim):
         assert ans["message"] == "big.bin is already being uploaded on stream %d" % st.sid
         # not an upload; even and reused ids; a broken id
         _, ans = await ag.open("ok.bin", 1, "0" * 64, kind="tunnel")
-        assert ans["message"] == 'kind "tunnel": the agent may open only upload streams'
+        assert ans["message"] == 'kind "tunnel": the agent may open only upload or ' \
+                                 'download streams'
         _, ans = await ag.open("ok.bin", 1, "0" * 64, sid=100)
         assert ans["message"] == "stream 100 is even: the agent opens odd stream ids"
         _, ans = await ag.open("ok.bin", 1, "0" * 64, sid=1)
@@ -2156,3 +2157,716 @@ def test_upload_stream_messages(sim):
                     "stream.accept for a stream the agent opened",
                     "data after the agent closed the stream"]
     assert sim.backup_file("C1001", "pbx-hq", "a.bin") == b"hello"
+
+
+# ------------------------------------------------------------------ downloads
+
+import library  # noqa: E402
+
+
+class DStream(UStream):
+    def __init__(self, sid, window):
+        super().__init__(sid)
+        self.data = bytearray()
+        self.granted = window        # what comsim may send us on it, in total
+        self.got = 0
+        self.frames = 0
+        self.max_frame = 0
+        self.over = []               # bytes comsim sent beyond our credit
+        self.hold = False            # grant no credit
+        self.uncredited = 0
+        self.accept = None
+        self.closed = None
+
+
+class DownAgent(UpAgent):
+    """A fake agent that downloads (PROTOCOL.md 3.4): download() opens a
+    stream kind download, takes the data and grants credit as it takes it
+    (16 KiB steps, none while st.hold), and records any byte beyond credit."""
+
+    credit_step = 16384
+
+    async def run(self):
+        try:
+            async for data in self.ws:
+                if isinstance(data, bytes):
+                    await self.on_data(data)
+                    continue
+                m = json.loads(data)
+                self.msgs.append(m)
+                st = self.streams.get(m.get("stream"))
+                if st is not None and m["type"] in ("stream.accept", "stream.close"):
+                    st.q.put_nowait(m)
+                    st.evt.set()
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+            for st in self.streams.values():
+                st.q.put_nowait(None)
+                st.evt.set()
+
+    async def on_data(self, data):
+        sid = int.from_bytes(data[:4], "big")
+        st = self.streams.get(sid)
+        if not isinstance(st, DStream):
+            self.binary.append(data)
+            return
+        n = len(data) - 4
+        st.data += data[4:]
+        st.got += n
+        st.frames += 1
+        st.max_frame = max(st.max_frame, n)
+        if st.got > st.granted:
+            st.over.append((st.got, st.granted))
+        st.uncredited += n
+        if not st.hold and st.closed is None:
+            try:
+                await self.grant(st)
+            except websockets.exceptions.ConnectionClosed:
+                pass          # take the frames still queued before the close
+
+    async def grant(self, st, force=False, n=None):
+        give = st.uncredited if n is None else n
+        if give > 0 and (force or n is not None or give >= self.credit_step):
+            if n is None:
+                st.uncredited = 0
+            st.granted += give
+            await self.send({"type": "stream.credit", "stream": st.sid, "bytes": give})
+
+    async def dopen(self, job, name, offset=0, window=65536, sid=None, hold=False,
+                    **extra):
+        """stream.open kind download; returns (DStream, comsim's answer).
+        hold: grant no credit (until st.hold is cleared)."""
+        if sid is None:
+            sid = self.next_sid
+        self.next_sid = max(self.next_sid, sid + 2)
+        st = self.streams[sid] = DStream(sid, window if isinstance(window, int) else 0)
+        st.hold = hold
+        m = {"type": "stream.open", "stream": sid, "kind": "download",
+             "window": window, "job": job, "name": name, "offset": offset}
+        m.update(extra)
+        await self.send({k: v for k, v in m.items() if v is not Ellipsis})
+        ans = await asyncio.wait_for(st.q.get(), 5)
+        if ans is not None and ans["type"] == "stream.accept":
+            st.accept = ans
+        else:
+            st.closed = ans
+        return st, ans
+
+    async def finish(self, st, timeout=10):
+        """Wait for comsim's stream.close (None: the link went away)."""
+        if st.closed is None:
+            st.closed = await asyncio.wait_for(st.q.get(), timeout)
+        return st.closed
+
+    async def download(self, job, name, offset=0, window=65536):
+        """The whole download: (accept or refusal, bytes, final stream.close)."""
+        st, ans = await self.dopen(job, name, offset, window)
+        if st.accept is None:
+            return ans, b"", None
+        fin = await self.finish(st)
+        return ans, bytes(st.data), fin
+
+
+def openssl_verify(pub, text, sig_b64, tmp):
+    """True if openssl says the base64 DER signature over text checks with pub."""
+    msg, sig = os.path.join(tmp, "m"), os.path.join(tmp, "s")
+    with open(msg, "wb") as f:
+        f.write(text.encode("utf-8"))
+    with open(sig, "wb") as f:
+        f.write(base64.b64decode(sig_b64))
+    r = subprocess.run(["openssl", "dgst", "-sha256", "-verify", pub, "-signature",
+                        sig, msg], capture_output=True, text=True)
+    assert ("Verified OK" in r.stdout) == (r.returncode == 0), r
+    return r.returncode == 0
+
+
+def store_backup(sim, data, name, job="J-B"):
+    """A stored backup of C1001/pbx-hq, uploaded by a fake agent."""
+    async def go():
+        ag = await UpAgent(sim).start()
+        send_job(sim, job)
+        ans, fin = await ag.upload(data, name=name, job=job)
+        assert fin["reason"] == "done"
+        await ag.stop()
+    run(go())
+
+
+def job_msg(ag, jid):
+    return [m for m in ag.msgs if m["type"] == "job" and m["job"] == jid]
+
+
+def test_download_backup(sim):
+    data = os.urandom(300000)
+    name = "backup-pbx-hq-20261123T023000Z.tar.gz"
+    store_backup(sim, data, name)
+    st, body = sim.admin_status("POST", "/job", {"customer": "C1001", "system": "pbx-hq",
+                                                 "op": "restore", "backup": "nope.tgz"})
+    assert st == 404 and body["error"] == "no such backup: nope.tgz of C1001/pbx-hq"
+
+    async def go():
+        ag = await DownAgent(sim).start()
+        r = await athread(sim.job, "C1001", "pbx-hq", "restore", job="J-RS",
+                          backup=name, args={"elements": ["config"]})
+        assert r["job"] == "J-RS" and r["status"] == "in progress"
+        await await_until(lambda: job_msg(ag, "J-RS"), what="the restore job")
+        assert job_msg(ag, "J-RS")[0]["args"] == {"backup": name, "sha256": sha(data),
+                                                  "elements": ["config"]}
+        ans, got, fin = await ag.download("J-RS", name)
+        assert ans == {"type": "stream.accept", "id": ans["id"], "re": ans["re"],
+                       "stream": 1, "window": 65536, "size": len(data),
+                       "sha256": sha(data), "offset": 0}
+        assert got == data and sha(got) == sha(data)
+        assert fin == {"type": "stream.close", "id": fin["id"], "stream": 1,
+                       "reason": "done", "message": ""}
+        st = ag.streams[1]
+        assert st.max_frame <= 16384 and not st.over and st.frames >= 19
+        # resume: the rest from the offset
+        ans, got, fin = await ag.download("J-RS", name, offset=100000)
+        assert ans["offset"] == 100000 and got == data[100000:]
+        assert fin["reason"] == "done"
+        # all of it held already: accept, then done without data
+        ans, got, fin = await ag.download("J-RS", name, offset=len(data))
+        assert (ans["offset"], got, fin["reason"]) == (len(data), b"", "done")
+        # an offset beyond the file: from 0
+        ans, got, fin = await ag.download("J-RS", name, offset=len(data) + 1)
+        assert ans["offset"] == 0 and got == data
+        # sha256 given: it wins over the sidecar's
+        await athread(sim.job, "C1001", "pbx-hq", "restore", job="J-RS2",
+                      backup=name, sha256="0" * 64)
+        await await_until(lambda: job_msg(ag, "J-RS2"), what="the restore job")
+        assert job_msg(ag, "J-RS2")[0]["args"] == {"backup": name, "sha256": "0" * 64}
+        assert not ag.binary
+        await ag.stop()
+    run(go())
+    op = sim.events("download_open")
+    assert [(e["stream"], e["offset"], e["asked_offset"], e["source"]) for e in op] == \
+        [(1, 0, 0, "backup"), (3, 100000, 100000, "backup"),
+         (5, len(data), len(data), "backup"), (7, 0, len(data) + 1, "backup")]
+    assert op[0]["size"] == len(data) and op[0]["sha256"] == sha(data)
+    assert op[0]["job"] == "J-RS" and op[0]["name"] == name
+    done = sim.events("download_done")
+    assert [(e["offset"], e["sent"]) for e in done] == \
+        [(0, len(data)), (100000, 200000), (len(data), 0), (0, len(data))]
+    assert all(e["duration"] >= 0 for e in done)
+    assert not sim.events(("download_refused", "download_interrupted",
+                           "stream_violation"))
+
+
+def test_download_component_and_manifest(sim):
+    blob = os.urandom(5000)
+    m = sim.add_release("12.0.1.0", [{"name": "ipoffice-12.0.1.0.bin", "size": 200000},
+                                     {"name": "notes.txt", "content_b64":
+                                      base64.b64encode(blob).decode()}])
+    big = b"".join(library.filler("12.0.1.0", "ipoffice-12.0.1.0.bin", 200000))
+    assert len(big) == 200000
+    assert m == {"release": "12.0.1.0", "profile": "linux", "components": [
+        {"name": "ipoffice-12.0.1.0.bin", "version": "12.0.1.0", "size": 200000,
+         "sha256": sha(big)},
+        {"name": "notes.txt", "version": "12.0.1.0", "size": 5000, "sha256": sha(blob)}]}
+    with open(sim.library_file("12.0.1.0", "ipoffice-12.0.1.0.bin"), "rb") as f:
+        assert f.read() == big
+    lib = sim.admin("GET", "/library")
+    assert [(x["release"], x["manifest"]) for x in lib] == [("12.0.1.0", m)]
+    assert lib[0]["dir"] == os.path.join(sim.dir, "library", "12.0.1.0")
+
+    async def go():
+        ag = await DownAgent(sim).start()
+        await athread(sim.job, "C1001", "pbx-hq", "transfer", job="J-T",
+                      release="12.0.1.0", restart_phones=True)
+        await await_until(lambda: job_msg(ag, "J-T"), what="the transfer job")
+        args = job_msg(ag, "J-T")[0]["args"]
+        assert set(args) == {"manifest", "signature", "restart_phones"}
+        assert args["restart_phones"] is True
+        assert args["manifest"] == (
+            '{"release":"12.0.1.0","profile":"linux","components":['
+            '{"name":"ipoffice-12.0.1.0.bin","version":"12.0.1.0","size":200000,'
+            '"sha256":"%s"},{"name":"notes.txt","version":"12.0.1.0","size":5000,'
+            '"sha256":"%s"}]}' % (sha(big), sha(blob)))
+        ans, got, fin = await ag.download("J-T", "ipoffice-12.0.1.0.bin")
+        assert (ans["size"], ans["sha256"], ans["offset"]) == (200000, sha(big), 0)
+        assert got == big and fin["reason"] == "done"
+        ans, got, fin = await ag.download("J-T", "notes.txt", offset=4000)
+        assert ans["offset"] == 4000 and got == blob[4000:] and fin["reason"] == "done"
+        # a claimed size (component_patch) does not change what is served
+        await athread(sim.job, "C1001", "pbx-hq", "transfer_upgrade", job="J-TU",
+                      release="12.0.1.0", component_patch={"size": 1 << 40})
+        await await_until(lambda: job_msg(ag, "J-TU"), what="the job")
+        man = json.loads(job_msg(ag, "J-TU")[0]["args"]["manifest"])
+        assert [c["size"] for c in man["components"]] == [1 << 40, 1 << 40]
+        ans, got, fin = await ag.download("J-TU", "notes.txt")
+        assert ans["size"] == 5000 and got == blob
+        await ag.stop()
+    run(go())
+    assert [e["source"] for e in sim.events("download_open")] == ["library"] * 3
+    assert sim.events("library_release")[0]["release"] == "12.0.1.0"
+
+
+def test_download_credit(sim):
+    """comsim never sends beyond the agent's window + credit."""
+    data = os.urandom(100000)
+    sim.add_release("1.0", {"f.bin": data})
+
+    def downloads():
+        return sim.admin("GET", "/downloads?customer=C1001&system=pbx-hq")
+
+    async def go():
+        ag = await DownAgent(sim).start()
+        await athread(sim.job, "C1001", "pbx-hq", "transfer", job="J-C", release="1.0")
+        st, ans = await ag.dopen("J-C", "f.bin", window=20000, hold=True)
+        await await_until(lambda: st.got == 20000, what="the window")
+        d = await athread(downloads)
+        assert [(x["stream"], x["pos"], x["sent"], x["send_credit"]) for x in d] == \
+            [(st.sid, 20000, 20000, 0)]
+        assert st.frames == 2 and st.max_frame == 16384       # 16384 + 3616
+        await ag.grant(st, n=5000)
+        await await_until(lambda: st.got == 25000, what="5000 more")
+        d = await athread(downloads)
+        assert d[0]["pos"] == 25000 and d[0]["send_credit"] == 0
+        assert st.got == 25000
+        st.hold = False
+        await ag.grant(st, force=True, n=100000)
+        fin = await ag.finish(st)
+        assert fin["reason"] == "done" and bytes(st.data) == data and not st.over
+        # window 0: nothing until credit comes
+        st, ans = await ag.dopen("J-C", "f.bin", window=0, hold=True)
+        await ag.grant(st, n=1)
+        await await_until(lambda: st.got == 1, what="1 byte")
+        assert st.frames == 1 and st.data == data[:1]
+        # a credit overflow (allowance 0 + 2^31): stream.close flow
+        await ag.grant(st, n=2**31)
+        fin = await ag.finish(st)
+        assert (fin["reason"], fin["message"]) == ("flow", "credit above 2^31-1")
+        assert not st.over
+        # a window above 2^31-1 in the open: refused flow
+        st, ans = await ag.dopen("J-C", "f.bin", window=2**31)
+        assert (ans["type"], ans["reason"], ans["message"]) == \
+            ("stream.close", "flow", "window above 2^31-1")
+        # the agent stops a download early; comsim stops sending
+        st, ans = await ag.dopen("J-C", "f.bin", window=16384, hold=True)
+        await await_until(lambda: st.got == 16384, what="the window")
+        await ag.send({"type": "stream.close", "stream": st.sid, "reason": "shutdown",
+                       "message": "stopping"})
+        await await_until(lambda: sim.events("download_interrupted"),
+                          what="download_interrupted")
+        # stream.end and stream.accept on a download are violations
+        st, ans = await ag.dopen("J-C", "f.bin", window=1000, hold=True)
+        await ag.send({"type": "stream.end", "stream": st.sid})
+        await ag.send({"type": "stream.accept", "stream": st.sid, "window": 1})
+        await await_until(lambda: len(sim.events("stream_violation")) == 4,
+                          what="two more violations")
+        st.hold = False
+        await ag.grant(st, force=True, n=100000)
+        fin = await ag.finish(st)
+        assert fin["reason"] == "done" and bytes(st.data) == data
+        assert await athread(downloads) == []
+        await ag.stop()
+    run(go())
+    it = sim.events("download_interrupted")
+    assert [(e["by"], e["reason"]) for e in it] == \
+        [("comsim", "flow"), ("agent", "shutdown")]
+    assert it[1]["sent"] == 16384
+    assert [e["error"] for e in sim.events("stream_violation")] == [
+        "credit overflow: allowance 2147483648",
+        "window 2147483648 above 2^31-1 in stream.open",
+        "stream.end on a download (COM ends it)",
+        "stream.accept for a stream the agent opened"]
+
+
+DOWNLOAD_REFUSALS = [
+    # (job, name, extra open fields, message)
+    ("J-none", "b.tgz", {}, "no such job: J-none"),
+    ("J-other", "b.tgz", {}, "no such job: J-other"),          # another system's
+    ("J-later", "b.tgz", {}, "no such job: J-later"),          # scheduled, not sent
+    ("", "b.tgz", {}, 'job "": a download belongs to a restore, transfer or '
+                      'transfer_upgrade job'),
+    (..., "b.tgz", {}, "job missing (the restore or transfer job)"),
+    (5, "b.tgz", {}, "job must be a string"),
+    ("J-RS", "nope.tgz", {}, "no such backup: nope.tgz"),
+    ("J-RS", "c.tgz", {}, "job J-RS restores b.tgz, not c.tgz"),
+    ("J-RS", "a/b", {}, 'name "a/b" is not 1..128 characters of [A-Za-z0-9._-]'),
+    ("J-RS", "", {}, 'name "" is not 1..128 characters of [A-Za-z0-9._-]'),
+    ("J-RS", None, {}, "name must be a string of 1..128 characters of [A-Za-z0-9._-]"),
+    ("J-RS", "b.tgz", {"offset": -1}, "offset must be an integer >= 0"),
+    ("J-RS", "b.tgz", {"offset": "0"}, "offset must be an integer >= 0"),
+    ("J-RS", "b.tgz", {"offset": ...}, "offset missing (0 for a new download)"),
+    ("J-RS", "b.tgz", {"window": -1}, "window must be an integer 0..2^31-1"),
+    ("J-T", "b.tgz", {}, "b.tgz is not a component of job J-T's manifest"),
+    ("J-T2", "x.bin", {}, "x.bin of release 9.9 is not in COM's software library"),
+    ("J-X", "x.bin", {}, "job J-X has no readable manifest"),
+    ("J-B", "b.tgz", {}, "job J-B (backup) has nothing to download"),
+    ("J-U", "x.bin", {}, "job J-U (upgrade) has nothing to download"),
+]
+
+
+def test_download_refused(sim):
+    store_backup(sim, b"backup bytes", "b.tgz")
+    store_backup(sim, b"other bytes", "c.tgz")
+    sim.add_release("1.0", {"x.bin": b"x" * 10})
+
+    async def go():
+        other = await DownAgent(sim, system="pbx-b").start()
+        send_job(sim, "J-other", op="restore", system="pbx-b")
+        ag = await DownAgent(sim).start()
+        sim.job("C1001", "pbx-hq", "restore", job="J-later", at=time.time() + 3600)
+        send_job(sim, "J-RS", op="restore", args={"backup": "b.tgz"})
+        sim.job("C1001", "pbx-hq", "transfer", job="J-T", release="1.0")
+        send_job(sim, "J-T2", op="transfer", args={
+            "manifest": '{"release":"9.9","components":[{"name":"x.bin"}]}'})
+        send_job(sim, "J-X", op="transfer", args={"manifest": "not json"})
+        sim.job("C1001", "pbx-hq", "upgrade", job="J-U", release="1.0",
+                with_manifest=True)
+        for job, name, extra, message in DOWNLOAD_REFUSALS:
+            st, ans = await ag.dopen(job, name, **extra)
+            assert ans["type"] == "stream.close", (job, name, ans)
+            assert (ans["stream"], ans["reason"], ans["message"]) == \
+                (st.sid, "refused", message), (job, name)
+            assert ans["re"] == ag.next_id - 1
+        assert not ag.binary
+        # the same downloads that work
+        ans, got, fin = await ag.download("J-RS", "b.tgz")
+        assert got == b"backup bytes" and fin["reason"] == "done"
+        ans, got, fin = await ag.download("J-T", "x.bin")
+        assert got == b"x" * 10 and fin["reason"] == "done"
+        await ag.stop()
+        await other.stop()
+    run(go())
+    ev = sim.events("download_refused")
+    assert [e["message"] for e in ev] == [r[3] for r in DOWNLOAD_REFUSALS]
+    assert ev[0]["job"] == "J-none" and ev[0]["name"] == "b.tgz" and ev[0]["offset"] == 0
+
+
+def test_download_drop_and_resume(sim):
+    data = os.urandom(250000)
+    sim.add_release("2.0", {"big.bin": data})
+
+    async def first():
+        ag = await DownAgent(sim).start()
+        await athread(sim.job, "C1001", "pbx-hq", "transfer", job="J-D", release="2.0")
+        await athread(sim.download_fault, "C1001", "pbx-hq", drop_after=100000)
+        ans, got, fin = await ag.download("J-D", "big.bin")
+        assert ans["offset"] == 0 and fin is None
+        await asyncio.wait_for(ag.closed.wait(), 5)
+        assert ag.ws.close_code == 1001
+        return got
+    part = run(first())
+    assert part == data[:100000]
+    it = wait_until(lambda: sim.events("download_interrupted"), what="interrupted")
+    assert [(e["by"], e["reason"], e["sent"], e["pos"]) for e in it] == \
+        [("link", "link_lost", 100000, 100000)]
+    assert [e["action"] for e in sim.events("download_fault")] == ["set", "drop"]
+    assert sim.admin("GET", "/download_fault") == []
+
+    assert sim.stop() == 0        # the job and the library survive a restart
+    sim.start()
+
+    async def second():
+        ag = await DownAgent(sim).start()
+        ans, got, fin = await ag.download("J-D", "big.bin", offset=len(part))
+        assert ans["offset"] == 100000 and fin["reason"] == "done"
+        await ag.stop()
+        return got
+    assert part + run(second()) == data
+
+
+def test_download_corrupt(sim):
+    data = os.urandom(70000)
+    store_backup(sim, data, "c.tgz")
+
+    async def go():
+        ag = await DownAgent(sim).start()
+        await athread(send_job, sim, "J-C", "restore", {"backup": "c.tgz"})
+        r = await athread(sim.download_fault, "C1001", "pbx-hq", corrupt=True)
+        assert r == {"customer": "C1001", "system": "pbx-hq", "corrupt": True}
+        ans, got, fin = await ag.download("J-C", "c.tgz")
+        assert ans["sha256"] == sha(data) and fin["reason"] == "done"
+        assert len(got) == len(data) and sha(got) != sha(data)
+        diff = [i for i in range(len(data)) if got[i] != data[i]]
+        assert len(diff) == 1
+        ans, got, fin = await ag.download("J-C", "c.tgz")      # one-shot
+        assert got == data
+        await ag.stop()
+        return diff[0]
+    pos = run(go())
+    f = [e for e in sim.events("download_fault") if e["action"] == "corrupt"]
+    assert len(f) == 1 and f[0]["position"] == pos
+    st, body = sim.admin_status("POST", "/download_fault",
+                                {"customer": "C1001", "system": "pbx-hq",
+                                 "drop_after": -1})
+    assert st == 400 and body["error"] == "drop_after must be an integer >= 0 or null"
+    sim.download_fault("C1001", "pbx-hq", drop_after=5, corrupt=True)
+    assert sim.download_fault("C1001", "pbx-hq", clear=True) == \
+        {"customer": "C1001", "system": "pbx-hq"}
+
+
+# ------------------------------------------------------------------ library, signing
+
+def test_library_signing(sim, tmp_path):
+    sim.add_release("12.0.1.0", {"a.bin": 1000, "b.bin": b"bee"})
+    keys = sim.signing_keys()
+    assert [(k["id"], k["current"]) for k in keys] == [("k1", True)]
+    k1 = keys[0]["public_pem_path"]
+    assert k1 == os.path.join(sim.dir, "pki", "k1.pub.pem")
+    assert open(k1).read().startswith("-----BEGIN PUBLIC KEY-----")
+    assert os.stat(os.path.join(sim.dir, "pki", "k1.key")).st_mode & 0o077 == 0
+    assert sim.info["signing_keys"] == [k1]
+
+    sent = {}
+
+    async def go():
+        ag = await DownAgent(sim).start()
+
+        async def job(jid, op="transfer", **kw):
+            await athread(sim.job, "C1001", "pbx-hq", op, job=jid, **kw)
+            await await_until(lambda: job_msg(ag, jid), what=jid)
+            sent[jid] = job_msg(ag, jid)[0]["args"]
+        await job("J-1", release="12.0.1.0")
+        rot = await athread(sim.rotate_signing_key)
+        assert rot["id"] == "k2" and rot["current"]
+        await job("J-2", release="12.0.1.0", allow_downgrade=True)
+        await job("J-old", release="12.0.1.0", sign_with="k1")
+        await job("J-unk", release="12.0.1.0", sign_with="unknown")
+        await job("J-tam", release="12.0.1.0", tamper=True)
+        await job("J-pat", "transfer_upgrade", release="12.0.1.0",
+                  manifest_patch={"profile": "ip500v2", "extra": 1},
+                  component_patch={"size": 1 << 40})
+        await job("J-up", "upgrade", release="12.0.1.0")
+        await job("J-upm", "upgrade", release="12.0.1.0", with_manifest=True,
+                  restart_phones=False)
+        await job("J-args", release="12.0.1.0", args={"signature": "AAAA"})
+        await ag.stop()
+    run(go())
+    keys = sim.signing_keys()
+    assert [(k["id"], k["current"]) for k in keys] == [("k1", False), ("k2", True)]
+    k2 = keys[1]["public_pem_path"]
+    t = str(tmp_path)
+
+    def ok(jid, pub):
+        return openssl_verify(pub, sent[jid]["manifest"], sent[jid]["signature"], t)
+    assert ok("J-1", k1) and not ok("J-1", k2)
+    assert ok("J-2", k2) and not ok("J-2", k1)
+    assert sent["J-2"]["allow_downgrade"] is True
+    assert ok("J-old", k1)
+    assert not ok("J-unk", k1) and not ok("J-unk", k2)
+    assert not ok("J-tam", k2)
+    tam, good = sent["J-tam"]["manifest"], sent["J-2"]["manifest"]
+    assert len(tam) == len(good) and sum(a != b for a, b in zip(tam, good)) == 1
+    json.loads(tam)                                  # still JSON
+    assert ok("J-pat", k2)
+    pat = json.loads(sent["J-pat"]["manifest"])
+    assert pat["profile"] == "ip500v2" and pat["extra"] == 1
+    assert [c["size"] for c in pat["components"]] == [1 << 40, 1 << 40]
+    assert sent["J-up"] == {}
+    assert ok("J-upm", k2) and sent["J-upm"]["restart_phones"] is False
+    assert sent["J-args"]["signature"] == "AAAA"     # explicit args win
+    # the history shows the release, not the manifest text
+    h = {j["job"]: j for j in sim.jobs("C1001", "pbx-hq")}
+    assert h["J-1"]["release"] == "12.0.1.0" and "manifest" not in h["J-1"]["args"]
+    assert h["J-1"]["args"]["release"] == "12.0.1.0" and "signature" in h["J-1"]["args"]
+    assert h["J-up"]["args"] == {"release": "12.0.1.0"}
+    ev = sim.events("signing_key")
+    assert [e["id"] for e in ev] == ["k2"]
+
+
+LIBRARY_ERRORS = [
+    ({"release": "1.0", "profile": "linux", "components": [{"name": "a", "size": 1}]},
+     409, "release 1.0 is in the library already"),
+    ({"release": ".x", "profile": "linux", "components": [{"name": "a", "size": 1}]},
+     400, "release must be 1..64 characters of [A-Za-z0-9._-], starting with a "
+          "letter or digit"),
+    ({"release": "2.0", "profile": "windows", "components": [{"name": "a", "size": 1}]},
+     400, "profile must be ip500v2 or linux"),
+    ({"release": "2.0", "profile": "linux", "components": []},
+     400, "components must be a list of 1..16 objects"),
+    ({"release": "2.0", "profile": "linux",
+      "components": [{"name": "c%d" % i, "size": 1} for i in range(17)]},
+     400, "components must be a list of 1..16 objects"),
+    ({"release": "2.0", "profile": "linux", "components": [{"name": "a/b", "size": 1}]},
+     400, 'components[0]: name "a/b" is not 1..128 characters of [A-Za-z0-9._-]'),
+    ({"release": "2.0", "profile": "linux",
+      "components": [{"name": "a", "size": 1}, {"name": "a", "size": 2}]},
+     400, "components[1]: name a appears twice"),
+    ({"release": "2.0", "profile": "linux",
+      "components": [{"name": "a", "size": 1, "content_b64": ""}]},
+     400, "components[0]: give size or content_b64 (one of them)"),
+    ({"release": "2.0", "profile": "linux", "components": [{"name": "a", "size": -1}]},
+     400, "components[0]: size must be an integer 0..4294967296"),
+    ({"release": "2.0", "profile": "linux",
+      "components": [{"name": "a", "content_b64": "!!"}]},
+     400, None),
+]
+
+JOB_ERRORS = [
+    ({"op": "transfer", "release": "3.0"}, 404, 'no release "3.0" in the software library'),
+    ({"op": "backup", "release": "1.0"}, 400,
+     "release is for transfer, transfer_upgrade, upgrade jobs"),
+    ({"op": "transfer", "tamper": True}, 400,
+     "tamper needs release (a manifest from the library)"),
+    ({"op": "upgrade", "release": "1.0", "sign_with": "unknown"}, 400,
+     "sign_with needs a manifest (with_manifest: true)"),
+    ({"op": "transfer", "release": "1.0", "sign_with": "k9"}, 404,
+     'sign_with: no signing key "k9" (ids: k1, or "unknown")'),
+    ({"op": "transfer", "release": "1.0", "manifest_patch": []}, 400,
+     "manifest_patch must be an object"),
+    ({"op": "backup", "backup": "x.tgz"}, 400, "backup is for restore jobs"),
+    ({"op": "restore", "backup": "../x"}, 400,
+     'backup: name "../x" is not 1..128 characters of [A-Za-z0-9._-]'),
+    ({"op": "backup", "at": "soon"}, 400, "at must be a number (unix time in seconds)"),
+    ({"op": "backup", "job": 5}, 400, "job must be a string"),
+    ({"op": "backup"}, 404, "no link for C1001/pbx-hq"),
+]
+
+
+def test_library_and_job_errors(sim):
+    sim.add_release("1.0", {"a": 1})
+    for body, status, error in LIBRARY_ERRORS:
+        st, ans = sim.admin_status("POST", "/library", body)
+        assert st == status, (body, ans)
+        assert error is None or ans["error"] == error
+    assert [x["release"] for x in sim.admin("GET", "/library")] == ["1.0"]
+    assert os.listdir(os.path.join(sim.dir, "library")) == ["1.0"]
+    for body, status, error in JOB_ERRORS:
+        st, ans = sim.admin_status("POST", "/job", dict(body, customer="C1001",
+                                                        system="pbx-hq"))
+        assert (st, ans) == (status, {"error": error}), body
+    assert sim.jobs("C1001", "pbx-hq") == []
+    st, ans = sim.admin_status("GET", "/jobs?customer=C1001")
+    assert st == 400
+
+
+# ------------------------------------------------------------------ scheduled jobs
+
+def test_scheduled_jobs(sim):
+    async def go():
+        ag = await DownAgent(sim).start()
+        t0 = time.time()
+        r = await athread(sim.job, "C1001", "pbx-hq", "backup", job="J-due",
+                          at=t0 + 0.5, args={"kind": "manual"})
+        assert r == {"job": "J-due", "status": "scheduled", "at": t0 + 0.5}
+        h = await athread(sim.jobs, "C1001", "pbx-hq")
+        assert [(j["job"], j["status"], j["sent_at"]) for j in h] == \
+            [("J-due", "scheduled", None)]
+        await await_until(lambda: job_msg(ag, "J-due"), what="the due job")
+        assert time.time() >= t0 + 0.5
+        assert job_msg(ag, "J-due")[0]["args"] == {"kind": "manual"}
+        h = await athread(sim.jobs, "C1001", "pbx-hq")
+        assert h[0]["status"] == "in progress" and h[0]["sent_at"] >= t0 + 0.5
+        # paused: not sent when due, even after a later job went out
+        t1 = time.time()
+        await athread(sim.job, "C1001", "pbx-hq", "backup", job="J-p", at=t1 + 0.5)
+        await athread(sim.job, "C1001", "pbx-hq", "backup", job="J-s", at=t1 + 0.5)
+        r = await athread(sim.admin, "POST", "/job/pause", {"job": "J-p"})
+        assert r["status"] == "paused" and r["job"] == "J-p"
+        r = await athread(sim.admin, "POST", "/job/stop", {"job": "J-s"})
+        assert r["status"] == "stopped"
+        await athread(sim.job, "C1001", "pbx-hq", "backup", job="J-probe", at=t1 + 0.7)
+        await await_until(lambda: job_msg(ag, "J-probe"), what="the probe job")
+        assert not job_msg(ag, "J-p") and not job_msg(ag, "J-s")
+        # 409s
+        for verb, jid, words in (
+                ("pause", "J-p", "job J-p is paused: only a scheduled job can be paused"),
+                ("resume", "J-s", "job J-s is stopped: only a paused job can be resumed"),
+                ("stop", "J-s", "job J-s is stopped: only a scheduled or paused job "
+                                "can be stopped"),
+                ("pause", "J-due", "job J-due is in progress: only a scheduled job "
+                                   "can be paused"),
+                ("stop", "J-due", "job J-due is in progress: only a scheduled or "
+                                  "paused job can be stopped"),
+                ("resume", "J-due", "job J-due is in progress: only a paused job "
+                                    "can be resumed")):
+            st, ans = await athread(sim.admin_status, "POST", "/job/" + verb,
+                                    {"job": jid})
+            assert (st, ans) == (409, {"error": words}), (verb, jid)
+        st, ans = await athread(sim.admin_status, "POST", "/job/pause", {"job": "J-x"})
+        assert (st, ans) == (404, {"error": "no such job: J-x"})
+        st, ans = await athread(sim.admin_status, "POST", "/job", {
+            "customer": "C1001", "system": "pbx-hq", "op": "backup", "job": "J-p",
+            "at": t1})
+        assert (st, ans) == (409, {"error": "job J-p is paused already"})
+        # resumed after its time: sent at once
+        r = await athread(sim.admin, "POST", "/job/resume", {"job": "J-p"})
+        assert r["status"] == "scheduled"
+        await await_until(lambda: job_msg(ag, "J-p"), what="the resumed job")
+        await ag.stop()
+        # due while the system has no link: sent after the next welcome
+        r = await athread(sim.job, "C1001", "pbx-b", "backup", job="J-b",
+                          at=time.time() - 1)
+        assert r["status"] == "scheduled"
+        b = await DownAgent(sim, system="pbx-b").start()
+        await await_until(lambda: job_msg(b, "J-b"), what="the job after welcome")
+        await b.stop()
+    run(go())
+    h = {j["job"]: j for j in sim.jobs("C1001", "pbx-hq")}
+    assert [j["job"] for j in sim.jobs("C1001", "pbx-hq")] == \
+        ["J-due", "J-p", "J-s", "J-probe"]
+    assert {k: v["status"] for k, v in h.items()} == {
+        "J-due": "in progress", "J-p": "in progress", "J-s": "stopped",
+        "J-probe": "in progress"}
+    assert h["J-s"]["sent_at"] is None and h["J-s"]["at"] > 0
+    b = sim.jobs("C1001", "pbx-b")
+    assert b[0]["status"] == "in progress" and b[0]["sent_at"] > b[0]["at"]
+    w = [e for e in sim.events("welcome") if e["system"] == "pbx-b"][-1]
+    s = [e for e in sim.events("job_sent") if e["job"] == "J-b"][0]
+    assert s["seq"] > w["seq"] and s["scheduled"]
+    assert [e["job"] for e in sim.events("job_paused")] == ["J-p"]
+    assert [e["job"] for e in sim.events("job_resumed")] == ["J-p"]
+    assert [e["job"] for e in sim.events("job_stopped")] == ["J-s"]
+
+
+def test_job_history(sim):
+    sim.add_release("12.0.1.0", {"a.bin": 10})
+
+    async def go():
+        ag = await DownAgent(sim).start()
+        for jid, op, kw in (("J-ok", "backup", {}), ("J-bad", "restore", {}),
+                            ("J-no", "backup", {}), ("J-tr", "transfer",
+                                                     {"release": "12.0.1.0"}),
+                            ("J-wait", "backup", {"at": time.time() + 3600})):
+            await athread(sim.job, "C1001", "pbx-hq", op, job=jid, **kw)
+        await await_until(lambda: job_msg(ag, "J-tr"), what="the jobs")
+        for st in ({"job": "J-ok", "state": "accepted"},
+                   {"job": "J-ok", "state": "running", "progress": 40, "phase": "backup",
+                    "message": "making the backup"},
+                   {"job": "J-ok", "state": "succeeded"},
+                   {"job": "J-bad", "state": "accepted"},
+                   {"job": "J-bad", "state": "failed", "reason": "corrupt",
+                    "message": "sha256 mismatch"},
+                   {"job": "J-no", "state": "rejected", "reason": "busy",
+                    "message": "backup J-ok runs"},
+                   {"job": "J-tr", "state": "accepted"},
+                   {"job": "J-unknown", "state": "accepted"}):
+            await ag.send(dict(st, type="job.state"))
+        await await_until(lambda: len([m for m in ag.msgs if m["type"] == "ack"]) >= 3,
+                          what="acks of the final states")
+        await ag.stop()
+    t0 = time.time()
+    run(go())
+    h = sim.jobs("C1001", "pbx-hq")
+    assert [(j["job"], j["op"], j["status"], j["reason"], j["message"]) for j in h] == [
+        ("J-ok", "backup", "completed", None, None),
+        ("J-bad", "restore", "failed", "corrupt", "sha256 mismatch"),
+        ("J-no", "backup", "rejected", "busy", "backup J-ok runs"),
+        ("J-tr", "transfer", "in progress", None, None),
+        ("J-wait", "backup", "scheduled", None, None)]
+    ok = h[0]
+    assert [s["state"] for s in ok["states"]] == ["accepted", "running", "succeeded"]
+    assert {k: ok["states"][1][k] for k in ("progress", "phase", "message", "reason")} \
+        == {"progress": 40, "phase": "backup", "message": "making the backup",
+            "reason": None}
+    assert all(t0 - 30 <= s["at"] <= time.time() for s in ok["states"])
+    assert ok["created"] <= ok["sent_at"] and ok["at"] is None and ok["args"] == {}
+    assert h[3]["args"]["release"] == "12.0.1.0" and "manifest" not in h[3]["args"]
+    assert [(e["job"], e["status"]) for e in sim.events("job_status")] == [
+        ("J-ok", "completed"), ("J-bad", "failed"), ("J-no", "rejected")]
+    # the history and the jobs survive a comsim restart
+    assert sim.stop() == 0
+    sim.start()
+    assert sim.jobs("C1001", "pbx-hq") == h
+
+    async def again():
+        ag = await DownAgent(sim).start()
+        ans, got, fin = await ag.download("J-tr", "a.bin")
+        assert got == b"".join(library.filler("12.0.1.0", "a.bin", 10))
+        await ag.stop()
+    run(again())
