@@ -230,3 +230,31 @@ def test_backup_bad_arguments(comsim, agent):
         assert (m["state"], m["reason"]) == ("rejected", "invalid"), m
         assert words in m["message"], m
     assert sim.backups(C, S) == []
+
+
+def test_scheduled_job_and_history(comsim, agent):
+    """COM's scheduled job goes out when due; a paused one does not; the
+    history shows what the agent reported, in COM's words."""
+    import time
+    sim = comsim()
+    start(agent, sim)
+    later = sim.admin("POST", "/job", {"customer": C, "system": S, "op": "backup",
+                                       "at": time.time() + 3600})
+    assert later["status"] == "scheduled"
+    sim.admin("POST", "/job/pause", {"job": later["job"]})
+    soon = sim.admin("POST", "/job", {"customer": C, "system": S, "op": "backup",
+                                      "at": time.time() + 0.5})["job"]
+    assert wait_final(sim, soon)["state"] == "succeeded"
+
+    def history():
+        return {j["job"]: j for j in sim.jobs(C, S)}
+    wait_until(lambda: history()[soon]["status"] == "completed", 10, "completed")
+    h = history()
+    assert h[later["job"]]["status"] == "paused"
+    assert [x["state"] for x in h[soon]["states"]][-1] == "succeeded"
+    assert "upload" in [x.get("phase") for x in h[soon]["states"]]
+    st, body = sim.admin_status("POST", "/job/pause", {"job": soon})
+    assert st == 409
+    sim.admin("POST", "/job/stop", {"job": later["job"]})
+    assert history()[later["job"]]["status"] == "stopped"
+    assert len(sim.backups(C, S)) == 1

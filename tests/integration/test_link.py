@@ -283,7 +283,8 @@ def test_job_rejected(comsim, agent):
     a = agent(sim)
     a.wait_connected(15)
     seq = sim.last_seq()
-    j = sim.admin("POST", "/job", {"customer": C, "system": S, "op": "backup"})["job"]
+    # fetch_logs is not implemented yet: rejected, unsupported
+    j = sim.admin("POST", "/job", {"customer": C, "system": S, "op": "fetch_logs"})["job"]
     m = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j, seq,
                          what="job.state for %s" % j)
     assert m["state"] == "rejected" and m["reason"] == "unsupported"
@@ -298,7 +299,7 @@ def test_job_rejected(comsim, agent):
     assert m["state"] == "rejected" and m["reason"] == "invalid"
     # a job id seen before is answered with the recorded state, not run again
     seq = sim.last_seq()
-    sim.admin("POST", "/job", {"customer": C, "system": S, "op": "backup", "job": j})
+    sim.admin("POST", "/job", {"customer": C, "system": S, "op": "fetch_logs", "job": j})
     m = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j, seq,
                          what="job.state for the repeated %s" % j)
     assert m["state"] == "rejected" and m["reason"] == "unsupported"

@@ -148,7 +148,7 @@ def test_job_journal_survives_restart(comsim, agent):
     a = agent(sim)
     a.wait_connected(15)
     j = sim.admin("POST", "/job", {"customer": "C1001", "system": "pbx-hq",
-                                   "op": "backup"})["job"]
+                                   "op": "fetch_logs"})["job"]
     first = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j,
                              what="job.state")
     assert first["state"] == "rejected" and first["reason"] == "unsupported"
@@ -156,7 +156,7 @@ def test_job_journal_survives_restart(comsim, agent):
     assert r.returncode == 0, r.stderr
     listed = json.loads(r.stdout)["jobs"]
     assert [(x["job"], x["op"], x["state"], x["acked"]) for x in listed] == \
-        [(j, "backup", "rejected", False)]
+        [(j, "fetch_logs", "rejected", False)]
 
     a.stop()
     a.proc, a.rc = None, None       # teardown checks the second process too
@@ -174,7 +174,7 @@ def test_job_journal_survives_restart(comsim, agent):
                                "op": "restore", "job": j})
     dup = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j,
                            seq, what="the answer to a repeated job id")
-    assert dup["message"] == first["message"]      # the backup's record, not a restore
+    assert dup["message"] == first["message"]      # the first job's record, not a restore
     wait_until(lambda: json.loads(a.cli("jobs", "--json").stdout)["jobs"][0]["acked"],
                5, "the journal to record COM's ack")
     assert "not yet acknowledged" not in a.cli("jobs").stdout
