@@ -11,7 +11,8 @@ import time
 import zoneinfo
 
 from conftest import wait_until
-from test_jobs import C, S, job, linux_system, settings, wait_final, big_system
+from test_jobs import (C, S, big_system, hold_credit, job, linux_system, start,
+                       wait_final)
 
 TZ = "Europe/Berlin"
 ZONE = zoneinfo.ZoneInfo(TZ)
@@ -48,13 +49,8 @@ def auto_jobs(a):
 
 
 def start_auto(agent, sim, at, setup=linux_system):
-    a = agent(sim, {"jobs": {"auto_backup": "on"}}, start=False,
-              env={"TZ": TZ, "COMAGENT_TEST_CLOCK": str(round(at - time.time()))})
-    settings(a, remoteupgrade=True)
-    setup(a)
-    a.start()
-    a.wait_connected()
-    return a
+    return start(agent, sim, setup=setup, overrides={"jobs": {"auto_backup": "on"}},
+                 env={"TZ": TZ, "COMAGENT_TEST_CLOCK": str(round(at - time.time()))})
 
 
 def next_auto(a):
@@ -113,14 +109,14 @@ def test_skipped_while_another_operation_runs_then_retried(comsim, agent):
     sim = comsim()
     a = start_auto(agent, sim, local(2026, 12, 15, 1, 0), setup=big_system)
     t1 = next_auto(a)
-    sim.admin("POST", "/upload_fault", {"customer": C, "system": S, "hold_credit": True})
+    hold_credit(sim, True)
     manual = job(sim, "backup")
     wait_until(lambda: a.status()["operation"] == "backup", 20, "the manual backup runs")
     set_clock(a, t1 + 1)
     assert auto_jobs(a) == []
     retry = next_auto(a)
     assert abs(retry - (t1 + 1 + 300)) <= 2, (retry, t1)
-    sim.admin("POST", "/upload_fault", {"customer": C, "system": S, "hold_credit": False})
+    hold_credit(sim, False)
     assert wait_final(sim, manual, timeout=60)["state"] == "succeeded"
     set_clock(a, retry + 1)
     wait_until(lambda: len(automatic_uploads(sim)) == 1, 60, "the retried automatic backup")

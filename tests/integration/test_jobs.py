@@ -143,14 +143,25 @@ def test_backup_upload_resumes_after_link_drop(comsim, agent):
     assert stored[0]["size"] > 3 << 20
 
 
+def hold_credit(sim, on):
+    sim.admin("POST", "/upload_fault", {"customer": C, "system": S,
+                                        "hold_credit": on})
+
+
+def backup_held_in_upload(agent, sim):
+    """An agent whose backup job is stuck in its upload (COM holds the
+    credit): an operation in progress for as long as the test wants."""
+    hold_credit(sim, True)
+    a = start(agent, sim, setup=big_system)
+    jid = job(sim, "backup")
+    wait_until(lambda: any(x.get("phase") == "upload" for x in states(sim, jid)),
+               30, "the backup's upload phase")
+    return a, jid
+
+
 def test_one_operation_at_a_time(comsim, agent):
     sim = comsim()
-    sim.admin("POST", "/upload_fault", {"customer": C, "system": S,
-                                        "hold_credit": True})
-    a = start(agent, sim, setup=big_system)
-    first = job(sim, "backup")
-    wait_until(lambda: any(x.get("phase") == "upload" for x in states(sim, first)),
-               30, "the backup's upload phase")
+    a, first = backup_held_in_upload(agent, sim)
     assert a.status().get("operation", "backup") == "backup"
     for op, args in (("backup", {}), ("restore", {"backup": "x.tar.gz",
                                                  "sha256": "0" * 64})):
@@ -158,8 +169,7 @@ def test_one_operation_at_a_time(comsim, agent):
         m = wait_final(sim, second)
         assert (m["state"], m["reason"]) == ("rejected", "busy"), m
         assert first in m["message"]
-    sim.admin("POST", "/upload_fault", {"customer": C, "system": S,
-                                        "hold_credit": False})
+    hold_credit(sim, False)
     m = wait_final(sim, first, timeout=60)
     assert m["state"] == "succeeded", m
     # idle again: the next one runs
@@ -169,12 +179,7 @@ def test_one_operation_at_a_time(comsim, agent):
 
 def test_agent_killed_mid_job_reports_once(comsim, agent):
     sim = comsim()
-    sim.admin("POST", "/upload_fault", {"customer": C, "system": S,
-                                        "hold_credit": True})
-    a = start(agent, sim, setup=big_system)
-    jid = job(sim, "backup")
-    wait_until(lambda: any(x.get("phase") == "upload" for x in states(sim, jid)),
-               30, "the backup's upload phase")
+    a, jid = backup_held_in_upload(agent, sim)
     a.kill()
     a.proc = None
     a._logf.close()

@@ -217,12 +217,17 @@ def test_upgrade_without_transfer(comsim, agent):
 
 # ---- restore
 
-def test_restore_after_simulated_restart(comsim, agent):
-    sim = comsim()
+def backed_up(agent, sim):
+    """An agent whose configuration COM has a backup of: (agent, name)."""
     a = start(agent, sim)
     b = job(sim, "backup")
     assert wait_final(sim, b)["state"] == "succeeded"
-    name = sim.backups(C, S)[0]["name"]
+    return a, sim.backups(C, S)[0]["name"]
+
+
+def test_restore_after_simulated_restart(comsim, agent):
+    sim = comsim()
+    a, name = backed_up(agent, sim)
     cfg = os.path.join(a.root, "etc/ipoffice/config.xml")
     with open(cfg) as f:
         before = f.read()
@@ -240,10 +245,7 @@ def test_restore_after_simulated_restart(comsim, agent):
 
 def test_restore_hash_mismatch_refused(comsim, agent):
     sim = comsim()
-    a = start(agent, sim)
-    b = job(sim, "backup")
-    assert wait_final(sim, b)["state"] == "succeeded"
-    name = sim.backups(C, S)[0]["name"]
+    a, name = backed_up(agent, sim)
     put(a.root, "etc/ipoffice/config.xml", "<config>changed</config>\n")
     # COM's record says another hash than the job
     jid = job(sim, "restore", backup=name, args={"sha256": "0" * 64})
