@@ -112,7 +112,7 @@ static void on_up(void *arg, struct link *l)
 	for (size_t i = jobs_count(d->jobs); i-- > 0;) {
 		const struct job_rec *r = jobs_at(d->jobs, i);
 
-		if (job_state_final(r->state) && !r->acked) {
+		if (job_state_final(r->state) && !r->acked && !r->local) {
 			LOGI("re-sending unacknowledged final state of job %s",
 			     r->id);
 			send_job_state(d, l, 0, r);
@@ -147,9 +147,11 @@ static void on_busy(void *arg)
 		send_status(d, d->link);
 }
 
-/* An answer that cannot be journaled (no valid id) is still sent. */
+/* An answer that cannot be journaled (no valid id, or the journal cannot
+ * take it) is still sent, once. */
 static void reject_invalid(struct dispatch *d, struct link *l,
-			   const struct proto_msg *m, const char *job)
+			   const struct proto_msg *m, const char *job,
+			   const char *why)
 {
 	proto_w_begin(d->w, "job.state", link_next_id(l));
 	proto_w_int(d->w, "re", proto_id(m));
@@ -157,8 +159,7 @@ static void reject_invalid(struct dispatch *d, struct link *l,
 		proto_w_str(d->w, "job", job);
 	proto_w_str(d->w, "state", "rejected");
 	proto_w_str(d->w, "reason", "invalid");
-	proto_w_str(d->w, "message",
-		    "job needs a job id of 1..64 characters and an op");
+	proto_w_str(d->w, "message", why);
 	send_built(d, l);
 }
 
@@ -167,26 +168,37 @@ static void on_job(struct dispatch *d, struct link *l, const struct proto_msg *m
 	const char *job = proto_str(m, "job");
 	const char *op = proto_str(m, "op");
 	const struct job_rec *seen;
+	bool ctl = false;
 
-	if (!job || !*job || strlen(job) > JOB_ID_MAX || !op || !*op) {
+	for (const char *c = job; c && *c; c++)
+		ctl = ctl || (unsigned char)*c < 0x20 || *c == 0x7f;
+	if (!job || !*job || strlen(job) > JOB_ID_MAX || ctl || !op || !*op) {
 		LOGE("job message %lld without a valid job id or op; rejected",
 		     (long long)proto_id(m));
-		reject_invalid(d, l, m, job && strlen(job) <= JOB_ID_MAX ?
-			       job : NULL);
+		reject_invalid(d, l, m, job && strlen(job) <= JOB_ID_MAX &&
+			       !ctl ? job : NULL, "job needs a job id of 1..64 "
+			       "characters without control characters, and an "
+			       "op");
 		return;
 	}
 	seen = jobs_find(d->jobs, job);
+	if (seen && seen->local) {
+		/* The agent's own job (the automatic backup) has this id. */
+		reject_invalid(d, l, m, job, "job id is taken by the agent's "
+			       "own job");
+		return;
+	}
 	if (seen) {
 		LOGI("job %s seen before; answering its recorded state", job);
 		send_job_state(d, l, proto_id(m), seen);
 		return;
 	}
-	ops_job(d->ops, m);
-	if (!jobs_find(d->jobs, job)) {
-		/* The journal could not take it (logged there); COM still
-		 * gets an answer, which will not be re-sent after a
-		 * restart. */
-		reject_invalid(d, l, m, NULL);
+	if (!ops_job(d->ops, m)) {
+		/* The journal could not take it (logged there), so it does
+		 * not run; COM still gets an answer, which will not be
+		 * re-sent after a restart. */
+		reject_invalid(d, l, m, job, "the agent cannot record the job "
+			       "(journal full or not writable); try again later");
 	}
 }
 

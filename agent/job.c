@@ -479,6 +479,7 @@ static bool interrupt(struct jobs *j, int64_t now)
 			 state_names[r->state]);
 		snprintf(r->reason, sizeof(r->reason), "interrupted");
 		r->state = JOB_FAILED;
+		r->acked = r->local;	/* nobody else acknowledges those */
 		r->updated = now;
 		any = true;
 	}

@@ -54,6 +54,14 @@
 /* Longest wait between two looks at the wall clock for the automatic
  * backup: a clock step or a DST change is noticed within this. */
 #define AUTO_RECHECK_US (60 * LWS_USEC_PER_SEC)
+/* How long a system may take to go down after the reboot hook said yes. */
+#define RESTART_WAIT_US (15 * 60 * LWS_USEC_PER_SEC)
+/* What the upgrade hook reads: the verified manifest, rewritten compact
+ * (HOOKS.md promises one flat object per component). */
+#define HOOK_MANIFEST_FILE "upgrade.json"
+/* Files of work_dir no job is using are removed at start; partial
+ * downloads (resumable) only once they are this old. */
+#define PART_MAX_AGE_S (7 * 86400)
 
 enum op { OP_BACKUP, OP_RESTORE, OP_TRANSFER, OP_UPGRADE, OP_TRANSFER_UPGRADE };
 
@@ -74,6 +82,8 @@ struct run {
 	struct hook *hook;
 	struct xfer *xfer;
 	void (*after_hook)(struct run *r, int status, const char *why);
+	int hook_base, hook_span;	/* the hook's 0..100 maps to these */
+	lws_sorted_usec_list_t sul_restart;
 	/* backup / restore */
 	char elements[ELEMENTS_MAX][ELEMENT_MAX + 1];
 	int nel;
@@ -132,10 +142,10 @@ static void tell(struct run *r)
 
 /* Journals r's record; a job the journal cannot hold is still reported
  * (the journal logged why). */
-static void save(struct run *r)
+static err_t save(struct run *r)
 {
 	r->rec.updated = (int64_t)now_wall(r->o);
-	(void)jobs_record(r->o->jobs, &r->rec);
+	return jobs_record(r->o->jobs, &r->rec);
 }
 
 static void set_message(struct job_rec *rec, const char *fmt, va_list ap)
@@ -175,7 +185,7 @@ static void report(struct run *r, const char *phase, int pct,
 	if (new_phase) {
 		LOGI("job %s (%s): %s: %s", r->rec.id, r->rec.op, phase,
 		     r->rec.message);
-		save(r);
+		(void)save(r);
 		tell(r);
 	} else if (r->rec.progress != r->sent_progress &&
 		   lws_now_usecs() - r->last_sent >= PROGRESS_EVERY_US) {
@@ -187,6 +197,7 @@ static void run_free(struct run *r)
 {
 	if (!r)
 		return;
+	lws_sul_cancel(&r->sul_restart);
 	hook_free(r->hook);
 	xfer_free(r->xfer);
 	manifest_free(r->mf);
@@ -217,7 +228,7 @@ static void end(struct run *r, enum job_state st, const char *reason,
 	else
 		LOGE("job %s (%s) %s (%s): %s", r->rec.id, r->rec.op,
 		     job_state_name(st), r->rec.reason, r->rec.message);
-	save(r);
+	(void)save(r);
 	tell(r);
 	if (o->run == r) {
 		o->run = NULL;
@@ -233,8 +244,9 @@ static void hook_progress(void *arg, int pct, const char *text)
 {
 	struct run *r = arg;
 
-	/* A hook's own percentage, shown within the current phase. */
-	report(r, r->rec.phase, pct, "%s", text[0] ? text : r->rec.message);
+	/* A hook's own percentage, shown within the job's range for it. */
+	report(r, r->rec.phase, r->hook_base + pct * r->hook_span / 100, "%s",
+	       text[0] ? text : r->rec.message);
 }
 
 static void hook_done(void *arg, int status, const char *why)
@@ -249,7 +261,7 @@ static void hook_done(void *arg, int status, const char *why)
 /* Runs hook NAME of the profile with args (NULL-terminated, after the
  * path); then after(r, status, why). false: the run has ended. */
 static bool run_hook(struct run *r, const char *name, const char *const *args,
-		     void (*after)(struct run *, int, const char *))
+		     int span, void (*after)(struct run *, int, const char *))
 {
 	struct ops *o = r->o;
 	char path[STATE_PATH_MAX + 1];
@@ -287,6 +299,8 @@ static bool run_hook(struct run *r, const char *name, const char *const *args,
 		envp[i] = env[i];
 	envp[6] = NULL;
 	r->after_hook = after;
+	r->hook_base = r->rec.progress;
+	r->hook_span = span;
 	e = hook_start(o->ctx, path, argv, envp,
 		       (unsigned)(conf_num(o->conf, CONF_JOBS_HOOK_TIMEOUT) /
 				  1000), &cbs, r, &r->hook);
@@ -324,6 +338,15 @@ static bool join(char *out, size_t cap, const char *dir, const char *name)
 
 /* ---- the restart that ends a restore or an upgrade -------------------- */
 
+static void restart_overdue(lws_sorted_usec_list_t *sul)
+{
+	struct run *r = lws_container_of(sul, struct run, sul_restart);
+
+	end(r, JOB_FAILED, "hook", "the reboot hook succeeded but the system "
+	    "did not restart within %d minutes", (int)(RESTART_WAIT_US /
+						       (60 * LWS_USEC_PER_SEC)));
+}
+
 static void after_reboot(struct run *r, int status, const char *why)
 {
 	if (status) {
@@ -331,14 +354,17 @@ static void after_reboot(struct run *r, int status, const char *why)
 		return;
 	}
 	/* The system is going down; the next start of the agent settles the
-	 * job. Until then nothing else may start. */
+	 * job. Until then nothing else may start — but a system that does
+	 * not go down must not keep every later job "busy" for ever. */
 	LOGI("job %s: the system is restarting", r->rec.id);
+	lws_sul_schedule(r->o->ctx, 0, &r->sul_restart, restart_overdue,
+			 RESTART_WAIT_US);
 }
 
 static void restart(struct run *r, const char *why)
 {
 	report(r, JOB_PHASE_RESTART, 95, "%s; restarting the system", why);
-	(void)run_hook(r, "reboot", NULL, after_reboot);
+	(void)run_hook(r, "reboot", NULL, 4, after_reboot);
 }
 
 /* ---- backup ----------------------------------------------------------- */
@@ -418,7 +444,7 @@ static void start_backup(struct run *r)
 		args[i + 1] = r->elements[i];
 	args[r->nel + 1] = NULL;
 	report(r, "backup", 0, "making the backup");
-	(void)run_hook(r, "backup", args, after_backup);
+	(void)run_hook(r, "backup", args, 50, after_backup);
 }
 
 /* ---- restore ---------------------------------------------------------- */
@@ -463,7 +489,7 @@ static void restore_downloaded(void *arg, const char *reason,
 		args[i + 1] = r->elements[i];
 	args[r->nel + 1] = NULL;
 	report(r, "apply", 80, "restoring %s", r->name);
-	(void)run_hook(r, "restore", args, after_restore);
+	(void)run_hook(r, "restore", args, 14, after_restore);
 }
 
 static void start_restore(struct run *r)
@@ -509,19 +535,18 @@ static bool staged_ok(const struct ops *o, const struct manifest_component *c)
 	       !strcmp(hex, c->sha256);
 }
 
-/* Whether a staging entry belongs to manifest m. */
+/* Whether a staging entry is a component of m or its partial download
+ * (the manifest files are written anew once the components are there). */
 static bool wanted(const struct manifest *m, const char *fn)
 {
-	size_t n = strlen(fn);
+	char part[NAME_MAX_ + 32];
 
-	if (!strcmp(fn, MANIFEST_FILE) || !strcmp(fn, SIGNATURE_FILE))
-		return true;
 	for (size_t i = 0; i < manifest_count(m); i++) {
-		const char *c = manifest_at(m, i)->name;
-		size_t cn = strlen(c);
+		const struct manifest_component *c = manifest_at(m, i);
 
-		if (!strcmp(fn, c) || (n == cn + 5 && !strncmp(fn, c, cn) &&
-				       !strcmp(fn + cn, ".part")))
+		if (!strcmp(fn, c->name) ||
+		    (xfer_part_path(c->name, c->sha256, part, sizeof(part)) &&
+		     !strcmp(fn, part)))
 			return true;
 	}
 	return false;
@@ -548,8 +573,8 @@ static void clean_staging(const struct ops *o, const struct manifest *m)
 }
 
 static void start_upgrade_apply(struct run *r);
-
 static void stage_next(struct run *r);
+static err_t write_staged(struct run *r);
 
 static void component_done(void *arg, const char *reason, const char *why)
 {
@@ -582,6 +607,12 @@ static void stage_next(struct run *r)
 		r->staged += c->size;
 	}
 	if (r->comp == manifest_count(r->mf)) {
+		if (write_staged(r) != ERR_OK) {
+			end(r, JOB_FAILED, "space", "cannot write the manifest "
+			    "into the staging area %s",
+			    cstr(o, CONF_JOBS_STAGING_DIR));
+			return;
+		}
 		if (r->op == OP_TRANSFER) {
 			end(r, JOB_SUCCEEDED, NULL, "staged release %s: %zu "
 			    "components, %llu bytes", manifest_release(r->mf),
@@ -609,22 +640,83 @@ static void stage_next(struct run *r)
 static void after_check(struct run *r, int status, const char *why)
 {
 	struct ops *o = r->o;
-	char path[STATE_PATH_MAX + 1];
 
 	if (status) {
 		hook_failed(r, "transfer-check", status, why);
 		return;
 	}
+	/* Other releases' files go, this release's manifest too: it is
+	 * written again only once every component is verified, so a failed
+	 * transfer leaves nothing an upgrade would take as staged. */
 	clean_staging(o, r->mf);
-	if (!staged_path(o, MANIFEST_FILE, path, sizeof(path)) ||
-	    state_write(path, r->mtext, strlen(r->mtext)) != ERR_OK ||
-	    !staged_path(o, SIGNATURE_FILE, path, sizeof(path)) ||
-	    state_write(path, r->sig, strlen(r->sig)) != ERR_OK) {
-		end(r, JOB_FAILED, "space", "cannot write the manifest into "
-		    "the staging area %s", cstr(o, CONF_JOBS_STAGING_DIR));
-		return;
-	}
 	stage_next(r);
+}
+
+/* Appends s to buf (JSON string contents); false when it does not fit. */
+static bool json_text(char *buf, size_t cap, size_t *n, const char *s)
+{
+	for (; *s; s++) {
+		if (*n + 3 >= cap)
+			return false;
+		if (*s == '"' || *s == '\\')
+			buf[(*n)++] = '\\';
+		buf[(*n)++] = *s;
+	}
+	buf[*n] = '\0';
+	return true;
+}
+
+__attribute__((format(printf, 4, 5)))
+static bool json_raw(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+{
+	va_list ap;
+	int w;
+
+	va_start(ap, fmt);
+	w = vsnprintf(buf + *n, cap - *n, fmt, ap);
+	va_end(ap);
+	if (w < 0 || (size_t)w >= cap - *n)
+		return false;
+	*n += (size_t)w;
+	return true;
+}
+
+/*
+ * The release is staged: the signed manifest and its signature (for the
+ * upgrade's second check) and the compact form the upgrade hook reads,
+ * made from what was verified (names and hashes are [A-Za-z0-9._-] and
+ * hex; versions may hold a quote, escaped).
+ */
+static err_t write_staged(struct run *r)
+{
+	struct ops *o = r->o;
+	char path[STATE_PATH_MAX + 1];
+	char buf[MANIFEST_MAX_TEXT * 2];
+	size_t n = 0;
+	bool ok;
+
+	ok = json_raw(buf, sizeof(buf), &n, "{\"release\":\"%s\",\"profile\":"
+		      "\"%s\",\"components\":[", manifest_release(r->mf),
+		      manifest_profile(r->mf));
+	for (size_t i = 0; ok && i < manifest_count(r->mf); i++) {
+		const struct manifest_component *c = manifest_at(r->mf, i);
+
+		ok = json_raw(buf, sizeof(buf), &n, "%s{\"name\":\"%s\","
+			      "\"version\":\"", i ? "," : "", c->name) &&
+		     json_text(buf, sizeof(buf), &n, c->version) &&
+		     json_raw(buf, sizeof(buf), &n, "\",\"size\":%llu,"
+			      "\"sha256\":\"%s\"}", (unsigned long long)c->size,
+			      c->sha256);
+	}
+	ok = ok && json_raw(buf, sizeof(buf), &n, "]}\n");
+	if (!ok || !staged_path(o, HOOK_MANIFEST_FILE, path, sizeof(path)) ||
+	    state_write(path, buf, n) != ERR_OK ||
+	    !staged_path(o, SIGNATURE_FILE, path, sizeof(path)) ||
+	    state_write(path, r->sig, strlen(r->sig)) != ERR_OK ||
+	    !staged_path(o, MANIFEST_FILE, path, sizeof(path)) ||
+	    state_write(path, r->mtext, strlen(r->mtext)) != ERR_OK)
+		return ERR_IO;
+	return ERR_OK;
 }
 
 static void start_transfer(struct run *r)
@@ -633,7 +725,7 @@ static void start_transfer(struct run *r)
 	char bytes[24];
 	const char *args[3];
 	uint64_t need = 0;
-	char path[STATE_PATH_MAX + 1];
+	char path[STATE_PATH_MAX + 1], part[STATE_PATH_MAX + 32];
 	struct stat st;
 
 	if (make_dir(cstr(o, CONF_JOBS_STAGING_DIR)) != ERR_OK) {
@@ -650,13 +742,10 @@ static void start_transfer(struct run *r)
 		if (staged_path(o, c->name, path, sizeof(path)) &&
 		    stat(path, &st) == 0 && (uint64_t)st.st_size == c->size)
 			continue;
-		if (staged_path(o, c->name, path, sizeof(path) - 5) &&
-		    strlen(path) + 6 <= sizeof(path)) {
-			memcpy(path + strlen(path), ".part", 6);
-			if (stat(path, &st) == 0 &&
-			    (uint64_t)st.st_size <= c->size)
-				held = (uint64_t)st.st_size;
-		}
+		if (staged_path(o, c->name, path, sizeof(path)) &&
+		    xfer_part_path(path, c->sha256, part, sizeof(part)) &&
+		    stat(part, &st) == 0 && (uint64_t)st.st_size <= c->size)
+			held = (uint64_t)st.st_size;
 		need += c->size - held;
 	}
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)need);
@@ -665,7 +754,7 @@ static void start_transfer(struct run *r)
 	args[2] = NULL;
 	report(r, "check", 2, "checking the staging space for %s bytes",
 	       bytes);
-	(void)run_hook(r, "transfer-check", args, after_check);
+	(void)run_hook(r, "transfer-check", args, 3, after_check);
 }
 
 /* ---- upgrade: apply --------------------------------------------------- */
@@ -707,15 +796,19 @@ static void start_upgrade_apply(struct run *r)
 			return;
 		}
 	}
-	if (!staged_path(o, MANIFEST_FILE, mpath, sizeof(mpath))) {
-		end(r, JOB_FAILED, "nothing_staged", "staging path too long");
+	/* transfer_upgrade has it written already; an upgrade of a release
+	 * staged by an older agent may not. */
+	if (write_staged(r) != ERR_OK ||
+	    !staged_path(o, HOOK_MANIFEST_FILE, mpath, sizeof(mpath))) {
+		end(r, JOB_FAILED, "space", "cannot write the manifest into "
+		    "the staging area %s", cstr(o, CONF_JOBS_STAGING_DIR));
 		return;
 	}
 	args[0] = cstr(o, CONF_JOBS_STAGING_DIR);
 	args[1] = mpath;
 	args[2] = NULL;
 	report(r, "apply", 85, "applying release %s", manifest_release(r->mf));
-	(void)run_hook(r, "upgrade", args, after_upgrade);
+	(void)run_hook(r, "upgrade", args, 10, after_upgrade);
 }
 
 /* ---- accepting a job -------------------------------------------------- */
@@ -815,6 +908,19 @@ static const char *check_manifest(struct run *r, char *why, size_t cap)
 	    ERR_OK) {
 		reason = "invalid";
 		goto out;
+	}
+	for (size_t i = 0; i < manifest_count(r->mf); i++) {
+		const char *n = manifest_at(r->mf, i)->name;
+		size_t len = strlen(n);
+
+		/* Staged next to the manifest files and partial downloads. */
+		if (!strcmp(n, MANIFEST_FILE) || !strcmp(n, SIGNATURE_FILE) ||
+		    !strcmp(n, HOOK_MANIFEST_FILE) ||
+		    (len > 5 && !strcmp(n + len - 5, ".part"))) {
+			snprintf(why, cap, "component name %s is reserved", n);
+			reason = "invalid";
+			goto out;
+		}
 	}
 	if (strcmp(manifest_profile(r->mf), cstr(o, CONF_SYSTEM_PROFILE))) {
 		snprintf(why, cap, "the release is for %s, this system is %s",
@@ -950,7 +1056,7 @@ static struct run *run_new(struct ops *o, const char *id, const char *op)
 	return r;
 }
 
-void ops_job(struct ops *o, const struct proto_msg *m)
+bool ops_job(struct ops *o, const struct proto_msg *m)
 {
 	const char *op = proto_str(m, "op");
 	char why[256] = "";
@@ -973,7 +1079,7 @@ void ops_job(struct ops *o, const struct proto_msg *m)
 	}
 	r = run_new(o, proto_str(m, "job"), opname);
 	if (!r)
-		return;
+		return false;
 	r->re = proto_id(m);
 	if (k < 0) {
 		reason = "unsupported";
@@ -992,14 +1098,23 @@ void ops_job(struct ops *o, const struct proto_msg *m)
 		r->op = (enum op)k;
 		reason = check_args(r, m, why, sizeof(why));
 	}
+	r->rec.state = reason ? JOB_REJECTED : JOB_ACCEPTED;
+	if (reason)
+		snprintf(r->rec.reason, sizeof(r->rec.reason), "%s", reason);
+	/* Journaled before anything is said or started: a job the journal
+	 * cannot hold is not run (it could run twice), and the caller
+	 * answers it. */
+	if (save(r) != ERR_OK) {
+		run_free(r);
+		return false;
+	}
 	if (reason) {
 		end(r, JOB_REJECTED, reason, "%s", why);
-		return;
+		return true;
 	}
-	r->rec.state = JOB_ACCEPTED;
-	save(r);
 	tell(r);
 	start(r);
+	return true;
 }
 
 const char *ops_current(const struct ops *o)
@@ -1057,7 +1172,10 @@ static void auto_run(struct ops *o, const char *day)
 	snprintf(r->vmpro, sizeof(r->vmpro), "none");
 	LOGI("automatic backup for %s starts", day);
 	r->rec.state = JOB_ACCEPTED;
-	save(r);
+	if (save(r) != ERR_OK) {
+		run_free(r);
+		return;
+	}
 	start(r);
 }
 
@@ -1122,6 +1240,35 @@ static void after_phones(struct run *r, int status, const char *why)
 	    r->rec.target);
 }
 
+/* What no job uses any more in work_dir: archives of backups cut short,
+ * downloaded restores; partial downloads once they are old. */
+static void clean_work(const struct ops *o)
+{
+	const char *dir = cstr(o, CONF_JOBS_WORK_DIR);
+	char path[STATE_PATH_MAX + 1];
+	time_t now = time(NULL);
+	struct dirent *de;
+	struct stat st;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		size_t n = strlen(de->d_name);
+		bool part = n > 5 && !strcmp(de->d_name + n - 5, ".part");
+
+		if (de->d_name[0] == '.' ||
+		    !join(path, sizeof(path), dir, de->d_name) ||
+		    lstat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+		    (part && now - st.st_mtime < PART_MAX_AGE_S))
+			continue;
+		if (unlink(path) == 0)
+			LOGI("%s: removed %s, left by an earlier run", dir,
+			     de->d_name);
+	}
+	closedir(d);
+}
+
 /* The job restarted the system and the agent is back: did it work? */
 static void settle(struct ops *o, const struct job_rec *rec)
 {
@@ -1147,9 +1294,11 @@ static void settle(struct ops *o, const struct job_rec *rec)
 	}
 	if (rec->phones) {
 		o->run = r;
+		if (o->cbs.busy)
+			o->cbs.busy(o->arg);
 		report(r, "phones", 97, "release %s runs; restarting the "
 		       "phones", rec->target);
-		(void)run_hook(r, "restart-phones", NULL, after_phones);
+		(void)run_hook(r, "restart-phones", NULL, 2, after_phones);
 		return;
 	}
 	clean_staging(o, NULL);
@@ -1162,12 +1311,26 @@ void ops_start(struct ops *o)
 	for (size_t i = jobs_count(o->jobs); i-- > 0;) {
 		const struct job_rec *rec = jobs_at(o->jobs, i);
 
-		if (job_awaits_restart(rec) && !o->run) {
-			struct job_rec copy = *rec;
+		struct job_rec copy = *rec;
+		struct run *r;
 
+		if (!job_awaits_restart(rec))
+			continue;
+		if (!o->run) {
 			settle(o, &copy);
+			continue;
+		}
+		/* Two jobs restarting the system cannot both have run: the
+		 * journal is damaged; the older one is not settled. */
+		r = run_new(o, rec->id, rec->op);
+		if (r) {
+			r->rec = copy;
+			end(r, JOB_FAILED, "interrupted", "another job was "
+			    "restarting the system too");
 		}
 	}
+	if (!o->run)
+		clean_work(o);
 	auto_plan(o);
 }
 

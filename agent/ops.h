@@ -50,8 +50,11 @@ void ops_start(struct ops *o);
 void ops_shutdown(struct ops *o);
 void ops_free(struct ops *o);
 
-/* A job message from COM whose id the journal does not know. */
-void ops_job(struct ops *o, const struct proto_msg *m);
+/* A job message from COM whose id the journal does not know: journaled,
+ * answered (accepted or rejected) and started. false: the journal could
+ * not take it (logged there); nothing was sent or started, and the caller
+ * answers. */
+bool ops_job(struct ops *o, const struct proto_msg *m);
 
 /* "idle" or the op in progress ("backup", ...). */
 const char *ops_current(const struct ops *o);

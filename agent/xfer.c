@@ -10,8 +10,10 @@
  *   ENDING   upload: stream.end sent, waiting for COM's verdict
  *   DONE     done() was called; only xfer_free() is left
  * COM's "corrupt" verdict on an upload restarts it from byte 0 (COM threw
- * the partial file away), at most XFER_CORRUPT_RETRIES times: the file on
- * our disk was hashed before the upload, so a repeat would be the line.
+ * the partial file away), at most XFER_CORRUPT_RETRIES more times: the
+ * file on our disk was hashed before the upload, so a repeat would be the
+ * line. A message the link's queue cannot take is sent again once it can
+ * (retry_pending).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +41,11 @@
 #define XFER_WINDOW (512u * 1024u)
 #define XFER_CREDIT_BATCH (XFER_WINDOW / 4)
 #define XFER_NAME_MAX 128
+#define XFER_SIZE_MAX (1LL << 40)	/* as a manifest's component */
+/* COM's closes that say nothing about the file (PROTOCOL.md §3): the
+ * transfer opens again, at most this many times in a row without
+ * progress. */
+#define XFER_REOPENS 5
 #define XFER_READ_CHUNK 65536u
 
 enum xstate { X_WAIT, X_OPENING, X_ACTIVE, X_ENDING, X_DONE };
@@ -53,7 +60,7 @@ struct xfer {
 	char job[65];
 	char name[XFER_NAME_MAX + 1];
 	char path[STATE_PATH_MAX + 1];
-	char part[STATE_PATH_MAX + 7];	/* download: path + ".part" */
+	char part[STATE_PATH_MAX + 24];	/* download: see xfer_part_path() */
 	uint64_t size;			/* 0 with !size_known: COM says */
 	bool size_known;
 	char sha[65];			/* what the file must hash to */
@@ -63,6 +70,8 @@ struct xfer {
 	size_t consumed;		/* download: written, not yet credited */
 	struct digest *dg;		/* download: hash of part[0..pos) */
 	unsigned corrupt;		/* upload: COM's "corrupt" verdicts */
+	unsigned reopens;		/* COM's transient closes in a row */
+	bool flow;			/* ending for COM's flow violation */
 	uint64_t reported;		/* pos at the last progress call */
 	struct xfer_cbs cbs;
 	void *arg;
@@ -119,7 +128,7 @@ static void finish(struct xfer *t, const char *reason, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	if (t->sid && t->st != X_DONE && reason)
-		send_close(t->x, t->sid, "refused", why);
+		send_close(t->x, t->sid, t->flow ? "flow" : "refused", why);
 	t->st = X_DONE;
 	t->sid = 0;
 	if (t->fd >= 0) {
@@ -177,9 +186,10 @@ static void open_stream(struct xfer *t)
 		proto_w_int(x->w, "offset", (int64_t)t->pos);
 	}
 	if (send_built(x) != ERR_OK) {
-		/* The queue is full or the link just went: try on the next
-		 * link (a full queue does not last). */
+		/* The queue is full (or the link just went): tried again
+		 * when the link can take more (xfers_next_frame). */
 		t->sid = 0;
+		link_want_write(x->link);
 		return;
 	}
 	t->st = X_OPENING;
@@ -217,7 +227,7 @@ static void on_accept_download(struct xfer *t, const struct proto_msg *m)
 	const char *sha = proto_str(m, "sha256");
 	int64_t size, off;
 
-	if (!proto_int(m, "size", &size) || size < 0 ||
+	if (!proto_int(m, "size", &size) || size < 0 || size > XFER_SIZE_MAX ||
 	    !sha || !digest_hex_valid(sha) || !proto_int(m, "offset", &off) ||
 	    off < 0 || off > size) {
 		finish(t, "transfer", "COM's stream.accept for %s lacks a "
@@ -264,6 +274,8 @@ static void send_end(struct xfer *t)
 	proto_w_int(x->w, "stream", t->sid);
 	if (send_built(x) == ERR_OK)
 		t->st = X_ENDING;
+	else
+		link_want_write(x->link);	/* again from next_frame */
 }
 
 static void on_accept_upload(struct xfer *t, const struct proto_msg *m)
@@ -302,6 +314,15 @@ static void on_close(struct xfer *t, const struct proto_msg *m)
 	if (!msg)
 		msg = "";
 	t->sid = 0;	/* closed: nothing more is sent about it */
+	if ((!strcmp(reason, "link_lost") || !strcmp(reason, "shutdown") ||
+	     !strcmp(reason, "timeout")) && t->reopens++ < XFER_REOPENS) {
+		LOGI("COM closed the %s of %s (%s); opening it again",
+		     what(t), t->name, reason);
+		t->st = X_WAIT;
+		t->consumed = 0;
+		open_stream(t);
+		return;
+	}
 	if (t->upload) {
 		if (!strcmp(reason, "done") && t->st == X_ENDING) {
 			finish(t, NULL, "stored");
@@ -388,11 +409,12 @@ void xfers_on_control(struct xfers *x, const struct proto_msg *m)
 	}
 }
 
-/* write(2) all of it, or say why not. */
-static int write_all(int fd, const uint8_t *p, size_t n)
+/* pwrite(2) all of it at off, or say why not. Positional, so a download
+ * that COM restarts at an earlier offset overwrites from there. */
+static int write_all(int fd, const uint8_t *p, size_t n, uint64_t off)
 {
 	while (n) {
-		ssize_t w = write(fd, p, n);
+		ssize_t w = pwrite(fd, p, n, (off_t)off);
 
 		if (w < 0 && errno == EINTR)
 			continue;
@@ -400,6 +422,7 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 			return w < 0 ? errno : EIO;
 		p += w;
 		n -= (size_t)w;
+		off += (uint64_t)w;
 	}
 	return 0;
 }
@@ -414,6 +437,8 @@ static void grant(struct xfer *t)
 	if (send_built(x) == ERR_OK) {
 		t->window += (int64_t)t->consumed;
 		t->consumed = 0;
+	} else {
+		link_want_write(x->link);	/* again from next_frame */
 	}
 }
 
@@ -429,17 +454,19 @@ void xfers_on_data(struct xfers *x, uint32_t id, const uint8_t *p,
 		return;
 	}
 	if ((int64_t)len > t->window || t->pos + len > t->size) {
+		t->flow = true;
 		finish(t, "transfer", "COM sent %s beyond the %s", t->name,
 		       (int64_t)len > t->window ? "window" : "file's size");
 		return;
 	}
-	e = write_all(t->fd, p, len);
+	e = write_all(t->fd, p, len, t->pos);
 	if (e) {
 		finish(t, e == ENOSPC || e == EDQUOT ? "space" : "transfer",
 		       "%s: %s", t->part, strerror(e));
 		return;
 	}
 	digest_update(t->dg, p, len);
+	t->reopens = 0;
 	t->pos += len;
 	t->window -= (int64_t)len;
 	t->consumed += len;
@@ -456,13 +483,30 @@ static bool has_frame(const struct xfer *t)
 	       t->pos < t->size;
 }
 
+/* Control messages that did not fit in the link's queue when they were
+ * due; here the queue is empty (the link asks for a frame only then). */
+static void retry_pending(struct xfers *x)
+{
+	for (struct xfer *t = x->head; t; t = t->next) {
+		if (t->st == X_WAIT)
+			open_stream(t);
+		else if (t->upload && t->st == X_ACTIVE && t->pos == t->size)
+			send_end(t);
+		else if (!t->upload && t->st == X_ACTIVE &&
+			 t->consumed >= XFER_CREDIT_BATCH)
+			grant(t);
+	}
+}
+
 size_t xfers_next_frame(struct xfers *x, uint8_t *buf, size_t cap)
 {
-	struct xfer *start = x->rr && x->rr->next ? x->rr->next : x->head;
-	struct xfer *t = start;
+	struct xfer *start, *t;
 	size_t n;
 	ssize_t r;
 
+	retry_pending(x);
+	start = x->rr && x->rr->next ? x->rr->next : x->head;
+	t = start;
 	if (!t || cap <= 4)
 		return 0;
 	while (!has_frame(t)) {
@@ -490,6 +534,7 @@ size_t xfers_next_frame(struct xfers *x, uint8_t *buf, size_t cap)
 	buf[3] = (uint8_t)t->sid;
 	t->pos += n;
 	t->credit -= (int64_t)n;
+	t->reopens = 0;
 	progress(t);
 	if (t->pos == t->size)
 		send_end(t);	/* queued: leaves after this frame */
@@ -602,7 +647,6 @@ err_t xfer_download(struct xfers *x, const char *job, const char *name,
 {
 	struct xfer *t;
 	struct stat st;
-	int w;
 
 	*out = NULL;
 	if (sha256 && !digest_hex_valid(sha256))
@@ -610,9 +654,8 @@ err_t xfer_download(struct xfers *x, const char *job, const char *name,
 	t = xfer_alloc(x, false, job, name, path, cbs, arg);
 	if (!t)
 		return ERR_INVAL;
-	w = snprintf(t->part, sizeof(t->part), "%s.part", path);
 	t->dg = digest_new();
-	if (w < 0 || (size_t)w >= sizeof(t->part) || !t->dg)
+	if (!xfer_part_path(path, sha256, t->part, sizeof(t->part)) || !t->dg)
 		goto fail;
 	t->fd = open(t->part, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (t->fd < 0 || fstat(t->fd, &st) != 0) {
@@ -629,8 +672,8 @@ err_t xfer_download(struct xfers *x, const char *job, const char *name,
 	 * this file. */
 	t->pos = (uint64_t)st.st_size;
 	if ((t->size_known && t->pos > t->size) ||
-	    lseek(t->fd, 0, SEEK_END) < 0 || rehash(t, t->pos) != ERR_OK) {
-		if (ftruncate(t->fd, 0) != 0 || lseek(t->fd, 0, SEEK_SET) < 0) {
+	    rehash(t, t->pos) != ERR_OK) {
+		if (ftruncate(t->fd, 0) != 0) {
 			LOGE("%s: %s", t->part, strerror(errno));
 			goto fail;
 		}
@@ -668,6 +711,15 @@ void xfer_free(struct xfer *t)
 		close(t->fd);
 	digest_free(t->dg);
 	free(t);
+}
+
+bool xfer_part_path(const char *path, const char *sha256, char *out,
+		    size_t cap)
+{
+	int w = sha256 ? snprintf(out, cap, "%s.%.16s.part", path, sha256)
+		       : snprintf(out, cap, "%s.part", path);
+
+	return w >= 0 && (size_t)w < cap;
 }
 
 uint64_t xfer_done_bytes(const struct xfer *t) { return t->pos; }

@@ -69,8 +69,9 @@ err_t xfer_upload(struct xfers *x, const char *job, const char *name,
 #define XFER_SIZE_UNKNOWN UINT64_MAX
 
 /*
- * Downloads name of job job into path, through path + ".part" (kept across
- * links and restarts, so a later download of the same file resumes).
+ * Downloads name of job job into path, through the partial file
+ * xfer_part_path() names (kept across links and restarts, so a later
+ * download of the same file resumes).
  * size and sha256 are what the job says the file must be; size
  * XFER_SIZE_UNKNOWN takes COM's word for the size, sha256 NULL for both
  * (not used by the job engine). ERR_IO (logged)
@@ -79,6 +80,12 @@ err_t xfer_upload(struct xfers *x, const char *job, const char *name,
 err_t xfer_download(struct xfers *x, const char *job, const char *name,
 		    const char *path, uint64_t size, const char *sha256,
 		    const struct xfer_cbs *cbs, void *arg, struct xfer **out);
+
+/* The partial file of a download to path: "PATH.<16 hex of sha256>.part",
+ * so that bytes of another file of the same name are never resumed, or
+ * "PATH.part" when sha256 is NULL. false if it does not fit in cap. */
+bool xfer_part_path(const char *path, const char *sha256, char *out,
+		    size_t cap);
 
 /* Stops a transfer (a stream.close to COM if one is open); no callback. A
  * download's partial file stays for a resume. */

@@ -263,3 +263,52 @@ def test_scheduled_job_and_history(comsim, agent):
     sim.admin("POST", "/job/stop", {"job": later["job"]})
     assert history()[later["job"]]["status"] == "stopped"
     assert len(sim.backups(C, S)) == 1
+
+
+def test_job_ids_the_journal_cannot_take(comsim, agent):
+    """A job id with a control character, or one that is the agent's own:
+    one answer, "invalid", nothing run."""
+    sim = comsim()
+    start(agent, sim)
+    since = sim.last_seq()
+    sim.send({"type": "job", "id": 77, "job": "J\u0001x", "op": "backup"})
+    m = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("re") == 77,
+                         since)
+    assert (m["state"], m["reason"]) == ("rejected", "invalid"), m
+    assert "control" in m["message"] and "job" not in m
+    sim.barrier(since)
+    assert len([e for e in sim.events("message", since, C, S)
+                if e["msg"].get("re") == 77]) == 1
+    assert sim.events("upload_open", 0, C, S) == []
+
+
+def test_interrupted_automatic_backup_stays_local(comsim, agent):
+    """The agent's own job cut short by a restart is failed in its journal,
+    and COM, which never sent it, never hears of it."""
+    import json as json_
+    sim = comsim()
+    hold_credit(sim, True)
+    a = start(agent, sim, setup=big_system)
+    # an automatic job as the journal holds it mid-run
+    a.stop()
+    a.proc, a.rc = None, None
+    put(a.root, "var/lib/comagent/jobs",
+        '{"type":"job","id":1,"job":"auto-backup-2026-12-01","op":"backup",'
+        '"state":"running","progress":60,"reason":"","message":"uploading",'
+        '"created":1795000000,"updated":1795000001,"acked":false,'
+        '"phase":"upload","target":"","phones":false,"local":true}\n', 0o600)
+    since = sim.last_seq()
+    a.start()
+    a.wait_connected()
+    sim.barrier(since)
+    assert not [e for e in sim.events("message", since, C, S)
+                if e["msg"].get("type") == "job.state"]
+    jobs = json_.loads(a.cli("jobs", "--json").stdout)["jobs"]
+    assert [(j["job"], j["state"], j["reason"], j["acked"]) for j in jobs] == \
+        [("auto-backup-2026-12-01", "failed", "interrupted", True)]
+    # COM cannot take over its id
+    since = sim.last_seq()
+    sim.admin("POST", "/job", {"customer": C, "system": S, "op": "backup",
+                               "job": "auto-backup-2026-12-01"})
+    m = wait_final(sim, "auto-backup-2026-12-01", since=since)
+    assert (m["state"], m["reason"]) == ("rejected", "invalid"), m

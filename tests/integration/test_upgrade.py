@@ -260,3 +260,31 @@ def test_restore_hash_mismatch_refused(comsim, agent):
     with open(os.path.join(a.root, "etc/ipoffice/config.xml")) as f:
         assert f.read() == "<config>changed</config>\n"
     assert not reboot_requested(a)
+
+
+def test_restore_over_a_stale_longer_partial_file(comsim, agent):
+    """A partial download longer than the file (left by another attempt):
+    COM restarts at 0 and the agent overwrites from there, no gap."""
+    sim = comsim()
+    a, name = backed_up(agent, sim)
+    sha256 = sim.backups(C, S)[0]["sha256"]
+    part = os.path.join(a.root, "var/lib/comagent/work",
+                        "restore-%s.%s.part" % (name, sha256[:16]))
+    put(a.root, part, os.urandom(sim.backups(C, S)[0]["size"] + 5000))
+    jid = job(sim, "restore", backup=name)
+    since = simulate_reboot(a, sim, jid)
+    assert wait_final(sim, jid, since=since)["state"] == "succeeded"
+    opens = sim.events("download_open", 0, C, S)
+    assert opens[0]["offset"] == 0
+
+
+def test_reserved_component_name(comsim, agent):
+    sim = comsim()
+    sim.admin("POST", "/library", {"release": RELEASE, "profile": "linux",
+                                   "components": [{"name": "manifest.json",
+                                                   "size": 10}]})
+    upgrade_agent(agent, sim)
+    jid = job(sim, "transfer", release=RELEASE)
+    m = wait_final(sim, jid)
+    assert (m["state"], m["reason"]) == ("rejected", "invalid"), m
+    assert "reserved" in m["message"]
