@@ -94,8 +94,9 @@ static const char usage_status[] =
 	"Asks the running agent (over its control socket) for its connection\n"
 	"state in COM's words (\"Connection successful\", \"Authorization failed\",\n"
 	"\"Waiting for initial connection\", ...), since when, the last error, the\n"
-	"next retry, COM's URL and the system identity. Exits 1 when the agent\n"
-	"is not running.\n"
+	"next retry, COM's URL, the system identity, the operation in progress\n"
+	"(backup, restore, upgrade, or idle) and when the automatic backup is\n"
+	"next due. Exits 1 when the agent is not running.\n"
 	"\n"
 	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 	"      --json          one JSON object instead of text\n";
@@ -118,10 +119,11 @@ static const char usage_settings[] =
 static const char usage_jobs[] =
 	"Usage: comagent jobs [-c FILE] [--json]\n"
 	"\n"
-	"Lists the jobs COM sent the running agent, newest first, from its\n"
-	"journal (kept across restarts): id, operation, state, reason and when,\n"
-	"and whether COM has acknowledged a final state yet. Exits 1 when the\n"
-	"agent is not running.\n"
+	"Lists the jobs COM sent the running agent, and its own automatic\n"
+	"backups (auto-backup-DATE), newest first, from its journal (kept across\n"
+	"restarts): id, operation, state, reason or progress and when, and\n"
+	"whether COM has acknowledged a final state yet. Exits 1 when the agent\n"
+	"is not running.\n"
 	"\n"
 	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 	"      --json          one JSON object instead of text\n";

@@ -222,6 +222,8 @@ static size_t jobs_json(const struct jobs *j, char *buf, size_t cap)
 		proto_w_int(w, "created", r->created);
 		proto_w_int(w, "updated", r->updated);
 		proto_w_bool(w, "acked", r->acked);
+		proto_w_str(w, "phase", r->phase);
+		proto_w_bool(w, "local", r->local);
 		proto_w_end(w);
 	}
 	proto_w_end(w);
@@ -246,8 +248,13 @@ size_t status_render_jobs(const struct jobs *j, bool json, char *buf,
 
 		fmt_time((time_t)r->updated, when, sizeof(when));
 		snprintf(key, sizeof(key), "%s", r->id);
-		line(&t, key, "%s %s%s%s%s%s (%s)%s", r->op,
-		     job_state_name(r->state), r->reason[0] ? ": " : "",
+		char phase[40] = "";
+
+		if (r->state == JOB_RUNNING && r->phase[0])
+			snprintf(phase, sizeof(phase), " (%s, %d%%)", r->phase,
+				 r->progress);
+		line(&t, key, "%s %s%s%s%s%s%s (%s)%s", r->op,
+		     job_state_name(r->state), phase, r->reason[0] ? ": " : "",
 		     r->reason, r->message[0] ? " - " : "", r->message, when,
 		     job_state_final(r->state) && !r->acked ?
 		     " [not yet acknowledged by COM]" : "");
