@@ -286,7 +286,7 @@ struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
 	snprintf(d->version, sizeof(d->version), "%s", version);
 	d->w = proto_w_new(PROTO_MAX_MSG, 0);
 	d->streams = streams_new(ctx, c, s);
-	d->xfers = xfers_new();
+	d->xfers = xfers_new(ctx);
 	if (d->xfers)
 		d->ops = ops_new(ctx, c, s, jobs, d->xfers, &cbs, d);
 	if (!d->w || !d->streams || !d->ops) {
@@ -302,6 +302,7 @@ void dispatch_shutdown(struct dispatch *d)
 	if (!d)
 		return;
 	ops_shutdown(d->ops);
+	xfers_shutdown(d->xfers);
 	streams_shutdown(d->streams);
 }
 

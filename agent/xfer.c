@@ -46,6 +46,9 @@
  * transfer opens again, at most this many times in a row without
  * progress. */
 #define XFER_REOPENS 5
+/* How long COM may take to answer a stream.open or a stream.end; a COM
+ * that keeps the link alive but never answers must not hold a job. */
+#define XFER_ANSWER_US (60 * LWS_USEC_PER_SEC)
 #define XFER_READ_CHUNK 65536u
 
 enum xstate { X_WAIT, X_OPENING, X_ACTIVE, X_ENDING, X_DONE };
@@ -75,9 +78,11 @@ struct xfer {
 	uint64_t reported;		/* pos at the last progress call */
 	struct xfer_cbs cbs;
 	void *arg;
+	lws_sorted_usec_list_t sul_answer;	/* COM's accept or verdict */
 };
 
 struct xfers {
+	struct lws_context *ctx;
 	struct link *link;
 	struct proto_w *w;
 	struct xfer *head;
@@ -116,6 +121,8 @@ static const char *what(const struct xfer *t)
 	return t->upload ? "upload" : "download";
 }
 
+static void set_state(struct xfer *t, enum xstate st);
+
 /* The transfer is over: tell the owner, who may free it from there. */
 static void finish(struct xfer *t, const char *reason, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -129,7 +136,7 @@ static void finish(struct xfer *t, const char *reason, const char *fmt, ...)
 	va_end(ap);
 	if (t->sid && t->st != X_DONE && reason)
 		send_close(t->x, t->sid, t->flow ? "flow" : "refused", why);
-	t->st = X_DONE;
+	set_state(t, X_DONE);
 	t->sid = 0;
 	if (t->fd >= 0) {
 		close(t->fd);
@@ -153,6 +160,39 @@ static void progress(struct xfer *t)
 		t->reported = t->pos;
 		t->cbs.progress(t->arg, t->pos, t->size);
 	}
+}
+
+static void open_stream(struct xfer *t);
+
+static void answer_overdue(lws_sorted_usec_list_t *sul)
+{
+	struct xfer *t = lws_container_of(sul, struct xfer, sul_answer);
+
+	if (t->st != X_OPENING && t->st != X_ENDING)
+		return;
+	if (t->reopens++ >= XFER_REOPENS) {
+		finish(t, "transfer", "COM did not answer the %s of %s",
+		       what(t), t->name);
+		return;
+	}
+	LOGE("COM did not answer the %s of %s on stream %u; opening it again",
+	     what(t), t->name, t->sid);
+	send_close(t->x, t->sid, "timeout", "no answer from COM");
+	t->sid = 0;
+	set_state(t, X_WAIT);
+	t->pos = t->upload ? 0 : t->pos;
+	open_stream(t);
+}
+
+/* Every state change goes through here: waiting for COM is timed. */
+static void set_state(struct xfer *t, enum xstate st)
+{
+	t->st = st;
+	if (st == X_OPENING || st == X_ENDING)
+		lws_sul_schedule(t->x->ctx, 0, &t->sul_answer, answer_overdue,
+				 XFER_ANSWER_US);
+	else
+		lws_sul_cancel(&t->sul_answer);
 }
 
 static struct xfer *find(const struct xfers *x, uint32_t sid)
@@ -192,7 +232,7 @@ static void open_stream(struct xfer *t)
 		link_want_write(x->link);
 		return;
 	}
-	t->st = X_OPENING;
+	set_state(t, X_OPENING);
 	LOGI("%s of %s: stream %u, %s %llu of %llu bytes", what(t), t->name,
 	     t->sid, t->upload ? "COM to say its offset;" : "holding",
 	     (unsigned long long)t->pos, (unsigned long long)t->size);
@@ -261,7 +301,7 @@ static void on_accept_download(struct xfer *t, const struct proto_msg *m)
 	}
 	t->window = XFER_WINDOW;
 	t->consumed = 0;
-	t->st = X_ACTIVE;
+	set_state(t, X_ACTIVE);
 	LOGI("download of %s: %llu bytes from byte %llu", t->name,
 	     (unsigned long long)t->size, (unsigned long long)t->pos);
 }
@@ -273,7 +313,7 @@ static void send_end(struct xfer *t)
 	proto_w_begin(x->w, "stream.end", link_next_id(x->link));
 	proto_w_int(x->w, "stream", t->sid);
 	if (send_built(x) == ERR_OK)
-		t->st = X_ENDING;
+		set_state(t, X_ENDING);
 	else
 		link_want_write(x->link);	/* again from next_frame */
 }
@@ -291,7 +331,7 @@ static void on_accept_upload(struct xfer *t, const struct proto_msg *m)
 	}
 	t->pos = (uint64_t)off;
 	t->credit = win;
-	t->st = X_ACTIVE;
+	set_state(t, X_ACTIVE);
 	if (off)
 		LOGI("upload of %s resumes at byte %lld", t->name,
 		     (long long)off);
@@ -318,7 +358,7 @@ static void on_close(struct xfer *t, const struct proto_msg *m)
 	     !strcmp(reason, "timeout")) && t->reopens++ < XFER_REOPENS) {
 		LOGI("COM closed the %s of %s (%s); opening it again",
 		     what(t), t->name, reason);
-		t->st = X_WAIT;
+		set_state(t, X_WAIT);
 		t->consumed = 0;
 		open_stream(t);
 		return;
@@ -330,7 +370,7 @@ static void on_close(struct xfer *t, const struct proto_msg *m)
 			   t->corrupt++ < XFER_CORRUPT_RETRIES) {
 			LOGE("COM found upload %s corrupt (%s); sending it "
 			     "again", t->name, msg);
-			t->st = X_WAIT;
+			set_state(t, X_WAIT);
 			t->pos = 0;
 			open_stream(t);
 		} else {
@@ -561,7 +601,7 @@ void xfers_link_down(struct xfers *x)
 			LOGI("%s of %s paused at byte %llu: link lost",
 			     what(t), t->name, (unsigned long long)t->pos);
 		t->sid = 0;
-		t->st = X_WAIT;
+		set_state(t, X_WAIT);
 		t->credit = 0;
 		t->consumed = 0;
 	}
@@ -597,7 +637,7 @@ static struct xfer *xfer_alloc(struct xfers *x, bool upload, const char *job,
 	t->x = x;
 	t->upload = upload;
 	t->fd = -1;
-	t->st = X_WAIT;
+	set_state(t, X_WAIT);
 	snprintf(t->job, sizeof(t->job), "%s", job);
 	snprintf(t->name, sizeof(t->name), "%s", name);
 	snprintf(t->path, sizeof(t->path), "%s", path);
@@ -707,6 +747,7 @@ void xfer_free(struct xfer *t)
 		*pp = t->next;
 	if (x->rr == t)
 		x->rr = NULL;
+	lws_sul_cancel(&t->sul_answer);
 	if (t->fd >= 0)
 		close(t->fd);
 	digest_free(t->dg);
@@ -725,12 +766,13 @@ bool xfer_part_path(const char *path, const char *sha256, char *out,
 uint64_t xfer_done_bytes(const struct xfer *t) { return t->pos; }
 uint64_t xfer_total_bytes(const struct xfer *t) { return t->size; }
 
-struct xfers *xfers_new(void)
+struct xfers *xfers_new(struct lws_context *ctx)
 {
 	struct xfers *x = calloc(1, sizeof(*x));
 
 	if (!x)
 		return NULL;
+	x->ctx = ctx;
 	x->w = proto_w_new(PROTO_MAX_MSG, 0);
 	if (!x->w) {
 		free(x);
@@ -738,6 +780,12 @@ struct xfers *xfers_new(void)
 	}
 	x->next_sid = 1;
 	return x;
+}
+
+void xfers_shutdown(struct xfers *x)
+{
+	for (struct xfer *t = x ? x->head : NULL; t; t = t->next)
+		lws_sul_cancel(&t->sul_answer);
 }
 
 void xfers_free(struct xfers *x)

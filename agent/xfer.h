@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <libwebsockets.h>
+
 #include "err.h"
 
 struct link;
@@ -40,7 +42,10 @@ struct xfer_cbs {
 	void (*done)(void *arg, const char *reason, const char *why);
 };
 
-struct xfers *xfers_new(void);
+/* ctx: for timers (COM's answers are awaited at most a minute). */
+struct xfers *xfers_new(struct lws_context *ctx);
+/* Cancels timers; before the lws context is destroyed. */
+void xfers_shutdown(struct xfers *x);
 /* Ends every transfer still there without calling back. */
 void xfers_free(struct xfers *x);
 
