@@ -7,13 +7,11 @@
  * mbedtls_pk_parse_public_key() exactly as that function would pass them.
  *
  * Parsing: the text is checked as a whole first (size, NUL bytes, strict
- * UTF-8), then fed to LEJP one byte per call, as proto.c does and for the
- * same reasons: LEJP 4.1.6 does not bound key names (its 128-byte path
- * buffer overflows), takes '#' outside strings as a comment, accepts
- * "[1,]", "[1}]", "01" and "1e+", writes its array-index stack one slot
- * past the end before noticing, and forgets to restore that stack after an
- * array at top level. Each is guarded below. proto_parse() itself cannot
- * be used: it does not keep array elements, and the components are one.
+ * UTF-8), then parsed by json.c, which drives LEJP with the guards LEJP
+ * 4.1.6 needs (as it does for proto.c) and checks nesting and brackets;
+ * numbers are checked against JSON's grammar here, as LEJP lets "01" and
+ * "1e+" through. proto_parse() itself cannot be used: it does not keep
+ * array elements, and the components are one.
  *
  * Which member a value belongs to is tracked here (depth, the member name
  * just read, whether the components array or one of its objects is open)
@@ -37,18 +35,15 @@
 #include <mbedtls/sha256.h>
 
 #include "digest.h"
+#include "json.h"
 #include "manifest.h"
-#include "proto.h"
 
 #define MAX_PATH_LEN	120	/* bytes of LEJP's dotted path */
 #define MAX_DEPTH	8	/* containers, the top-level object is 1 */
 
-/* The per-byte path guard lets one byte grow LEJP's path by at most two
- * characters ("[]") plus its NUL; LEJP keeps path offsets in a char. */
-_Static_assert(MAX_PATH_LEN + 3 < LEJP_MAX_PATH, "LEJP path buffer too small");
-_Static_assert(MAX_PATH_LEN + 2 <= 127, "LEJP keeps path offsets in a char");
-/* LEJP's own stack holds one level per container plus one for a string. */
-_Static_assert(MAX_DEPTH + 1 < LEJP_MAX_DEPTH, "LEJP stack too small");
+/* json.c's buffers are sized for its caps. */
+_Static_assert(MAX_PATH_LEN <= JSON_MAX_PATH, "MAX_PATH_LEN too big");
+_Static_assert(MAX_DEPTH <= JSON_MAX_DEPTH, "MAX_DEPTH too big");
 
 __attribute__((format(printf, 3, 4)))
 static void say(char *why, size_t whylen, const char *fmt, ...)
@@ -439,15 +434,10 @@ _Static_assert(MAX_STR >= MANIFEST_MAX_RELEASE &&
 	       MAX_STR >= MANIFEST_MAX_VERSION && MAX_STR >= DIGEST_HEX_LEN,
 	       "MAX_STR too small");
 
-/* Where a parse stands; LEJP hands it back to the callback as ctx->user. */
+/* Where a parse stands; json.c hands it back to on_event(). */
 struct parse {
+	struct json j;		/* open containers, the first failure */
 	struct manifest *m;
-	char *why;
-	size_t whylen;
-	err_t err;		/* ERR_OK until the first failure */
-	unsigned depth;		/* open containers, top-level object included */
-	unsigned arrays;	/* open arrays among them */
-	char stack[MAX_DEPTH];	/* 'o' or 'a' per open container */
 	enum member want;	/* the member whose value comes next */
 	unsigned top_seen;	/* 1 << member, top level */
 	unsigned elem_seen;	/* 1 << member, the open component */
@@ -457,22 +447,6 @@ struct parse {
 	char str[MAX_STR + 1];
 	size_t str_len;		/* all of it; at most MAX_STR bytes kept */
 };
-
-/* Only the first failure is reported: later ones are consequences. */
-__attribute__((format(printf, 3, 4)))
-static void fail(struct parse *p, err_t e, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (p->err)
-		return;
-	p->err = e;
-	if (!p->why || !p->whylen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(p->why, p->whylen, fmt, ap);
-	va_end(ap);
-}
 
 /* "release" or "components[2].sha256": how why names a member. */
 static const char *where(const struct parse *p, enum member w, char *buf,
@@ -491,77 +465,26 @@ static void bad(struct parse *p, enum member w, const char *what)
 {
 	char at[48];
 
-	fail(p, ERR_INVAL, "%s: %s", where(p, w, at, sizeof(at)), what);
+	json_fail(&p->j, ERR_INVAL, "%s: %s", where(p, w, at, sizeof(at)),
+		  what);
 }
 
-/* JSON's number grammar; LEJP also lets through "01", "1e+" and "-1e". */
-static bool json_number(const char *s)
-{
-	if (*s == '-')
-		s++;
-	if (*s == '0')
-		s++;
-	else if (*s >= '1' && *s <= '9')
-		while (*s >= '0' && *s <= '9')
-			s++;
-	else
-		return false;
-	if (*s == '.') {
-		s++;
-		if (*s < '0' || *s > '9')
-			return false;
-		while (*s >= '0' && *s <= '9')
-			s++;
-	}
-	if (*s == 'e' || *s == 'E') {
-		s++;
-		if (*s == '+' || *s == '-')
-			s++;
-		if (*s < '0' || *s > '9')
-			return false;
-		while (*s >= '0' && *s <= '9')
-			s++;
-	}
-	return *s == '\0';
-}
-
-/* A plain run of digits (no sign, fraction or exponent) up to max. */
-static bool parse_size(const char *s, uint64_t max, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (!*s)
-		return false;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return false;
-		if (v > (max - (uint64_t)(*s - '0')) / 10)
-			return false;
-		v = v * 10 + (uint64_t)(*s - '0');
-	}
-	*out = v;
-	return true;
-}
-
-/*
- * The member name LEJP just read: the end of its path, from where LEJP
- * started the key (its stack level's path offset) to the path's end.
- */
+/* The member whose name LEJP just read, M_NONE for one not known there. */
 static enum member key_member(struct parse *p, struct lejp_ctx *ctx)
 {
-	size_t from = (size_t)(unsigned char)ctx->st[ctx->sp].p;
-	size_t to = ctx->pst[0].ppos, n = to - from;
+	size_t n;
+	const char *key = json_key(ctx, &n);
 	enum member w, lo, hi;
 
-	if (from > to) {
-		/* LEJP's layout is not what this was written against. */
-		fail(p, ERR_INVAL, "cannot parse: unexpected parser state");
+	if (!key) {
+		json_fail(&p->j, ERR_INVAL,
+			  "cannot parse: unexpected parser state");
 		return M_NONE;
 	}
-	if (p->depth == 1) {
+	if (json_depth(&p->j) == 1) {
 		lo = M_RELEASE;
 		hi = M_COMPONENTS;
-	} else if (p->depth == 3 && p->in_elem) {
+	} else if (json_depth(&p->j) == 3 && p->in_elem) {
 		lo = M_NAME;
 		hi = M_SHA256;
 	} else {
@@ -569,7 +492,7 @@ static enum member key_member(struct parse *p, struct lejp_ctx *ctx)
 	}
 	for (w = lo; w <= hi; w++)
 		if (strlen(member_name[w]) == n &&
-		    !memcmp(ctx->path + from, member_name[w], n))
+		    !memcmp(key, member_name[w], n))
 			return w;
 	return M_NONE;
 }
@@ -579,7 +502,7 @@ static int on_pair(struct parse *p, struct lejp_ctx *ctx)
 	enum member w = key_member(p, ctx);
 	unsigned *seen = w >= M_NAME ? &p->elem_seen : &p->top_seen;
 
-	if (p->err)
+	if (json_err(&p->j))
 		return -1;
 	p->want = w;
 	if (w == M_NONE)
@@ -602,15 +525,16 @@ static int on_value(struct parse *p, char kind)
 
 	p->want = M_NONE;
 	/* A direct element of the components array is a component. */
-	if (p->depth == 2 && p->in_comps) {
+	if (json_depth(&p->j) == 2 && p->in_comps) {
 		if (p->m->n == MANIFEST_MAX_COMPONENTS) {
-			fail(p, ERR_INVAL, "components: more than %d entries",
-			     MANIFEST_MAX_COMPONENTS);
+			json_fail(&p->j, ERR_INVAL,
+				  "components: more than %d entries",
+				  MANIFEST_MAX_COMPONENTS);
 			return -1;
 		}
 		if (kind != 'o') {
-			fail(p, ERR_INVAL, "components[%zu]: not an object",
-			     p->m->n);
+			json_fail(&p->j, ERR_INVAL,
+				  "components[%zu]: not an object", p->m->n);
 			return -1;
 		}
 		p->in_elem = true;
@@ -644,35 +568,6 @@ static int on_value(struct parse *p, char kind)
 	}
 }
 
-static int on_container(struct parse *p, struct lejp_ctx *ctx, char kind)
-{
-	if (!p->depth) {
-		if (kind != 'o') {
-			fail(p, ERR_INVAL, "not a JSON object");
-			return -1;
-		}
-		p->stack[p->depth++] = kind;
-		return 0;
-	}
-	if (on_value(p, kind))
-		return -1;
-	if (p->depth >= MAX_DEPTH) {
-		fail(p, ERR_INVAL, "nesting deeper than %d levels", MAX_DEPTH);
-		return -1;
-	}
-	/* LEJP writes i[ipos] before checking ipos against its size. */
-	if (kind == 'a' && (p->arrays >= LEJP_MAX_INDEX_DEPTH ||
-			    ctx->ipos >= LEJP_MAX_INDEX_DEPTH)) {
-		fail(p, ERR_INVAL, "arrays nested deeper than %d levels",
-		     LEJP_MAX_INDEX_DEPTH);
-		return -1;
-	}
-	if (kind == 'a')
-		p->arrays++;
-	p->stack[p->depth++] = kind;
-	return 0;
-}
-
 /* A component object closed: all four members there, a new name. */
 static int end_component(struct parse *p)
 {
@@ -687,9 +582,9 @@ static int end_component(struct parse *p)
 		}
 	for (i = 0; i < m->n; i++)
 		if (!strcmp(m->s[i].name, m->s[m->n].name)) {
-			fail(p, ERR_INVAL,
-			     "components[%zu].name: duplicate of "
-			     "components[%zu]", m->n, i);
+			json_fail(&p->j, ERR_INVAL,
+				  "components[%zu].name: duplicate of "
+				  "components[%zu]", m->n, i);
 			return -1;
 		}
 	m->c[m->n].name = m->s[m->n].name;
@@ -700,28 +595,16 @@ static int end_component(struct parse *p)
 	return 0;
 }
 
-/* LEJP lets '}' close an array ("[1}]" parses); JSON does not. */
-static int on_container_end(struct parse *p, struct lejp_ctx *ctx, char kind)
+/* A container inside the top-level object closed; json.c has checked
+ * its bracket and taken it off its stack. */
+static int on_container_end(struct parse *p)
 {
-	if (!p->depth || p->stack[p->depth - 1] != kind) {
-		fail(p, ERR_INVAL, "not JSON: mismatched '%c'",
-		     kind == 'a' ? ']' : '}');
-		return -1;
-	}
-	if (p->stack[--p->depth] == 'a')
-		p->arrays--;
-	/*
-	 * LEJP does not restore its index depth when an array closes at its
-	 * stack level 0 (a top-level member), so five array members would
-	 * use it up. It counts open arrays, which we know exactly.
-	 */
-	ctx->ipos = (uint8_t)p->arrays;
-	if (p->depth == 2 && p->in_elem)
+	if (json_depth(&p->j) == 2 && p->in_elem)
 		return end_component(p);
-	if (p->depth == 1 && p->in_comps) {
+	if (json_depth(&p->j) == 1 && p->in_comps) {
 		p->in_comps = false;
 		if (!p->m->n) {
-			fail(p, ERR_INVAL, "components: empty");
+			json_fail(&p->j, ERR_INVAL, "components: empty");
 			return -1;
 		}
 	}
@@ -833,7 +716,7 @@ static int on_str_end(struct parse *p, struct lejp_ctx *ctx)
 		return 0;
 	default:
 		/* on_value() lets only string members get here. */
-		fail(p, ERR_INVAL, "cannot parse: unexpected string");
+		json_fail(&p->j, ERR_INVAL, "cannot parse: unexpected string");
 		return -1;
 	}
 }
@@ -841,142 +724,75 @@ static int on_str_end(struct parse *p, struct lejp_ctx *ctx)
 static int on_number(struct parse *p, struct lejp_ctx *ctx)
 {
 	enum member w = p->want;
-	uint64_t v;
+	int64_t v;
 
 	if (!json_number(ctx->buf)) {
-		fail(p, ERR_INVAL, "not JSON: bad number");
+		json_fail(&p->j, ERR_INVAL, "not JSON: bad number");
 		return -1;
 	}
 	if (on_value(p, 'n'))
 		return -1;
 	if (w != M_SIZE)
 		return 0;
-	if (!parse_size(ctx->buf, MANIFEST_MAX_SIZE, &v)) {
+	/* "-0" is 0, but a size has no sign. */
+	if (ctx->buf[0] == '-' ||
+	    !json_int(ctx->buf, 0, (int64_t)MANIFEST_MAX_SIZE, &v)) {
 		bad(p, w, "not an integer in 0..2^40");
 		return -1;
 	}
-	p->m->c[p->m->n].size = v;
+	p->m->c[p->m->n].size = (uint64_t)v;
 	return 0;
 }
 
-static signed char lejp_cb(struct lejp_ctx *ctx, char reason)
+/* json.c's callback: what each value means in a manifest. */
+static int on_event(void *arg, struct lejp_ctx *ctx, char reason)
 {
-	struct parse *p = ctx->user;
-	int r = 0;
+	struct parse *p = arg;
 
-	/* LEJP keeps going after some ignored callback results. */
-	if (p->err)
-		return -1;
 	switch (reason) {
 	case LEJPCB_OBJECT_START:
-		r = on_container(p, ctx, 'o');
-		break;
+		return on_value(p, 'o');
 	case LEJPCB_ARRAY_START:
-		r = on_container(p, ctx, 'a');
-		break;
+		return on_value(p, 'a');
 	case LEJPCB_OBJECT_END:
-		r = on_container_end(p, ctx, 'o');
-		break;
 	case LEJPCB_ARRAY_END:
-		/* LEJP ignores this result; p->err stops it at the next. */
-		r = on_container_end(p, ctx, 'a');
-		break;
+		return on_container_end(p);
 	case LEJPCB_PAIR_NAME:
-		r = on_pair(p, ctx);
-		break;
+		return on_pair(p, ctx);
 	case LEJPCB_VAL_STR_START:
-		r = on_value(p, 's');
-		break;
+		return on_value(p, 's');
 	case LEJPCB_VAL_STR_CHUNK:
-		r = on_str_data(p, ctx);
-		break;
+		return on_str_data(p, ctx);
 	case LEJPCB_VAL_STR_END:
-		r = on_str_end(p, ctx);
-		break;
+		return on_str_end(p, ctx);
 	case LEJPCB_VAL_NUM_INT:
 	case LEJPCB_VAL_NUM_FLOAT:
-		r = on_number(p, ctx);
-		break;
+		return on_number(p, ctx);
 	case LEJPCB_VAL_TRUE:
 	case LEJPCB_VAL_FALSE:
-		r = on_value(p, 'b');
-		break;
+		return on_value(p, 'b');
 	case LEJPCB_VAL_NULL:
-		r = on_value(p, 'z');
-		break;
+		return on_value(p, 'z');
 	default:
-		break;
+		return 0;
 	}
-	/* Negative: LEJP checks some results only for < 0. */
-	return r ? -1 : 0;
 }
 
-static bool json_ws(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* Feeds the text to LEJP; true once the top-level object closed. */
-static bool run_lejp(struct parse *p, struct lejp_ctx *ctx,
-		     const unsigned char *buf, size_t len, size_t *used)
-{
-	unsigned char prev = 0;	/* last byte that was not whitespace */
-	bool in_str;
-	size_t i;
-	int r;
-
-	for (i = 0; i < len && !p->err; i++) {
-		/* LEJP appends key characters to its path without a bound,
-		 * and one byte adds at most two. */
-		if (ctx->pst[0].ppos > MAX_PATH_LEN) {
-			fail(p, ERR_INVAL, "member path longer than %d bytes",
-			     MAX_PATH_LEN);
-			break;
-		}
-		in_str = ctx->st[ctx->sp].s == LEJP_MP_STRING;
-		/* LEJP skips "# ..." as a comment; JSON has none. */
-		if (buf[i] == '#' && !in_str) {
-			fail(p, ERR_INVAL, "not JSON: '#' outside a string");
-			break;
-		}
-		/* LEJP takes "[1,]"; JSON does not. */
-		if (buf[i] == ']' && prev == ',' && !in_str) {
-			fail(p, ERR_INVAL, "not JSON: ',' before ']'");
-			break;
-		}
-		if (!json_ws((char)buf[i]) || in_str)
-			prev = buf[i];
-		r = lejp_parse(ctx, buf + i, 1);
-		if (r == LEJP_CONTINUE)
-			continue;
-		if (r == LEJP_REJECT_IDLE_NO_BRACE)
-			fail(p, ERR_INVAL, "not a JSON object");
-		/* LEJP refuses "{}" at top level with this code. */
-		if (r == LEJP_REJECT_MEMBERS_NO_CLOSE && p->depth == 1)
-			bad(p, M_RELEASE, "missing");
-		if (r < 0) {
-			fail(p, ERR_INVAL, "not JSON: %s",
-			     lejp_error_to_string(r));
-			break;
-		}
-		/* LEJP completes at the '}' that closes its level 0. */
-		if (p->depth)
-			fail(p, ERR_INVAL, "not JSON: unbalanced brackets");
-		*used = i + 1;
-		return !p->err;
-	}
-	fail(p, ERR_INVAL, "not JSON: manifest truncated");
-	return false;
-}
+static const struct json_spec text_spec = {
+	.max_depth = MAX_DEPTH,
+	.max_path = MAX_PATH_LEN,
+	.path_name = "member",
+	.text_name = "manifest",
+	/* What the check for missing members below says of an empty one. */
+	.empty_why = "release: missing",
+	.event = on_event,
+};
 
 err_t manifest_parse(const char *text, size_t len, struct manifest **out,
 		     char *why, size_t whylen)
 {
 	struct parse *p = NULL;
-	struct lejp_ctx ctx;
 	struct manifest *m = NULL;
-	bool lejp_on = false;
-	size_t i, used = 0;
 	enum member w;
 	err_t e;
 
@@ -1000,7 +816,7 @@ err_t manifest_parse(const char *text, size_t len, struct manifest **out,
 		say(why, whylen, "NUL byte in the manifest");
 		return ERR_INVAL;
 	}
-	if (!proto_utf8_valid(text, len)) {
+	if (!json_utf8_valid(text, len)) {
 		say(why, whylen, "invalid UTF-8");
 		return ERR_INVAL;
 	}
@@ -1012,18 +828,9 @@ err_t manifest_parse(const char *text, size_t len, struct manifest **out,
 		goto out;
 	}
 	p->m = m;
-	p->why = why;
-	p->whylen = whylen;
-
-	lejp_construct(&ctx, lejp_cb, p, NULL, 0);
-	lejp_on = true;
-	if (!run_lejp(p, &ctx, (const unsigned char *)text, len, &used))
+	json_init(&p->j, &text_spec, p, why, whylen);
+	if (json_run(&p->j, text, len))
 		goto fin;
-	for (i = used; i < len; i++)
-		if (!json_ws(text[i])) {
-			fail(p, ERR_INVAL, "trailing data after the object");
-			goto fin;
-		}
 	for (w = M_RELEASE; w <= M_COMPONENTS; w++)
 		if (!(p->top_seen & (1u << w))) {
 			bad(p, w, "missing");
@@ -1032,10 +839,8 @@ err_t manifest_parse(const char *text, size_t len, struct manifest **out,
 	*out = m;
 	m = NULL;
 fin:
-	e = p->err;
+	e = json_err(&p->j);
 out:
-	if (lejp_on)
-		lejp_destruct(&ctx);
 	free(p);
 	free(m);
 	return e;

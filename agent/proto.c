@@ -2,136 +2,35 @@
  * proto — control messages of the COM link (PROTOCOL.md §2).
  *
  * Decoding: the frame is checked as a whole first (size, NUL bytes, strict
- * UTF-8), then fed to LEJP, libwebsockets' stream JSON parser, one byte per
- * call so that LEJP's state can be checked between bytes. LEJP 4.1.6 needs
- * that guarding: it does not bound key names (its 128-byte path buffer
- * overflows), it takes '#' outside strings as the start of a comment, it
- * writes its array-index stack one slot past the end before noticing, it
- * loses track of that stack after an array at top level, and it emits an
- * escaped surrogate pair as two 3-byte CESU-8 sequences. Each of these is
- * handled below where it matters. Every scalar leaf outside arrays is
- * stored with its dotted path in one allocation sized from the input, so
- * memory is bounded by the frame size.
+ * UTF-8), then parsed by json.c, which drives LEJP (libwebsockets' stream
+ * JSON parser) with the guards LEJP 4.1.6 needs and tracks the open
+ * containers. What is left here is what a control message means: "type",
+ * "id" and "re", the field count, and the leaves kept. LEJP emits an
+ * escaped surrogate pair as two 3-byte CESU-8 sequences; strings and keys
+ * are joined back into UTF-8 before they are stored. Every scalar leaf
+ * outside arrays is stored with its dotted path in one allocation sized
+ * from the input, so memory is bounded by the frame size.
  *
  * Encoding: a fixed-capacity writer with latched errors; a message either
  * fits whole or is not produced at all.
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <libwebsockets.h>
 
+#include "json.h"
 #include "proto.h"
 
-/* The per-byte path guard below lets one byte grow LEJP's path by at most
- * two characters ("[]") plus its NUL; LEJP stores path offsets in a char. */
-_Static_assert(PROTO_MAX_PATH + 3 < LEJP_MAX_PATH, "LEJP path buffer too small");
-_Static_assert(PROTO_MAX_PATH + 2 <= 127, "LEJP keeps path offsets in a char");
-/* LEJP's own stack holds one level per container plus one for a string. */
-_Static_assert(PROTO_MAX_DEPTH + 1 < LEJP_MAX_DEPTH, "LEJP stack too small");
-
-/* ---------------------------------------------------------------- UTF-8 */
-
-/*
- * Length of the well-formed UTF-8 sequence at s (n bytes available), or 0.
- * Strict: no overlong forms, no surrogates, nothing above U+10FFFF.
- */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-	size_t k, i;
-
-	if (c < 0x80)
-		return 1;
-	if (c < 0xc2)
-		return 0;
-	if (c < 0xe0) {
-		k = 2;
-	} else if (c < 0xf0) {
-		k = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c < 0xf5) {
-		k = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (n < k || s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < k; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return k;
-}
+/* json.c's buffers are sized for its caps. */
+_Static_assert(PROTO_MAX_PATH <= JSON_MAX_PATH, "PROTO_MAX_PATH too big");
+_Static_assert(PROTO_MAX_DEPTH <= JSON_MAX_DEPTH, "PROTO_MAX_DEPTH too big");
 
 bool proto_utf8_valid(const void *str, size_t n)
 {
-	const unsigned char *s = str;
-	size_t k;
-
-	while (n) {
-		k = utf8_seq(s, n);
-		if (!k)
-			return false;
-		s += k;
-		n -= k;
-	}
-	return true;
-}
-
-/* The code point of a 3-byte sequence that utf8_seq() would refuse as a
- * surrogate, or 0 when s is not one. */
-static unsigned surrogate_at(const unsigned char *s, size_t n)
-{
-	if (n < 3 || s[0] != 0xed || s[1] < 0xa0 || s[1] > 0xbf ||
-	    (s[2] & 0xc0) != 0x80)
-		return 0;
-	return 0xd000u | ((unsigned)(s[1] & 0x3f) << 6) | (s[2] & 0x3fu);
-}
-
-/*
- * LEJP decodes "\ud83d\ude00" into two 3-byte CESU-8 sequences; rewrite
- * each pair in place as one 4-byte UTF-8 sequence. The raw frame was
- * checked to be UTF-8 before parsing, so any surrogate here came from an
- * escape. False for a lone surrogate or anything else not UTF-8.
- */
-static bool cesu_to_utf8(unsigned char *s, size_t n, size_t *outlen)
-{
-	size_t r = 0, w = 0, k;
-	unsigned hs, ls, cp;
-
-	while (r < n) {
-		hs = surrogate_at(s + r, n - r);
-		if (hs) {
-			ls = surrogate_at(s + r + 3, n - r - 3);
-			if (hs > 0xdbff || ls < 0xdc00)
-				return false;
-			cp = 0x10000u + ((hs - 0xd800u) << 10) + (ls - 0xdc00u);
-			s[w++] = (unsigned char)(0xf0 | (cp >> 18));
-			s[w++] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
-			s[w++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
-			s[w++] = (unsigned char)(0x80 | (cp & 0x3f));
-			r += 6;
-			continue;
-		}
-		k = utf8_seq(s + r, n - r);
-		if (!k)
-			return false;
-		memmove(s + w, s + r, k);
-		r += k;
-		w += k;
-	}
-	*outlen = w;
-	return true;
+	return json_utf8_valid(str, n);
 }
 
 /* -------------------------------------------------------------- decoding */
@@ -154,36 +53,15 @@ struct proto_msg {
 	struct field f[];
 };
 
-/* Where a parse stands; LEJP hands it back to the callback as ctx->user. */
+/* Where a parse stands; json.c hands it back to on_event(). */
 struct parse {
+	struct json j;		/* open containers, the first failure */
 	struct proto_msg *m;
-	char *why;
-	size_t whylen;
-	err_t err;		/* ERR_OK until the first failure */
-	unsigned depth;		/* open containers, top-level object included */
-	unsigned arrays;	/* open arrays among them */
-	char stack[PROTO_MAX_DEPTH];	/* 'o' or 'a' per open container */
 	unsigned counted;	/* members + array elements so far */
 	unsigned elems;		/* elements so far of the one open array */
 	size_t str_at;		/* offset in m->text of the string being read */
 	size_t str_len;
 };
-
-/* Only the first failure is reported: later ones are consequences. */
-__attribute__((format(printf, 3, 4)))
-static void fail(struct parse *p, err_t e, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (p->err)
-		return;
-	p->err = e;
-	if (!p->why || !p->whylen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(p->why, p->whylen, fmt, ap);
-	va_end(ap);
-}
 
 /* Paths come from the peer and end up in our log and in an error message;
  * keep only printable ASCII so neither can be forged or made invalid. */
@@ -195,69 +73,6 @@ static const char *clean(const char *s, char *dst, size_t cap)
 		dst[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
 	dst[i] = '\0';
 	return dst;
-}
-
-/* JSON's number grammar; LEJP also lets through "01", "1e+" and "-1e". */
-static bool json_number(const char *s)
-{
-	if (*s == '-')
-		s++;
-	if (*s == '0')
-		s++;
-	else if (*s >= '1' && *s <= '9')
-		while (*s >= '0' && *s <= '9')
-			s++;
-	else
-		return false;
-	if (*s == '.') {
-		s++;
-		if (*s < '0' || *s > '9')
-			return false;
-		while (*s >= '0' && *s <= '9')
-			s++;
-	}
-	if (*s == 'e' || *s == 'E') {
-		s++;
-		if (*s == '+' || *s == '-')
-			s++;
-		if (*s < '0' || *s > '9')
-			return false;
-		while (*s >= '0' && *s <= '9')
-			s++;
-	}
-	return *s == '\0';
-}
-
-/* An optionally negative run of digits that fits int64_t; anything else
- * (fraction, exponent, overflow) is not an integer. */
-static bool parse_i64(const char *s, int64_t *out)
-{
-	bool neg = false;
-	uint64_t v = 0, lim = INT64_MAX;
-	unsigned d;
-
-	if (*s == '-') {
-		neg = true;
-		lim = (uint64_t)INT64_MAX + 1;
-		s++;
-	}
-	if (!*s)
-		return false;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return false;
-		d = (unsigned)(*s - '0');
-		if (v > (lim - d) / 10)
-			return false;
-		v = v * 10 + d;
-	}
-	if (!neg)
-		*out = (int64_t)v;
-	else if (v == (uint64_t)INT64_MAX + 1)
-		*out = INT64_MIN;
-	else
-		*out = -(int64_t)v;
-	return true;
 }
 
 static struct field *find(const struct proto_msg *m, const char *path)
@@ -301,7 +116,7 @@ static char *text_alloc(struct parse *p, size_t n)
 
 	/* Cannot happen with the sizing in proto_parse(); kept as a guard. */
 	if (n > m->text_cap - m->text_used) {
-		fail(p, ERR_INVAL, "message too complex");
+		json_fail(&p->j, ERR_INVAL, "message too complex");
 		return NULL;
 	}
 	r = m->text + m->text_used;
@@ -317,22 +132,24 @@ static char *text_alloc(struct parse *p, size_t n)
 static int norm_path(struct parse *p, struct lejp_ctx *ctx,
 		     char dst[LEJP_MAX_PATH], size_t *len)
 {
-	size_t plen = ctx->pst[0].ppos;
+	size_t plen;
+	const char *path = json_path(ctx, &plen);
 	char c[48];
 
 	if (plen > PROTO_MAX_PATH) {
-		fail(p, ERR_INVAL, "field path longer than %d bytes",
-		     PROTO_MAX_PATH);
+		json_fail(&p->j, ERR_INVAL, "field path longer than %d bytes",
+			  PROTO_MAX_PATH);
 		return -1;
 	}
-	if (memchr(ctx->path, '\0', plen)) {
-		fail(p, ERR_INVAL, "NUL character in a key");
+	if (memchr(path, '\0', plen)) {
+		json_fail(&p->j, ERR_INVAL, "NUL character in a key");
 		return -1;
 	}
-	memcpy(dst, ctx->path, plen);
-	if (!cesu_to_utf8((unsigned char *)dst, plen, len)) {
-		fail(p, ERR_INVAL, "invalid \\u escape in key \"%s\"",
-		     clean(ctx->path, c, sizeof(c)));
+	memcpy(dst, path, plen);
+	if (!json_cesu_to_utf8((unsigned char *)dst, plen, len)) {
+		json_fail(&p->j, ERR_INVAL,
+			  "invalid \\u escape in key \"%s\"",
+			  clean(path, c, sizeof(c)));
 		return -1;
 	}
 	dst[*len] = '\0';
@@ -352,13 +169,13 @@ static struct field *store(struct parse *p, struct lejp_ctx *ctx,
 		return NULL;
 	/* A string element of an array that is not inside another one is
 	 * kept as "PATH.N" (LEJP's path ends in "[]" there). */
-	if (p->arrays == 1 && p->stack[p->depth - 1] == 'a' && kind == K_STR &&
-	    n >= 2 && !memcmp(norm + n - 2, "[]", 2)) {
+	if (json_arrays(&p->j) == 1 && json_in_array(&p->j) &&
+	    kind == K_STR && n >= 2 && !memcmp(norm + n - 2, "[]", 2)) {
 		int w = snprintf(norm + n - 2, sizeof(norm) - n + 2, ".%u",
 				 p->elems - 1);
 
 		if (w < 0 || (size_t)w >= sizeof(norm) - n + 2) {
-			fail(p, ERR_INVAL, "field path too long");
+			json_fail(&p->j, ERR_INVAL, "field path too long");
 			return NULL;
 		}
 		n = n - 2 + (size_t)w;
@@ -366,7 +183,7 @@ static struct field *store(struct parse *p, struct lejp_ctx *ctx,
 	f = find(m, norm);
 	if (!f) {
 		if (m->nfields == m->maxfields) {
-			fail(p, ERR_INVAL, "message too complex");
+			json_fail(&p->j, ERR_INVAL, "message too complex");
 			return NULL;
 		}
 		path = text_alloc(p, n + 1);
@@ -387,24 +204,26 @@ static struct field *store(struct parse *p, struct lejp_ctx *ctx,
 static bool is_top(const struct parse *p, const struct lejp_ctx *ctx,
 		   const char *name)
 {
-	size_t n = strlen(name), plen = ctx->pst[0].ppos;
+	size_t n = strlen(name), plen;
+	const char *path = json_path(ctx, &plen);
 
-	if (p->depth != 1)
+	if (json_depth(&p->j) != 1)
 		return false;
-	if (plen == n + 2 && !memcmp(ctx->path + n, "[]", 2))
+	if (plen == n + 2 && !memcmp(path + n, "[]", 2))
 		plen = n;
-	return plen == n && !memcmp(ctx->path, name, n);
+	return plen == n && !memcmp(path, name, n);
 }
 
 /* Counts a value that is an array element (members count at PAIR_NAME). */
 static int count_element(struct parse *p)
 {
-	if (!p->depth || p->stack[p->depth - 1] != 'a')
+	if (!json_in_array(&p->j))
 		return 0;
-	if (p->arrays == 1)
+	if (json_arrays(&p->j) == 1)
 		p->elems++;
 	if (++p->counted > PROTO_MAX_FIELDS) {
-		fail(p, ERR_INVAL, "more than %d fields", PROTO_MAX_FIELDS);
+		json_fail(&p->j, ERR_INVAL, "more than %d fields",
+			  PROTO_MAX_FIELDS);
 		return -1;
 	}
 	return 0;
@@ -414,8 +233,9 @@ static int count_element(struct parse *p)
 static int check_not_idre(struct parse *p, struct lejp_ctx *ctx)
 {
 	if (is_top(p, ctx, "id") || is_top(p, ctx, "re")) {
-		fail(p, ERR_INVAL, "\"%s\" is not an integer in 1..2^53-1",
-		     ctx->path[0] == 'i' ? "id" : "re");
+		json_fail(&p->j, ERR_INVAL,
+			  "\"%s\" is not an integer in 1..2^53-1",
+			  ctx->path[0] == 'i' ? "id" : "re");
 		return -1;
 	}
 	return 0;
@@ -424,59 +244,25 @@ static int check_not_idre(struct parse *p, struct lejp_ctx *ctx)
 static int check_not_type(struct parse *p, struct lejp_ctx *ctx)
 {
 	if (is_top(p, ctx, "type")) {
-		fail(p, ERR_INVAL, "\"type\" is not a string");
+		json_fail(&p->j, ERR_INVAL, "\"type\" is not a string");
 		return -1;
 	}
 	return 0;
 }
 
-static int on_container(struct parse *p, struct lejp_ctx *ctx, char kind)
+/*
+ * A container inside the top-level object starts; json.c checks its
+ * nesting after this. It is a value like any other: of "id", "re" or
+ * "type" it is the wrong kind, and as an array element it counts.
+ */
+static int on_container(struct parse *p, struct lejp_ctx *ctx, bool array)
 {
-	if (!p->depth) {
-		if (kind != 'o') {
-			fail(p, ERR_INVAL, "not a JSON object");
-			return -1;
-		}
-		p->stack[p->depth++] = kind;
-		return 0;
-	}
 	if (check_not_idre(p, ctx) || check_not_type(p, ctx) ||
 	    count_element(p))
 		return -1;
-	if (p->depth >= PROTO_MAX_DEPTH) {
-		fail(p, ERR_INVAL, "nesting deeper than %d levels",
-		     PROTO_MAX_DEPTH);
-		return -1;
-	}
-	/* LEJP writes i[ipos] before checking ipos against its size. */
-	if (kind == 'a' && (p->arrays >= LEJP_MAX_INDEX_DEPTH ||
-			    ctx->ipos >= LEJP_MAX_INDEX_DEPTH)) {
-		fail(p, ERR_INVAL, "arrays nested deeper than %d levels",
-		     LEJP_MAX_INDEX_DEPTH);
-		return -1;
-	}
-	if (kind == 'a' && !p->arrays++)
+	/* Elements are numbered within the outermost array only. */
+	if (array && !json_arrays(&p->j))
 		p->elems = 0;
-	p->stack[p->depth++] = kind;
-	return 0;
-}
-
-/* LEJP lets '}' close an array ("[1}]" parses); JSON does not. */
-static int on_container_end(struct parse *p, struct lejp_ctx *ctx, char kind)
-{
-	if (!p->depth || p->stack[p->depth - 1] != kind) {
-		fail(p, ERR_INVAL, "not JSON: mismatched '%c'",
-		     kind == 'a' ? ']' : '}');
-		return -1;
-	}
-	if (p->stack[--p->depth] == 'a')
-		p->arrays--;
-	/*
-	 * LEJP does not restore its index depth when an array closes at its
-	 * stack level 0 (a top-level member), so five array members would
-	 * use it up. It counts open arrays, which we know exactly.
-	 */
-	ctx->ipos = (uint8_t)p->arrays;
 	return 0;
 }
 
@@ -488,7 +274,8 @@ static int on_pair(struct parse *p, struct lejp_ctx *ctx)
 	if (norm_path(p, ctx, norm, &n))
 		return -1;
 	if (++p->counted > PROTO_MAX_FIELDS) {
-		fail(p, ERR_INVAL, "more than %d fields", PROTO_MAX_FIELDS);
+		json_fail(&p->j, ERR_INVAL, "more than %d fields",
+			  PROTO_MAX_FIELDS);
 		return -1;
 	}
 	forget(p->m, norm, n);
@@ -511,8 +298,9 @@ static int on_str_data(struct parse *p, struct lejp_ctx *ctx)
 
 	/* Escaped surrogate pairs take 6 bytes here and 4 once joined. */
 	if (ctx->npos > PROTO_MAX_STR / 2 * 3 - p->str_len) {
-		fail(p, ERR_INVAL, "string at \"%s\" longer than %d bytes",
-		     clean(ctx->path, c, sizeof(c)), PROTO_MAX_STR);
+		json_fail(&p->j, ERR_INVAL,
+			  "string at \"%s\" longer than %d bytes",
+			  clean(ctx->path, c, sizeof(c)), PROTO_MAX_STR);
 		return -1;
 	}
 	d = text_alloc(p, ctx->npos);
@@ -535,24 +323,27 @@ static int on_str_end(struct parse *p, struct lejp_ctx *ctx)
 		return -1;
 	s = (unsigned char *)m->text + p->str_at;
 	if (memchr(s, 0, p->str_len)) {
-		fail(p, ERR_INVAL, "NUL character in string at \"%s\"",
-		     clean(ctx->path, c, sizeof(c)));
+		json_fail(&p->j, ERR_INVAL,
+			  "NUL character in string at \"%s\"",
+			  clean(ctx->path, c, sizeof(c)));
 		return -1;
 	}
-	if (!cesu_to_utf8(s, p->str_len, &n)) {
-		fail(p, ERR_INVAL, "invalid \\u escape in string at \"%s\"",
-		     clean(ctx->path, c, sizeof(c)));
+	if (!json_cesu_to_utf8(s, p->str_len, &n)) {
+		json_fail(&p->j, ERR_INVAL,
+			  "invalid \\u escape in string at \"%s\"",
+			  clean(ctx->path, c, sizeof(c)));
 		return -1;
 	}
 	if (n > PROTO_MAX_STR) {
-		fail(p, ERR_INVAL, "string at \"%s\" longer than %d bytes",
-		     clean(ctx->path, c, sizeof(c)), PROTO_MAX_STR);
+		json_fail(&p->j, ERR_INVAL,
+			  "string at \"%s\" longer than %d bytes",
+			  clean(ctx->path, c, sizeof(c)), PROTO_MAX_STR);
 		return -1;
 	}
 	/* Array elements are checked but not kept, except strings of an
 	 * array not inside another one: give the bytes back. */
-	if (p->arrays && !(p->arrays == 1 &&
-			   p->stack[p->depth - 1] == 'a')) {
+	if (json_arrays(&p->j) &&
+	    !(json_arrays(&p->j) == 1 && json_in_array(&p->j))) {
 		m->text_used = p->str_at;
 		return 0;
 	}
@@ -578,11 +369,11 @@ static int on_scalar(struct parse *p, struct lejp_ctx *ctx, char reason)
 		return -1;
 	if (reason == LEJPCB_VAL_NUM_INT || reason == LEJPCB_VAL_NUM_FLOAT) {
 		if (!json_number(ctx->buf)) {
-			fail(p, ERR_INVAL, "bad number at \"%s\"",
-			     clean(ctx->path, c, sizeof(c)));
+			json_fail(&p->j, ERR_INVAL, "bad number at \"%s\"",
+				  clean(ctx->path, c, sizeof(c)));
 			return -1;
 		}
-		isint = parse_i64(ctx->buf, &v);
+		isint = json_int(ctx->buf, INT64_MIN, INT64_MAX, &v);
 	}
 	if (is_top(p, ctx, "id") || is_top(p, ctx, "re")) {
 		if (!isint || v < 1 || v > PROTO_MAX_ID)
@@ -592,7 +383,7 @@ static int on_scalar(struct parse *p, struct lejp_ctx *ctx, char reason)
 		else
 			p->m->re = v;
 	}
-	if (p->arrays || reason == LEJPCB_VAL_NULL)
+	if (json_arrays(&p->j) || reason == LEJPCB_VAL_NULL)
 		return 0;
 	f = store(p, ctx, reason == LEJPCB_VAL_TRUE ||
 		  reason == LEJPCB_VAL_FALSE ? K_BOOL : isint ? K_INT : K_NUM);
@@ -602,148 +393,76 @@ static int on_scalar(struct parse *p, struct lejp_ctx *ctx, char reason)
 	return 0;
 }
 
-static signed char lejp_cb(struct lejp_ctx *ctx, char reason)
+/* json.c's callback: what each value means in a control message. */
+static int on_event(void *arg, struct lejp_ctx *ctx, char reason)
 {
-	struct parse *p = ctx->user;
-	int r = 0;
+	struct parse *p = arg;
 
-	/* LEJP keeps going after some ignored callback results. */
-	if (p->err)
-		return -1;
 	switch (reason) {
 	case LEJPCB_OBJECT_START:
-		r = on_container(p, ctx, 'o');
-		break;
 	case LEJPCB_ARRAY_START:
-		r = on_container(p, ctx, 'a');
-		break;
-	case LEJPCB_OBJECT_END:
-		r = on_container_end(p, ctx, 'o');
-		break;
-	case LEJPCB_ARRAY_END:
-		/* LEJP ignores this result; p->err stops it at the next. */
-		r = on_container_end(p, ctx, 'a');
-		break;
+		return on_container(p, ctx, reason == LEJPCB_ARRAY_START);
 	case LEJPCB_PAIR_NAME:
-		r = on_pair(p, ctx);
-		break;
+		return on_pair(p, ctx);
 	case LEJPCB_VAL_STR_START:
-		r = on_str_start(p, ctx);
-		break;
+		return on_str_start(p, ctx);
 	case LEJPCB_VAL_STR_CHUNK:
-		r = on_str_data(p, ctx);
-		break;
+		return on_str_data(p, ctx);
 	case LEJPCB_VAL_STR_END:
-		r = on_str_end(p, ctx);
-		break;
+		return on_str_end(p, ctx);
 	case LEJPCB_VAL_TRUE:
 	case LEJPCB_VAL_FALSE:
 	case LEJPCB_VAL_NULL:
 	case LEJPCB_VAL_NUM_INT:
 	case LEJPCB_VAL_NUM_FLOAT:
-		r = on_scalar(p, ctx, reason);
-		break;
+		return on_scalar(p, ctx, reason);
 	default:
-		break;
+		/* Container ends: nothing to do, json.c checked them. */
+		return 0;
 	}
-	/* Negative: LEJP checks some results only for < 0. */
-	return r ? -1 : 0;
 }
 
-static bool json_ws(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* Feeds the frame to LEJP; true once the top-level object closed. */
-static bool run_lejp(struct parse *p, struct lejp_ctx *ctx,
-		     const unsigned char *buf, size_t len, size_t *used)
-{
-	unsigned char prev = 0;	/* last byte that was not whitespace */
-	bool in_str;
-	size_t i;
-	int r;
-
-	for (i = 0; i < len && !p->err; i++) {
-		/*
-		 * The per-byte guards. LEJP 4.1.6 appends key characters to
-		 * its path without a bound, and one byte adds at most two.
-		 */
-		if (ctx->pst[0].ppos > PROTO_MAX_PATH) {
-			fail(p, ERR_INVAL, "field path longer than %d bytes",
-			     PROTO_MAX_PATH);
-			break;
-		}
-		in_str = ctx->st[ctx->sp].s == LEJP_MP_STRING;
-		/* LEJP skips "# ..." as a comment; JSON has none. */
-		if (buf[i] == '#' && !in_str) {
-			fail(p, ERR_INVAL, "not JSON: '#' outside a string");
-			break;
-		}
-		/* LEJP takes "[1,]"; JSON does not. */
-		if (buf[i] == ']' && prev == ',' && !in_str) {
-			fail(p, ERR_INVAL, "not JSON: ',' before ']'");
-			break;
-		}
-		if (!json_ws((char)buf[i]) || in_str)
-			prev = buf[i];
-		r = lejp_parse(ctx, buf + i, 1);
-		if (r == LEJP_CONTINUE)
-			continue;
-		if (r == LEJP_REJECT_IDLE_NO_BRACE)
-			fail(p, ERR_INVAL, "not a JSON object");
-		/* LEJP refuses "{}" at top level with this code. */
-		if (r == LEJP_REJECT_MEMBERS_NO_CLOSE && p->depth == 1)
-			fail(p, ERR_INVAL, "no \"type\"");
-		if (r < 0) {
-			fail(p, ERR_INVAL, "not JSON: %s",
-			     lejp_error_to_string(r));
-			break;
-		}
-		/* LEJP completes at the '}' that closes its level 0. */
-		if (p->depth)
-			fail(p, ERR_INVAL, "not JSON: unbalanced brackets");
-		*used = i + 1;
-		return !p->err;
-	}
-	fail(p, ERR_INVAL, "not JSON: message truncated");
-	return false;
-}
+static const struct json_spec msg_spec = {
+	.max_depth = PROTO_MAX_DEPTH,
+	.max_path = PROTO_MAX_PATH,
+	.path_name = "field",
+	.text_name = "message",
+	/* What the check for "type" below says of an empty message. */
+	.empty_why = "no \"type\"",
+	.event = on_event,
+};
 
 err_t proto_parse(const char *buf, size_t len, struct proto_msg **out,
 		  int64_t *bad_id, char *why, size_t whylen)
 {
-	struct parse p = { .why = why, .whylen = whylen };
-	struct lejp_ctx ctx;
+	struct parse p = { .m = NULL };
 	struct proto_msg *m = NULL;
-	size_t i, colons = 0, maxf, used = 0;
+	size_t i, colons = 0, maxf;
 	struct field *t;
-	bool lejp_on = false;
 
-	if (why && whylen)
-		why[0] = '\0';
+	json_init(&p.j, &msg_spec, &p, why, whylen);
 	if (bad_id)
 		*bad_id = 0;
 	if (!out || (!buf && len)) {
-		fail(&p, ERR_INVAL, "no message");
+		json_fail(&p.j, ERR_INVAL, "no message");
 		goto out;
 	}
 	*out = NULL;
 	if (len > PROTO_MAX_MSG) {
-		fail(&p, ERR_LIMIT, "message larger than %d bytes",
-		     PROTO_MAX_MSG);
+		json_fail(&p.j, ERR_LIMIT, "message larger than %d bytes",
+			  PROTO_MAX_MSG);
 		goto out;
 	}
 	if (!len) {
-		fail(&p, ERR_INVAL, "empty message");
+		json_fail(&p.j, ERR_INVAL, "empty message");
 		goto out;
 	}
 	if (memchr(buf, 0, len)) {
-		fail(&p, ERR_INVAL, "NUL byte in message");
+		json_fail(&p.j, ERR_INVAL, "NUL byte in message");
 		goto out;
 	}
-	if (!proto_utf8_valid(buf, len)) {
-		fail(&p, ERR_INVAL, "invalid UTF-8");
+	if (!json_utf8_valid(buf, len)) {
+		json_fail(&p.j, ERR_INVAL, "invalid UTF-8");
 		goto out;
 	}
 
@@ -759,7 +478,7 @@ err_t proto_parse(const char *buf, size_t len, struct proto_msg **out,
 	m = calloc(1, sizeof(*m) + maxf * sizeof(m->f[0]) + len + 1 +
 		   maxf * (PROTO_MAX_PATH + 1));
 	if (!m) {
-		fail(&p, ERR_NOMEM, "out of memory");
+		json_fail(&p.j, ERR_NOMEM, "out of memory");
 		goto out;
 	}
 	m->maxfields = maxf;
@@ -767,44 +486,34 @@ err_t proto_parse(const char *buf, size_t len, struct proto_msg **out,
 	m->text_cap = len + 1 + maxf * (PROTO_MAX_PATH + 1);
 	p.m = m;
 
-	lejp_construct(&ctx, lejp_cb, &p, NULL, 0);
-	lejp_on = true;
-	if (!run_lejp(&p, &ctx, (const unsigned char *)buf, len, &used))
+	if (json_run(&p.j, buf, len))
 		goto out;
-	for (i = used; i < len; i++)
-		if (!json_ws(buf[i])) {
-			fail(&p, ERR_INVAL, "trailing data after the object");
-			goto out;
-		}
-
 	t = find(m, "type");
 	if (!t || t->kind != K_STR) {
-		fail(&p, ERR_INVAL, "no \"type\"");
+		json_fail(&p.j, ERR_INVAL, "no \"type\"");
 		goto out;
 	}
 	if (!t->str[0]) {
-		fail(&p, ERR_INVAL, "empty \"type\"");
+		json_fail(&p.j, ERR_INVAL, "empty \"type\"");
 		goto out;
 	}
 	if (strlen(t->str) > PROTO_MAX_TYPE) {
-		fail(&p, ERR_INVAL, "\"type\" longer than %d bytes",
-		     PROTO_MAX_TYPE);
+		json_fail(&p.j, ERR_INVAL, "\"type\" longer than %d bytes",
+			  PROTO_MAX_TYPE);
 		goto out;
 	}
 	m->type = t->str;
 	if (!m->id) {
-		fail(&p, ERR_INVAL, "no \"id\"");
+		json_fail(&p.j, ERR_INVAL, "no \"id\"");
 		goto out;
 	}
 	*out = m;
 	m = NULL;
 out:
-	if (lejp_on)
-		lejp_destruct(&ctx);
-	if (p.err && bad_id && p.m)
+	if (json_err(&p.j) && bad_id && p.m)
 		*bad_id = p.m->id;
 	free(m);
-	return p.err;
+	return json_err(&p.j);
 }
 
 void proto_msg_free(struct proto_msg *m)
@@ -966,7 +675,7 @@ static void w_string(struct proto_w *w, const char *s)
 				;
 			w_put(w, (const char *)u, k);
 		} else {
-			k = utf8_seq(u, n);
+			k = json_utf8_len(u, n);
 			if (k) {
 				w_put(w, (const char *)u, k);
 			} else {
