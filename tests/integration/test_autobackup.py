@@ -143,3 +143,29 @@ def test_dst_days(comsim, agent):
     # the repeated hour: the same local times again, one hour later
     set_clock(a, t + 3600 + 1)
     assert len(auto_jobs(a)) == 2
+
+
+def test_waits_for_an_upgrade_then_runs(comsim, agent):
+    """An upgrade that is restarting the system holds the window; the
+    automatic backup waits, and runs once the upgrade is settled."""
+    from test_upgrade import RELEASE, library, simulate_reboot, trusted
+    sim = comsim()
+    library(sim, sizes=(4096,))
+    a = start(agent, sim, overrides={"jobs": {"auto_backup": "on",
+                                              "trusted_keys": trusted(sim)}},
+              env={"TZ": TZ, "COMAGENT_TEST_CLOCK":
+                   str(round(local(2026, 12, 15, 1, 0) - time.time()))})
+    t1 = next_auto(a)
+    jid = job(sim, "transfer_upgrade", release=RELEASE)
+    wait_until(lambda: os.path.exists(os.path.join(a.root, "run/reboot-requested")),
+               60, "the upgrade's reboot")
+    assert a.status()["operation"] == "transfer_upgrade"
+    set_clock(a, t1 + 1)
+    assert auto_jobs(a) == []
+    assert abs(next_auto(a) - (t1 + 301)) <= 2
+    a.env["COMAGENT_TEST_CLOCK"] = str(round(t1 + 60 - time.time()))
+    since = simulate_reboot(a, sim, jid)
+    assert wait_final(sim, jid, since=since)["state"] == "succeeded"
+    # back within the window, idle: it runs now
+    wait_until(lambda: len(automatic_uploads(sim)) == 1, 30, "the automatic backup")
+    assert len(auto_jobs(a)) == 1
