@@ -365,7 +365,7 @@ def test_restore_linux_backup_dirs_limit(lroot):
     env["COMAGENT_BACKUP_DIRS"] = "etc/ipoffice"
     r = lroot.run("restore", archive, env=env)
     assert r.status == 1, r
-    assert r.reason == "unsafe backup: member outside etc/ipoffice: var/lib/ipoffice/"
+    assert r.reason == "unsafe backup: member outside etc/ipoffice opt/vmpro: var/lib/ipoffice/"
     assert lroot.snapshot() == before
 
 
@@ -470,9 +470,9 @@ UNSAFE_LINUX = {
     "fifo": (GOOD + [("etc/ipoffice/fifo", "p", None)],
              "unsafe backup: device or fifo etc/ipoffice/fifo"),
     "outside": (GOOD + [("etc/passwd", "f", b"root::0:0\n")],
-                "unsafe backup: member outside etc/ipoffice var/lib/ipoffice: etc/passwd"),
+                "unsafe backup: member outside etc/ipoffice var/lib/ipoffice opt/vmpro: etc/passwd"),
     "prefix": (GOOD + [("etc/ipoffice-evil/x", "f", b"x\n")],
-               "unsafe backup: member outside etc/ipoffice var/lib/ipoffice: "
+               "unsafe backup: member outside etc/ipoffice var/lib/ipoffice opt/vmpro: "
                "etc/ipoffice-evil/x"),
 }
 
@@ -985,3 +985,44 @@ def test_reboot_spies_work(root):
     subprocess.run([os.path.join(root.spies, "reboot")], check=True)
     with pytest.raises(AssertionError, match="tried to restart"):
         root.run("reboot")
+
+
+@pytest.mark.parametrize("vmpro", ["none", "config", "full"])
+def test_linux_backup_vmpro(lroot, vmpro):
+    """COM's vmpro option: no voicemail, Voicemail Pro's files but its
+    messages, or everything; restoring a "config" backup keeps the messages
+    recorded since."""
+    make_linux_config(lroot)
+    lroot.put("opt/vmpro/callflow.db", "flows v1\n")
+    lroot.put("opt/vmpro/greetings/g1.wav", b"RIFF1")
+    lroot.put("opt/vmpro/messages/m1.wav", b"RIFFm1")
+    env = dict(lroot.env(), COMAGENT_VMPRO=vmpro)
+    out = os.path.join(lroot.out, "vm.tar.gz")
+    r = lroot.run("backup", out, env=env)
+    assert r.status == 0, r
+    with tarfile.open(out) as t:
+        names = t.getnames()
+    vm = sorted(n for n in names if n.startswith("opt/vmpro"))
+    want = {"none": [],
+            "config": ["opt/vmpro/callflow.db", "opt/vmpro/greetings",
+                       "opt/vmpro/greetings/g1.wav"],
+            "full": ["opt/vmpro/callflow.db", "opt/vmpro/greetings",
+                     "opt/vmpro/greetings/g1.wav", "opt/vmpro/messages",
+                     "opt/vmpro/messages/m1.wav"]}[vmpro]
+    assert vm == want
+    lroot.put("opt/vmpro/callflow.db", "flows v2\n")
+    lroot.put("opt/vmpro/messages/m2.wav", b"RIFFm2")
+    r = lroot.run("restore", out)
+    assert r.status == 0, r
+    assert lroot.text("opt/vmpro/callflow.db") == ("flows v2\n" if vmpro == "none"
+                                                   else "flows v1\n")
+    # messages: kept unless the backup held them (then as they were)
+    assert os.path.exists(lroot.p("opt/vmpro/messages/m2.wav")) == (vmpro != "full")
+    assert lroot.read("opt/vmpro/messages/m1.wav") == b"RIFFm1"
+
+
+def test_linux_backup_bad_vmpro(lroot):
+    make_linux_config(lroot)
+    r = lroot.run("backup", os.path.join(lroot.out, "x.tar.gz"),
+                  env=dict(lroot.env(), COMAGENT_VMPRO="some"))
+    assert r.status == 2 and "COMAGENT_VMPRO" in r.reason, r

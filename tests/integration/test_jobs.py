@@ -312,3 +312,24 @@ def test_interrupted_automatic_backup_stays_local(comsim, agent):
                                "job": "auto-backup-2026-12-01"})
     m = wait_final(sim, "auto-backup-2026-12-01", since=since)
     assert (m["state"], m["reason"]) == ("rejected", "invalid"), m
+
+
+def test_backup_with_voicemail(comsim, agent):
+    """args.vmpro reaches the hook: "config" holds Voicemail Pro's files
+    but not its messages."""
+    import io
+    import tarfile
+    sim = comsim()
+
+    def setup(a):
+        linux_system(a)
+        put(a.root, "opt/vmpro/callflow.db", "flows\n")
+        put(a.root, "opt/vmpro/messages/m1.wav", b"RIFF")
+    start(agent, sim, setup=setup)
+    jid = job(sim, "backup", args={"vmpro": "config"})
+    assert wait_final(sim, jid)["state"] == "succeeded"
+    body = sim.backup_file(C, S, sim.backups(C, S)[0]["name"])
+    with tarfile.open(fileobj=io.BytesIO(body)) as t:
+        names = t.getnames()
+    assert "opt/vmpro/callflow.db" in names
+    assert not [n for n in names if "messages" in n]
