@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -131,83 +132,133 @@ void digest_hex(struct digest *d, char out[DIGEST_HEX_LEN + 1])
 	memcpy(out, d->hex, DIGEST_HEX_LEN + 1);
 }
 
+struct digest_reader {
+	struct digest *d;	/* the caller's */
+	int fd;
+	uint64_t limit, got;
+	unsigned char *buf;	/* DIGEST_CHUNK */
+	char path[4096];
+};
+
+err_t digest_reader_open(const char *path, uint64_t limit, struct digest *into,
+			 struct digest_reader **out)
+{
+	struct digest_reader *r;
+	struct stat st;
+	err_t e;
+
+	*out = NULL;
+	if (!path || !into) {
+		LOGE("digest_file: no path");
+		return ERR_INVAL;
+	}
+	r = calloc(1, sizeof(*r));
+	/* On the heap: the agent's threads need not have 64 KiB of stack. */
+	if (r) {
+		r->fd = -1;
+		r->buf = malloc(DIGEST_CHUNK);
+	}
+	if (!r || !r->buf) {
+		LOGE("%s: out of memory", path);
+		e = ERR_NOMEM;
+		goto fail;
+	}
+	r->d = into;
+	r->limit = limit;
+	snprintf(r->path, sizeof(r->path), "%s", path);
+	/* O_NONBLOCK: a FIFO put in the file's place must not hang us. */
+	r->fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (r->fd < 0) {
+		e = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
+		LOGE("%s: cannot open: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (fstat(r->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		LOGE("%s: not a regular file", path);
+		e = ERR_IO;
+		goto fail;
+	}
+	*out = r;
+	return ERR_OK;
+fail:
+	digest_reader_free(r);
+	return e;
+}
+
+err_t digest_reader_step(struct digest_reader *r, uint64_t max, bool *done)
+{
+	uint64_t stop = max > r->limit - r->got ? r->limit : r->got + max;
+	size_t want;
+	ssize_t n;
+	err_t e;
+
+	*done = false;
+	while (r->got < stop) {
+		want = stop - r->got < DIGEST_CHUNK ? (size_t)(stop - r->got) :
+						       DIGEST_CHUNK;
+		n = read(r->fd, r->buf, want);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			LOGE("%s: cannot read: %s", r->path, strerror(errno));
+			return ERR_IO;
+		}
+		if (n == 0) {
+			*done = true;	/* shorter than the limit: all of it */
+			return ERR_OK;
+		}
+		e = digest_update(r->d, r->buf, (size_t)n);
+		if (e)
+			return e;
+		r->got += (uint64_t)n;
+	}
+	*done = r->got == r->limit;
+	return ERR_OK;
+}
+
+uint64_t digest_reader_bytes(const struct digest_reader *r)
+{
+	return r->got;
+}
+
+void digest_reader_free(struct digest_reader *r)
+{
+	if (!r)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	free(r->buf);
+	free(r);
+}
+
 err_t digest_file(const char *path, uint64_t limit,
 		  char out[DIGEST_HEX_LEN + 1], uint64_t *bytes)
 {
-	struct digest d;
-	unsigned char *buf = NULL;
-	uint64_t got = 0;
-	struct stat st;
-	size_t want;
-	ssize_t r;
-	int fd = -1;
+	struct digest *d = digest_new();
+	struct digest_reader *r = NULL;
+	bool done = false;
 	err_t e;
 
 	out[0] = '\0';
 	if (bytes)
 		*bytes = 0;
-	start(&d);
-	if (d.err) {
-		e = d.err;
-		goto out;
+	if (!d)
+		return ERR_NOMEM;
+	e = d->err;
+	if (!e)
+		e = digest_reader_open(path, limit, d, &r);
+	if (!e)
+		e = digest_reader_step(r, UINT64_MAX, &done);
+	if (!e) {
+		digest_hex(d, out);
+		e = d->err;
 	}
-	if (!path) {
-		LOGE("digest_file: no path");
-		e = ERR_INVAL;
-		goto out;
-	}
-	/* O_NONBLOCK: a FIFO put in the file's place must not hang us. */
-	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0) {
-		e = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
-		LOGE("%s: cannot open: %s", path, strerror(errno));
-		goto out;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		LOGE("%s: not a regular file", path);
-		e = ERR_IO;
-		goto out;
-	}
-	/* On the heap: the agent's threads need not have 64 KiB of stack. */
-	buf = malloc(DIGEST_CHUNK);
-	if (!buf) {
-		LOGE("%s: out of memory", path);
-		e = ERR_NOMEM;
-		goto out;
-	}
-	while (got < limit) {
-		want = limit - got < DIGEST_CHUNK ? (size_t)(limit - got) :
-						     DIGEST_CHUNK;
-		r = read(fd, buf, want);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			LOGE("%s: cannot read: %s", path, strerror(errno));
-			e = ERR_IO;
-			goto out;
-		}
-		if (r == 0)
-			break;
-		e = digest_update(&d, buf, (size_t)r);
-		if (e)
-			goto out;
-		got += (uint64_t)r;
-	}
-	digest_hex(&d, out);
-	if (d.err) {
-		e = d.err;
-		goto out;
-	}
-	if (bytes)
-		*bytes = got;
-	e = ERR_OK;
-out:
+	if (!e && bytes)
+		*bytes = digest_reader_bytes(r);
 	if (e)
 		out[0] = '\0';
-	if (fd >= 0)
-		close(fd);
-	free(buf);
-	mbedtls_sha256_free(&d.ctx);
+	digest_reader_free(r);
+	digest_free(d);
 	return e;
 }
 

@@ -52,6 +52,22 @@ void digest_reset(struct digest *d);
 err_t digest_file(const char *path, uint64_t limit,
 		  char out[DIGEST_HEX_LEN + 1], uint64_t *bytes);
 
+/*
+ * A file hashed a slice at a time into the caller's digest, so that a big
+ * file does not hold the event loop: open, then step until *done.
+ * digest_reader_open: as digest_file() for path (ERR_NOTFOUND, ERR_IO, not
+ * a regular file, ERR_NOMEM; logged), the first limit bytes (UINT64_MAX:
+ * all). digest_reader_step: reads and hashes up to max more bytes; *done
+ * once limit bytes or the whole file are in. digest_reader_bytes: how many
+ * so far.
+ */
+struct digest_reader;
+err_t digest_reader_open(const char *path, uint64_t limit, struct digest *into,
+			 struct digest_reader **out);
+err_t digest_reader_step(struct digest_reader *r, uint64_t max, bool *done);
+uint64_t digest_reader_bytes(const struct digest_reader *r);
+void digest_reader_free(struct digest_reader *r);
+
 /* Exactly 64 lower-case hex digits (how the protocol writes a SHA-256). */
 bool digest_hex_valid(const char *s);
 

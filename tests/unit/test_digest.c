@@ -285,6 +285,66 @@ static void test_hex_valid(void **state)
 	logged_is("");
 }
 
+/* Slices of any size give digest_file()'s result; a limit stops it; the
+ * reader hashes into a digest that already holds bytes. */
+static void test_reader_slices(void **state)
+{
+	static const uint64_t steps[] = { 1, 1000, DIGEST_CHUNK,
+					  DIGEST_CHUNK + 3, BIG };
+	unsigned char *b = pattern(BIG);
+	struct digest *d = digest_new();
+	struct digest_reader *r;
+	char hex[65];
+	bool done;
+	unsigned calls;
+
+	(void)state;
+	put(b, BIG);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		digest_reset(d);
+		assert_int_equal(digest_reader_open(path, UINT64_MAX, d, &r),
+				 ERR_OK);
+		calls = 0;
+		do {
+			assert_int_equal(digest_reader_step(r, steps[i], &done),
+					 ERR_OK);
+			calls++;
+			assert_true(done || digest_reader_bytes(r) ==
+				    calls * steps[i]);
+		} while (!done);
+		assert_true(digest_reader_bytes(r) == BIG);
+		digest_hex(d, hex);
+		assert_string_equal(hex, oneshot(b, BIG));
+		digest_reader_free(r);
+	}
+	/* a limit, and a digest with the first bytes in it already */
+	digest_reset(d);
+	assert_int_equal(digest_update(d, b, 10), ERR_OK);
+	assert_int_equal(digest_reader_open(path, 5000, d, &r), ERR_OK);
+	assert_int_equal(digest_reader_step(r, 4000, &done), ERR_OK);
+	assert_false(done);
+	assert_int_equal(digest_reader_step(r, 4000, &done), ERR_OK);
+	assert_true(done && digest_reader_bytes(r) == 5000);
+	digest_reader_free(r);
+	digest_hex(d, hex);
+	{
+		unsigned char *c = malloc(5010);
+
+		assert_non_null(c);
+		memcpy(c, b, 10);
+		memcpy(c + 10, b, 5000);
+		assert_string_equal(hex, oneshot(c, 5010));
+		free(c);
+	}
+	/* a missing file: as digest_file */
+	assert_int_equal(digest_reader_open("/nonexistent/x", UINT64_MAX, d,
+					    &r), ERR_NOTFOUND);
+	assert_null(r);
+	digest_free(d);
+	free(b);
+	logged_is("error digest: /nonexistent/x: cannot open: No such file or directory\n");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -297,6 +357,7 @@ int main(void)
 		T(test_file_limit),
 		T(test_file_missing),
 		T(test_hex_valid),
+		T(test_reader_slices),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
