@@ -62,6 +62,10 @@
 /* Files of work_dir no job is using are removed at start; partial
  * downloads (resumable) only once they are this old. */
 #define PART_MAX_AGE_S (7 * 86400)
+/* Bytes hashed per turn of the event loop: a few ms here, some tens on
+ * the appliance, so tunnels and the link stay responsive while a big
+ * file is checked. */
+#define HASH_SLICE (1024u * 1024u)
 
 enum op { OP_BACKUP, OP_RESTORE, OP_TRANSFER, OP_UPGRADE, OP_TRANSFER_UPGRADE };
 
@@ -84,6 +88,12 @@ struct run {
 	void (*after_hook)(struct run *r, int status, const char *why);
 	int hook_base, hook_span;	/* the hook's 0..100 maps to these */
 	lws_sorted_usec_list_t sul_restart;
+	/* A file being hashed a slice per loop turn (hash_async). */
+	struct digest *hd;
+	struct digest_reader *hr;
+	void (*hash_then)(struct run *r, err_t e, const char *hex, uint64_t n);
+	lws_sorted_usec_list_t sul_hash;
+	bool verified;			/* the staged files were just checked */
 	/* backup / restore */
 	char elements[ELEMENTS_MAX][ELEMENT_MAX + 1];
 	int nel;
@@ -198,6 +208,9 @@ static void run_free(struct run *r)
 	if (!r)
 		return;
 	lws_sul_cancel(&r->sul_restart);
+	lws_sul_cancel(&r->sul_hash);
+	digest_reader_free(r->hr);
+	digest_free(r->hd);
 	hook_free(r->hook);
 	xfer_free(r->xfer);
 	manifest_free(r->mf);
@@ -336,6 +349,55 @@ static bool join(char *out, size_t cap, const char *dir, const char *name)
 	return w >= 0 && (size_t)w < cap;
 }
 
+/* ---- hashing a file without holding the loop ------------------------- */
+
+static void hash_step(lws_sorted_usec_list_t *sul)
+{
+	struct run *r = lws_container_of(sul, struct run, sul_hash);
+	char hex[DIGEST_HEX_LEN + 1] = "";
+	uint64_t n = digest_reader_bytes(r->hr);
+	bool done = false;
+	err_t e = digest_reader_step(r->hr, HASH_SLICE, &done);
+
+	if (!e && !done) {
+		lws_sul_schedule(r->o->ctx, 0, &r->sul_hash, hash_step, 1);
+		return;
+	}
+	n = digest_reader_bytes(r->hr);
+	if (!e) {
+		digest_hex(r->hd, hex);
+		if (!hex[0])
+			e = ERR_TLS;	/* logged by digest */
+	}
+	digest_reader_free(r->hr);
+	r->hr = NULL;
+	digest_free(r->hd);
+	r->hd = NULL;
+	r->hash_then(r, e, hex, n);
+}
+
+/* Hashes path a slice per loop turn, then then(r, e, hex, bytes). An
+ * error that comes at once is returned and then() is not called. */
+static err_t hash_async(struct run *r, const char *path,
+			void (*then)(struct run *, err_t, const char *,
+				     uint64_t))
+{
+	err_t e;
+
+	r->hd = digest_new();
+	if (!r->hd)
+		return ERR_NOMEM;
+	e = digest_reader_open(path, UINT64_MAX, r->hd, &r->hr);
+	if (e) {
+		digest_free(r->hd);
+		r->hd = NULL;
+		return e;
+	}
+	r->hash_then = then;
+	lws_sul_schedule(r->o->ctx, 0, &r->sul_hash, hash_step, 1);
+	return ERR_OK;
+}
+
 /* ---- the restart that ends a restore or an upgrade -------------------- */
 
 static void restart_overdue(lws_sorted_usec_list_t *sul)
@@ -394,10 +456,36 @@ static void upload_done(void *arg, const char *reason, const char *why)
 	    r->name, (unsigned long long)r->size, r->sha);
 }
 
-static void after_backup(struct run *r, int status, const char *why)
+static void backup_unreadable(struct run *r, err_t e)
+{
+	(void)unlink(r->file);
+	end(r, JOB_FAILED, "hook", "the backup hook's archive %s cannot be "
+	    "read: %s", r->file, err_str(e));
+}
+
+static void backup_hashed(struct run *r, err_t e, const char *hex,
+			  uint64_t n)
 {
 	struct xfer_cbs cbs = { .progress = upload_progress,
 				.done = upload_done };
+
+	if (!e) {
+		memcpy(r->sha, hex, sizeof(r->sha));
+		r->size = n;
+		e = xfer_upload(r->o->xfers, r->rec.local ? "" : r->rec.id,
+				r->name, r->file, r->size, r->sha, &cbs, r,
+				&r->xfer);
+	}
+	if (e) {
+		backup_unreadable(r, e);
+		return;
+	}
+	report(r, "upload", 50, "uploading %s (%llu bytes)", r->name,
+	       (unsigned long long)r->size);
+}
+
+static void after_backup(struct run *r, int status, const char *why)
+{
 	err_t e;
 
 	if (status) {
@@ -405,19 +493,9 @@ static void after_backup(struct run *r, int status, const char *why)
 		hook_failed(r, "backup", status, why);
 		return;
 	}
-	e = digest_file(r->file, UINT64_MAX, r->sha, &r->size);
-	if (e == ERR_OK)
-		e = xfer_upload(r->o->xfers, r->rec.local ? "" : r->rec.id,
-				r->name, r->file, r->size, r->sha, &cbs, r,
-				&r->xfer);
-	if (e != ERR_OK) {
-		(void)unlink(r->file);
-		end(r, JOB_FAILED, "hook", "the backup hook's archive %s "
-		    "cannot be read: %s", r->file, err_str(e));
-		return;
-	}
-	report(r, "upload", 50, "uploading %s (%llu bytes)", r->name,
-	       (unsigned long long)r->size);
+	e = hash_async(r, r->file, backup_hashed);
+	if (e)
+		backup_unreadable(r, e);
 }
 
 static void start_backup(struct run *r)
@@ -522,17 +600,15 @@ static bool staged_path(const struct ops *o, const char *name, char *out,
 	return join(out, cap, cstr(o, CONF_JOBS_STAGING_DIR), name);
 }
 
-/* The component is in the staging area whole: its size and hash. */
-static bool staged_ok(const struct ops *o, const struct manifest_component *c)
+/* The component's staged file has its size: worth hashing (path out). */
+static bool staged_size_ok(const struct ops *o,
+			   const struct manifest_component *c, char *path,
+			   size_t cap)
 {
-	char path[STATE_PATH_MAX + 1], hex[DIGEST_HEX_LEN + 1];
 	struct stat st;
 
-	if (!staged_path(o, c->name, path, sizeof(path)) ||
-	    stat(path, &st) != 0 || (uint64_t)st.st_size != c->size)
-		return false;
-	return digest_file(path, UINT64_MAX, hex, NULL) == ERR_OK &&
-	       !strcmp(hex, c->sha256);
+	return staged_path(o, c->name, path, cap) && stat(path, &st) == 0 &&
+	       S_ISREG(st.st_mode) && (uint64_t)st.st_size == c->size;
 }
 
 /* Whether a staging entry is a component of m or its partial download
@@ -591,39 +667,64 @@ static void component_done(void *arg, const char *reason, const char *why)
 	stage_next(r);
 }
 
+static void stage_download(struct run *r);
+
+/* A component found staged from an earlier transfer: whole and right? */
+static void stage_checked(struct run *r, err_t e, const char *hex,
+			  uint64_t n)
+{
+	const struct manifest_component *c = manifest_at(r->mf, r->comp);
+
+	(void)n;
+	if (e || strcmp(hex, c->sha256)) {
+		stage_download(r);
+		return;
+	}
+	LOGI("staging: %s is there already", c->name);
+	r->staged += c->size;
+	r->comp++;
+	stage_next(r);
+}
+
 static void stage_next(struct run *r)
+{
+	struct ops *o = r->o;
+	char path[STATE_PATH_MAX + 1];
+
+	if (r->comp < manifest_count(r->mf)) {
+		if (staged_size_ok(o, manifest_at(r->mf, r->comp), path,
+				   sizeof(path)) &&
+		    hash_async(r, path, stage_checked) == ERR_OK)
+			return;
+		stage_download(r);
+		return;
+	}
+	/* Every component is there and was hashed on its way in (or just
+	 * now): staged. */
+	r->verified = true;
+	if (write_staged(r) != ERR_OK) {
+		end(r, JOB_FAILED, "space", "cannot write the manifest into "
+		    "the staging area %s", cstr(o, CONF_JOBS_STAGING_DIR));
+		return;
+	}
+	if (r->op == OP_TRANSFER) {
+		end(r, JOB_SUCCEEDED, NULL, "staged release %s: %zu "
+		    "components, %llu bytes", manifest_release(r->mf),
+		    manifest_count(r->mf),
+		    (unsigned long long)manifest_total_size(r->mf));
+		return;
+	}
+	start_upgrade_apply(r);
+}
+
+static void stage_download(struct run *r)
 {
 	struct ops *o = r->o;
 	struct xfer_cbs cbs = { .progress = download_progress,
 				.done = component_done };
 	char path[STATE_PATH_MAX + 1];
-	const struct manifest_component *c;
+	const struct manifest_component *c = manifest_at(r->mf, r->comp);
 
-	for (; r->comp < manifest_count(r->mf); r->comp++) {
-		c = manifest_at(r->mf, r->comp);
-		if (!staged_ok(o, c))
-			break;
-		LOGI("staging: %s is there already", c->name);
-		r->staged += c->size;
-	}
-	if (r->comp == manifest_count(r->mf)) {
-		if (write_staged(r) != ERR_OK) {
-			end(r, JOB_FAILED, "space", "cannot write the manifest "
-			    "into the staging area %s",
-			    cstr(o, CONF_JOBS_STAGING_DIR));
-			return;
-		}
-		if (r->op == OP_TRANSFER) {
-			end(r, JOB_SUCCEEDED, NULL, "staged release %s: %zu "
-			    "components, %llu bytes", manifest_release(r->mf),
-			    manifest_count(r->mf),
-			    (unsigned long long)manifest_total_size(r->mf));
-			return;
-		}
-		start_upgrade_apply(r);
-		return;
-	}
-	c = manifest_at(r->mf, r->comp);
 	if (!staged_path(o, c->name, path, sizeof(path)) ||
 	    xfer_download(o->xfers, r->rec.id, c->name, path, c->size,
 			  c->sha256, &cbs, r, &r->xfer) != ERR_OK) {
@@ -771,31 +872,68 @@ static void after_upgrade(struct run *r, int status, const char *why)
 	restart(r, "upgrade applied");
 }
 
+static void apply_staged(struct run *r);
+static void verify_next(struct run *r);
+
+static void staged_mismatch(struct run *r)
+{
+	const struct manifest_component *c = manifest_at(r->mf, r->comp);
+	char path[STATE_PATH_MAX + 1];
+
+	/* A staged file that is not what was signed: gone, so a new
+	 * transfer fetches it again. */
+	if (staged_path(r->o, c->name, path, sizeof(path)))
+		(void)unlink(path);
+	end(r, JOB_FAILED, "corrupt", "staged component %s is missing or does "
+	    "not match the manifest (size %llu, sha256 %s); transfer it again",
+	    c->name, (unsigned long long)c->size, c->sha256);
+}
+
+static void verify_checked(struct run *r, err_t e, const char *hex,
+			   uint64_t n)
+{
+	(void)n;
+	if (e || strcmp(hex, manifest_at(r->mf, r->comp)->sha256)) {
+		staged_mismatch(r);
+		return;
+	}
+	r->comp++;
+	verify_next(r);
+}
+
+/* Every staged component hashed again before it is applied. */
+static void verify_next(struct run *r)
+{
+	char path[STATE_PATH_MAX + 1];
+
+	if (r->comp == manifest_count(r->mf)) {
+		apply_staged(r);
+		return;
+	}
+	if (!staged_size_ok(r->o, manifest_at(r->mf, r->comp), path,
+			    sizeof(path)) ||
+	    hash_async(r, path, verify_checked) != ERR_OK)
+		staged_mismatch(r);
+}
+
 static void start_upgrade_apply(struct run *r)
+{
+	if (r->verified) {	/* transfer_upgrade: staged and checked now */
+		apply_staged(r);
+		return;
+	}
+	report(r, "verify", 82, "verifying the staged release %s",
+	       manifest_release(r->mf));
+	r->comp = 0;
+	verify_next(r);
+}
+
+static void apply_staged(struct run *r)
 {
 	struct ops *o = r->o;
 	char mpath[STATE_PATH_MAX + 1];
 	const char *args[3];
 
-	report(r, "verify", 82, "verifying the staged release %s",
-	       manifest_release(r->mf));
-	for (size_t i = 0; i < manifest_count(r->mf); i++) {
-		const struct manifest_component *c = manifest_at(r->mf, i);
-
-		if (!staged_ok(o, c)) {
-			char path[STATE_PATH_MAX + 1];
-
-			/* A staged file that is not what was signed: gone,
-			 * so a new transfer fetches it again. */
-			if (staged_path(o, c->name, path, sizeof(path)))
-				(void)unlink(path);
-			end(r, JOB_FAILED, "corrupt", "staged component %s is "
-			    "missing or does not match the manifest (size "
-			    "%llu, sha256 %s); transfer it again", c->name,
-			    (unsigned long long)c->size, c->sha256);
-			return;
-		}
-	}
 	/* transfer_upgrade has it written already; an upgrade of a release
 	 * staged by an older agent may not. */
 	if (write_staged(r) != ERR_OK ||

@@ -3,6 +3,8 @@
  *
  * One struct xfer per file; while the link is up it has at most one open
  * stream. States:
+ *   HASHING  download: hashing what an earlier attempt left, a slice per
+ *            loop turn, before asking COM for the rest
  *   WAIT     no stream (no link yet, or the link dropped): opens on link up
  *   OPENING  stream.open sent, waiting for COM's stream.accept
  *   ACTIVE   bytes flowing (an upload within COM's credit, a download within
@@ -49,9 +51,11 @@
 /* How long COM may take to answer a stream.open or a stream.end; a COM
  * that keeps the link alive but never answers must not hold a job. */
 #define XFER_ANSWER_US (60 * LWS_USEC_PER_SEC)
+/* Bytes of a partial file hashed per loop turn (see ops.c's HASH_SLICE). */
+#define XFER_HASH_SLICE (1024u * 1024u)
 #define XFER_READ_CHUNK 65536u
 
-enum xstate { X_WAIT, X_OPENING, X_ACTIVE, X_ENDING, X_DONE };
+enum xstate { X_HASHING, X_WAIT, X_OPENING, X_ACTIVE, X_ENDING, X_DONE };
 
 struct xfer {
 	struct xfers *x;
@@ -79,6 +83,8 @@ struct xfer {
 	struct xfer_cbs cbs;
 	void *arg;
 	lws_sorted_usec_list_t sul_answer;	/* COM's accept or verdict */
+	struct digest_reader *hr;		/* HASHING */
+	lws_sorted_usec_list_t sul_hash;
 };
 
 struct xfers {
@@ -260,6 +266,33 @@ static err_t rehash(struct xfer *t, uint64_t n)
 		done += (uint64_t)r;
 	}
 	return ERR_OK;
+}
+
+/* A slice of the partial file into the hash; once it is all in, the
+ * download asks COM for the rest. */
+static void hash_step(lws_sorted_usec_list_t *sul)
+{
+	struct xfer *t = lws_container_of(sul, struct xfer, sul_hash);
+	bool done = false;
+
+	if (digest_reader_step(t->hr, XFER_HASH_SLICE, &done) == ERR_OK &&
+	    !done) {
+		lws_sul_schedule(t->x->ctx, 0, &t->sul_hash, hash_step, 1);
+		return;
+	}
+	if (!done || digest_reader_bytes(t->hr) != t->pos) {
+		/* Unreadable, or shorter than it was: start afresh. */
+		LOGE("%s: cannot resume from it; downloading %s from the "
+		     "start", t->part, t->name);
+		t->pos = 0;
+		digest_reset(t->dg);
+		if (ftruncate(t->fd, 0) != 0)
+			LOGE("%s: %s", t->part, strerror(errno));
+	}
+	digest_reader_free(t->hr);
+	t->hr = NULL;
+	set_state(t, X_WAIT);
+	open_stream(t);
 }
 
 static void on_accept_download(struct xfer *t, const struct proto_msg *m)
@@ -595,7 +628,7 @@ void xfers_link_down(struct xfers *x)
 {
 	x->link = NULL;
 	for (struct xfer *t = x->head; t; t = t->next) {
-		if (t->st == X_DONE)
+		if (t->st == X_DONE || t->st == X_HASHING)
 			continue;
 		if (t->sid)
 			LOGI("%s of %s paused at byte %llu: link lost",
@@ -708,17 +741,19 @@ err_t xfer_download(struct xfers *x, const char *job, const char *name,
 		t->size = size;
 		t->size_known = true;
 	}
-	/* What an earlier attempt left: resume from it, unless it cannot be
-	 * this file. */
+	/* What an earlier attempt left: resume from it (once it is hashed),
+	 * unless it cannot be this file. */
 	t->pos = (uint64_t)st.st_size;
-	if ((t->size_known && t->pos > t->size) ||
-	    rehash(t, t->pos) != ERR_OK) {
+	if (t->pos && (!t->size_known || t->pos <= t->size) &&
+	    digest_reader_open(t->part, t->pos, t->dg, &t->hr) == ERR_OK) {
+		set_state(t, X_HASHING);
+		lws_sul_schedule(x->ctx, 0, &t->sul_hash, hash_step, 1);
+	} else if (t->pos) {
 		if (ftruncate(t->fd, 0) != 0) {
 			LOGE("%s: %s", t->part, strerror(errno));
 			goto fail;
 		}
 		t->pos = 0;
-		digest_reset(t->dg);
 	}
 	xfer_link(t);
 	*out = t;
@@ -748,6 +783,8 @@ void xfer_free(struct xfer *t)
 	if (x->rr == t)
 		x->rr = NULL;
 	lws_sul_cancel(&t->sul_answer);
+	lws_sul_cancel(&t->sul_hash);
+	digest_reader_free(t->hr);
 	if (t->fd >= 0)
 		close(t->fd);
 	digest_free(t->dg);
@@ -784,8 +821,10 @@ struct xfers *xfers_new(struct lws_context *ctx)
 
 void xfers_shutdown(struct xfers *x)
 {
-	for (struct xfer *t = x ? x->head : NULL; t; t = t->next)
+	for (struct xfer *t = x ? x->head : NULL; t; t = t->next) {
 		lws_sul_cancel(&t->sul_answer);
+		lws_sul_cancel(&t->sul_hash);
+	}
 }
 
 void xfers_free(struct xfers *x)

@@ -288,3 +288,70 @@ def test_reserved_component_name(comsim, agent):
     m = wait_final(sim, jid)
     assert (m["state"], m["reason"]) == ("rejected", "invalid"), m
     assert "reserved" in m["message"]
+
+
+def test_staged_files_checked_again(comsim, agent):
+    """A second transfer of a staged release downloads nothing; a staged
+    file changed since is found by the upgrade, removed, and nothing is
+    applied."""
+    sim = comsim()
+    mf = library(sim)
+    a = upgrade_agent(agent, sim)
+    assert wait_final(sim, job(sim, "transfer", release=RELEASE),
+                      timeout=60)["state"] == "succeeded"
+    opened = len(sim.events("download_open", 0, C, S))
+    assert opened == 2
+    assert wait_final(sim, job(sim, "transfer", release=RELEASE),
+                      timeout=60)["state"] == "succeeded"
+    assert len(sim.events("download_open", 0, C, S)) == opened
+    name = mf["components"][1]["name"]
+    with open(os.path.join(staging(a), name), "r+b") as f:
+        f.write(b"X")
+    up = job(sim, "upgrade")
+    m = wait_final(sim, up)
+    assert (m["state"], m["reason"]) == ("failed", "corrupt"), m
+    assert name in m["message"]
+    assert not os.path.exists(os.path.join(staging(a), name))
+    assert version(a) == "11.1.3.0" and not reboot_requested(a)
+    # a transfer fetches just that one again
+    assert wait_final(sim, job(sim, "transfer", release=RELEASE),
+                      timeout=60)["state"] == "succeeded"
+    assert [e["name"] for e in sim.events("download_open", 0, C, S)][opened:] == [name]
+
+
+def test_transfer_resumes_after_agent_restart(comsim, agent):
+    """The agent dies mid-download: the job is reported interrupted, and
+    the same release transferred again resumes from the partial file (which
+    the new process hashes first)."""
+    sim = comsim()
+    mf = library(sim, sizes=(3 << 20,))
+    a = upgrade_agent(agent, sim)
+    jid = job(sim, "transfer", release=RELEASE)
+    wait_until(lambda: sim.events("download_open", 0, C, S), 30, "the download")
+    # COM stops reading: no credit arrives, the download stalls at a window
+    sim.admin("POST", "/stall", {"customer": C, "system": S})
+    part = [None]
+
+    def partial():
+        for f in os.listdir(staging(a)):
+            if f.endswith(".part") and os.path.getsize(os.path.join(staging(a), f)) > 0:
+                part[0] = os.path.join(staging(a), f)
+                return True
+        return False
+    wait_until(partial, 30, "a partial download")
+    a.kill()
+    a.proc = None
+    a._logf.close()
+    held = os.path.getsize(part[0])     # the stall goes with that link
+    since = sim.last_seq()
+    a.start()
+    a.wait_connected()
+    m = wait_final(sim, jid, since=since)
+    assert (m["state"], m["reason"]) == ("failed", "interrupted"), m
+    again = job(sim, "transfer", release=RELEASE)
+    assert wait_final(sim, again, timeout=60)["state"] == "succeeded"
+    opens = sim.events("download_open", since, C, S)
+    assert opens[0]["offset"] == held > 0, (opens, held)
+    c = mf["components"][0]
+    with open(os.path.join(staging(a), c["name"]), "rb") as f:
+        assert sha(f.read()) == c["sha256"]
