@@ -41,24 +41,16 @@ static void logged_is(const char *expected)
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/test_digest.XXXXXX");
-	if (!mkdtemp(dir))
+	if (test_dir_setup("digest", dir, sizeof(dir)))
 		return -1;
-	snprintf(logpath, sizeof(logpath), "%s.log", dir);
 	snprintf(path, sizeof(path), "%s/file", dir);
-	log_start();
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	log_close();
-	unlink(logpath);
-	rmdir(path);
-	unlink(path);
-	rmdir(dir);
-	return 0;
+	return test_dir_teardown(dir);
 }
 
 /* A pattern that differs at every offset of a chunk and between chunks. */

@@ -113,27 +113,17 @@ static const char *order(const struct jobs *j)
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/test_job.XXXXXX");
-	if (!mkdtemp(dir))
+	if (test_dir_setup("job", dir, sizeof(dir)))
 		return -1;
-	snprintf(logpath, sizeof(logpath), "%s.log", dir);
 	snprintf(path, sizeof(path), "%s/jobs", dir);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	log_start();
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	log_close();
-	unlink(logpath);
-	rmdir(tmp);
-	unlink(tmp);
-	rmdir(path);
-	unlink(path);
-	rmdir(dir);
-	return 0;
+	return test_dir_teardown(dir);
 }
 
 static void test_empty_start(void **state)

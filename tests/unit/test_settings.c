@@ -84,28 +84,16 @@ static unsigned on_set(const struct settings *s)
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/test_settings.XXXXXX");
-	if (!mkdtemp(dir))
+	if (test_dir_setup("settings", dir, sizeof(dir)))
 		return -1;
-	snprintf(logpath, sizeof(logpath), "%s.log", dir);
 	snprintf(path, sizeof(path), "%s/settings", dir);
-	log_start();
 	return 0;
 }
 
 static int teardown(void **state)
 {
-	char tmp[160];
-
 	(void)state;
-	log_close();
-	unlink(logpath);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	rmdir(tmp);
-	rmdir(path);
-	unlink(path);
-	rmdir(dir);
-	return 0;
+	return test_dir_teardown(dir);
 }
 
 static void test_missing_file_all_off(void **state)

@@ -43,33 +43,6 @@ static const char *fmt(const char *f, ...)
 	return buf;
 }
 
-static void rm_tree(const char *p)
-{
-	struct stat st;
-	DIR *d;
-	struct dirent *e;
-	char sub[512];
-
-	if (lstat(p, &st) != 0)
-		return;
-	if (!S_ISDIR(st.st_mode)) {
-		unlink(p);
-		return;
-	}
-	chmod(p, 0700);
-	d = opendir(p);
-	if (d) {
-		while ((e = readdir(d))) {
-			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-				continue;
-			snprintf(sub, sizeof(sub), "%s/%s", p, e->d_name);
-			rm_tree(sub);
-		}
-		closedir(d);
-	}
-	rmdir(p);
-}
-
 static const char *entries(void)
 {
 	return dir_entries(dir);
@@ -99,23 +72,17 @@ static void holds(const char *p, const char *text)
 static int setup(void **state)
 {
 	(void)state;
-	snprintf(dir, sizeof(dir), "/tmp/test_state.XXXXXX");
-	if (!mkdtemp(dir))
+	if (test_dir_setup("state", dir, sizeof(dir)))
 		return -1;
-	snprintf(logpath, sizeof(logpath), "%s.log", dir);
 	snprintf(path, sizeof(path), "%s/file", dir);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	log_start();
 	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	log_close();
-	unlink(logpath);
-	rm_tree(dir);
-	return 0;
+	return test_dir_teardown(dir);
 }
 
 static void test_round_trip(void **state)

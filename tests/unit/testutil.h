@@ -1,14 +1,15 @@
 /*
  * testutil.h — helpers the unit tests of the persistent modules share:
  * read back what a module logged (without timestamps) to assert on exact
- * error lines, and list a state directory. Include after cmocka.h and
- * log.h; set logpath, then log_start().
+ * error lines, list a state directory, and make and remove a test's own
+ * temporary directory. Include after cmocka.h and log.h.
  */
 #ifndef COMAGENT_TEST_TESTUTIL_H
 #define COMAGENT_TEST_TESTUTIL_H
 
 #include <dirent.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -90,6 +91,57 @@ __attribute__((unused)) static const char *dir_entries(const char *dir)
 	}
 	free(list);
 	return out;
+}
+
+/* Removes p and everything under it (what a test made, whatever the test
+ * left in it, modes included). */
+__attribute__((unused)) static void rm_tree(const char *p)
+{
+	struct stat st;
+	DIR *d;
+	struct dirent *e;
+	char sub[512];
+
+	if (lstat(p, &st) != 0)
+		return;
+	if (!S_ISDIR(st.st_mode)) {
+		unlink(p);
+		return;
+	}
+	chmod(p, 0700);
+	d = opendir(p);
+	if (d) {
+		while ((e = readdir(d))) {
+			if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+				continue;
+			snprintf(sub, sizeof(sub), "%s/%s", p, e->d_name);
+			rm_tree(sub);
+		}
+		closedir(d);
+	}
+	rmdir(p);
+}
+
+/* A test's own fresh directory /tmp/test_NAME.XXXXXX in dir (cap bytes),
+ * its log beside it (DIR.log), logging started; -1 if it cannot be made. */
+__attribute__((unused)) static int test_dir_setup(const char *name, char *dir,
+						  size_t cap)
+{
+	snprintf(dir, cap, "/tmp/test_%s.XXXXXX", name);
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(logpath, sizeof(logpath), "%s.log", dir);
+	log_start();
+	return 0;
+}
+
+/* The other half: logging stopped, the log and the directory gone. */
+__attribute__((unused)) static int test_dir_teardown(const char *dir)
+{
+	log_close();
+	unlink(logpath);
+	rm_tree(dir);
+	return 0;
 }
 
 #endif
