@@ -18,14 +18,10 @@
  * rather than matched on LEJP's dotted path, which cannot tell a key
  * "a.b" from a member b of a.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <libwebsockets.h>
 #include <mbedtls/base64.h>
@@ -37,6 +33,7 @@
 #include "digest.h"
 #include "json.h"
 #include "manifest.h"
+#include "state.h"
 
 #define MAX_PATH_LEN	120	/* bytes of LEJP's dotted path */
 #define MAX_DEPTH	8	/* containers, the top-level object is 1 */
@@ -70,55 +67,6 @@ static bool is_space(char c)
 	       c == '\f';
 }
 
-/* The regular file path, at most cap bytes, into buf. */
-static err_t read_key_file(const char *path, unsigned char *buf, size_t cap,
-			   size_t *len, char *why, size_t whylen)
-{
-	struct stat st;
-	size_t got = 0;
-	unsigned char extra;
-	ssize_t r;
-	int fd;
-	err_t e = ERR_IO;
-
-	/* O_NONBLOCK: a FIFO put in its place must not hang the agent. */
-	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0) {
-		e = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
-		say(why, whylen, "%s: cannot open: %s", path, strerror(errno));
-		return e;
-	}
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		say(why, whylen, "%s: not a regular file", path);
-		goto out;
-	}
-	/* Read to the end rather than trust st_size: the file may change. */
-	for (;;) {
-		r = got < cap ? read(fd, buf + got, cap - got) :
-				read(fd, &extra, 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			say(why, whylen, "%s: cannot read: %s", path,
-			    strerror(errno));
-			goto out;
-		}
-		if (r == 0)
-			break;
-		if (got == cap) {
-			say(why, whylen, "%s: bigger than %zu bytes", path, cap);
-			e = ERR_LIMIT;
-			goto out;
-		}
-		got += (size_t)r;
-	}
-	*len = got;
-	e = ERR_OK;
-out:
-	close(fd);
-	return e;
-}
-
 /* Whether "-----BEGIN " occurs in buf (memmem() is a GNU extension). */
 static bool has_pem_header(const unsigned char *buf, size_t len)
 {
@@ -146,7 +94,8 @@ static err_t load_key(const char *path, mbedtls_pk_context *pk, char *why,
 		say(why, whylen, "%s: out of memory", path);
 		return ERR_NOMEM;
 	}
-	e = read_key_file(path, buf, MANIFEST_MAX_KEY_FILE, &len, why, whylen);
+	e = state_read_why(path, (char *)buf, MANIFEST_MAX_KEY_FILE, &len, why,
+			   whylen);
 	if (e)
 		goto out;
 	/*

@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,6 +26,19 @@
 #include "state.h"
 
 #define LOG_MODULE "state"
+
+/* Formats why (whylen bytes, may be NULL) for the caller to use. */
+__attribute__((format(printf, 3, 4)))
+static void say(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !whylen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+}
 
 #define TMP_SUFFIX	".tmp"
 
@@ -156,7 +170,8 @@ out:
 	return e;
 }
 
-err_t state_read(const char *path, char *buf, size_t cap, size_t *len)
+err_t state_read_why(const char *path, char *buf, size_t cap, size_t *len,
+		     char *why, size_t whylen)
 {
 	struct stat st;
 	size_t got = 0;
@@ -165,21 +180,20 @@ err_t state_read(const char *path, char *buf, size_t cap, size_t *len)
 	int fd;
 	err_t e = ERR_IO;
 
+	if (why && whylen)
+		why[0] = '\0';
 	if (!path || !len || (!buf && cap))
 		return ERR_INVAL;
 	*len = 0;
 	/* O_NONBLOCK: a FIFO put in its place must not hang the agent. */
 	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0) {
-		if (errno == ENOENT) {
-			LOGD("%s: not there", path);
-			return ERR_NOTFOUND;
-		}
-		LOGE("%s: cannot open: %s", path, strerror(errno));
-		return ERR_IO;
+		e = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
+		say(why, whylen, "%s: cannot open: %s", path, strerror(errno));
+		return e;
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		LOGE("%s: not a regular file", path);
+		say(why, whylen, "%s: not a regular file", path);
 		goto out;
 	}
 	/* Read to the end rather than trust st_size: the file may change. */
@@ -189,13 +203,14 @@ err_t state_read(const char *path, char *buf, size_t cap, size_t *len)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			LOGE("%s: cannot read: %s", path, strerror(errno));
+			say(why, whylen, "%s: cannot read: %s", path,
+			    strerror(errno));
 			goto out;
 		}
 		if (r == 0)
 			break;
 		if (got == cap) {
-			LOGE("%s: bigger than %zu bytes", path, cap);
+			say(why, whylen, "%s: bigger than %zu bytes", path, cap);
 			e = ERR_LIMIT;
 			goto out;
 		}
@@ -205,6 +220,18 @@ err_t state_read(const char *path, char *buf, size_t cap, size_t *len)
 	e = ERR_OK;
 out:
 	close(fd);
+	return e;
+}
+
+err_t state_read(const char *path, char *buf, size_t cap, size_t *len)
+{
+	char why[STATE_PATH_MAX + 96];
+	err_t e = state_read_why(path, buf, cap, len, why, sizeof(why));
+
+	if (e == ERR_NOTFOUND)
+		LOGD("%s: not there", path);
+	else if (e && why[0])
+		LOGE("%s", why);
 	return e;
 }
 

@@ -41,4 +41,11 @@ err_t state_write(const char *path, const void *data, size_t len);
  */
 err_t state_read(const char *path, char *buf, size_t cap, size_t *len);
 
+/* The same without logging: the reason goes to why (whylen bytes, may be
+ * NULL) as "PATH: cannot open: ERROR", "PATH: not a regular file",
+ * "PATH: cannot read: ERROR" or "PATH: bigger than CAP bytes", for a
+ * caller that reports it in its own words (the manifest's key files). */
+err_t state_read_why(const char *path, char *buf, size_t cap, size_t *len,
+		     char *why, size_t whylen);
+
 #endif
