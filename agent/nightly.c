@@ -245,11 +245,16 @@ static bool segs_first(const struct segs *z, long long w, long long *t)
 	return false;
 }
 
+const struct nightly_window nightly_backup_window = {
+	NIGHTLY_START_MIN, NIGHTLY_WINDOW_MIN, NIGHTLY_MINUTES
+};
+
 /* The window of local date d and this minute's target in it. */
-static bool day_window(struct ymd d, unsigned minute, struct window *w)
+static bool day_window(const struct nightly_window *win, struct ymd d,
+		       unsigned minute, struct window *w)
 {
-	long long w02 = days_from_civil(d) * DAY_S + NIGHTLY_START_MIN * 60LL;
-	long long w04 = w02 + NIGHTLY_WINDOW_MIN * 60LL;
+	long long w02 = days_from_civil(d) * DAY_S + win->start_min * 60LL;
+	long long w04 = w02 + win->len_min * 60LL;
 	long long len;
 	struct segs z;
 
@@ -264,14 +269,14 @@ static bool day_window(struct ymd d, unsigned minute, struct window *w)
 	 * still runs that day, spread as usual, with the same proportional
 	 * margin before the end. The second test only catches odd zones. */
 	if (!w->empty &&
-	    (len < NIGHTLY_WINDOW_MIN * 60LL || w->target >= w->e))
-		w->target = w->s + (long long)minute * len / NIGHTLY_WINDOW_MIN;
+	    (len < win->len_min * 60LL || w->target >= w->e))
+		w->target = w->s + (long long)minute * len / win->len_min;
 	return true;
 }
 
 /* --- the interface --------------------------------------------------- */
 
-unsigned nightly_minute(const char *customer, const char *system)
+uint32_t nightly_hash(const char *customer, const char *system)
 {
 	const char *parts[2] = { customer ? customer : "",
 				 system ? system : "" };
@@ -289,8 +294,13 @@ unsigned nightly_minute(const char *customer, const char *system)
 		h ^= 0xff;
 		h *= 16777619u;
 	}
+	return h;
+}
+
+unsigned nightly_minute(const char *customer, const char *system)
+{
 	/* 2^32 % 110 makes some minutes likelier by 1 in 39 million. */
-	return h % NIGHTLY_MINUTES;
+	return nightly_hash(customer, system) % NIGHTLY_MINUTES;
 }
 
 void nightly_day(time_t t, char out[NIGHTLY_DAY_LEN])
@@ -320,13 +330,23 @@ static err_t fail(time_t now, err_t e, struct nightly_plan *out)
 err_t nightly_backup(time_t now, const char *last_day, unsigned minute,
 		     bool busy, struct nightly_plan *out)
 {
+	return nightly_plan(&nightly_backup_window, now, last_day, minute, busy,
+			    out);
+}
+
+err_t nightly_plan(const struct nightly_window *win, time_t now,
+		   const char *last_day, unsigned minute, bool busy,
+		   struct nightly_plan *out)
+{
 	struct tm tm;
 	struct ymd today, last;
 	long long dtoday, dlast = 0;
 	bool have_last = false;
 	err_t rc = ERR_OK;
 
-	if (!out || minute >= NIGHTLY_MINUTES || !localtime_r(&now, &tm))
+	if (!out || !win || !win->len_min || win->start_min + win->len_min >
+	    24 * 60 || minute >= win->minutes || win->minutes > win->len_min ||
+	    !localtime_r(&now, &tm))
 		return fail(now, ERR_INVAL, out);
 	today = (struct ymd){ tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday };
 	if (!year_ok(today.y))
@@ -352,7 +372,7 @@ err_t nightly_backup(time_t now, const char *last_day, unsigned minute,
 
 		if (have_last && dx <= dlast)
 			continue;	/* ran (or the clock went back) */
-		if (!year_ok(x.y) || !day_window(x, minute, &w))
+		if (!year_ok(x.y) || !day_window(win, x, minute, &w))
 			return fail(now, ERR_INVAL, out);
 		if (w.empty)
 			continue;

@@ -47,6 +47,7 @@
 #define COMAGENT_NIGHTLY_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "err.h"
@@ -62,6 +63,18 @@
  * every restart and every host: FNV-1a-32 of the bytes of customer, 0xff,
  * system, 0xff, modulo NIGHTLY_MINUTES (NULL counts as ""). */
 unsigned nightly_minute(const char *customer, const char *system);
+/* The FNV-1a hash nightly_minute() takes its minute from, for callers with
+ * windows of their own (the 00:30 log upload). */
+uint32_t nightly_hash(const char *customer, const char *system);
+
+/* A daily window: starts start_min minutes after local midnight, lasts
+ * len_min minutes (within the day); a system's minute is < minutes
+ * (<= len_min, the rest a margin for retries). */
+struct nightly_window {
+	unsigned start_min, len_min, minutes;
+};
+/* 02:00-04:00, minutes 0..109: the automatic backup's. */
+extern const struct nightly_window nightly_backup_window;
 
 struct nightly_plan {
 	bool run;		/* start the backup now */
@@ -90,6 +103,12 @@ struct nightly_plan {
  */
 err_t nightly_backup(time_t now, const char *last_day, unsigned minute,
 		     bool busy, struct nightly_plan *out);
+/* The same rules for any window (nightly_backup() is this with
+ * nightly_backup_window); ERR_INVAL also for a window that is empty,
+ * passes midnight, or has more minutes than it is long. */
+err_t nightly_plan(const struct nightly_window *win, time_t now,
+		   const char *last_day, unsigned minute, bool busy,
+		   struct nightly_plan *out);
 
 /* The local date of t as "YYYY-MM-DD"; "" for a year outside 1900..9999. */
 void nightly_day(time_t t, char out[NIGHTLY_DAY_LEN]);

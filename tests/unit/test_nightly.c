@@ -756,6 +756,54 @@ static void test_walk_busy(void **state)
 	}
 }
 
+/* Another window, as the 00:30 log upload uses: 00:30-01:00, minutes
+ * 0..19; and windows the rules refuse. */
+static void test_other_window(void **state)
+{
+	static const struct nightly_window logs = { 30, 30, 20 };
+	static const struct nightly_window bad[] = {
+		{ 30, 0, 0 }, { 23 * 60 + 50, 20, 5 }, { 30, 30, 31 },
+	};
+	struct nightly_plan p;
+
+	(void)state;
+	use_tz("Europe/Berlin");
+	/* 2026-12-15, CET (UTC+1): 00:30 + 7 min = 23:37 UTC the day before */
+	assert_int_equal(nightly_plan(&logs, utc(2026, 12, 14, 22, 0, 0), "",
+				      7, false, &p), ERR_OK);
+	assert_false(p.run);
+	assert_true(p.next == utc(2026, 12, 14, 23, 37, 0));
+	assert_string_equal(p.day, "2026-12-15");
+	assert_int_equal(nightly_plan(&logs, p.next, "", 7, false, &p), ERR_OK);
+	assert_true(p.run);
+	assert_string_equal(p.day, "2026-12-15");
+	/* done for the day: tomorrow's */
+	assert_int_equal(nightly_plan(&logs, utc(2026, 12, 14, 23, 40, 0),
+				      "2026-12-15", 7, false, &p), ERR_OK);
+	assert_true(!p.run && p.next == utc(2026, 12, 15, 23, 37, 0));
+	/* minute beyond the window's minutes */
+	assert_int_equal(nightly_plan(&logs, utc(2026, 12, 14, 22, 0, 0), "",
+				      20, false, &p), ERR_INVAL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(nightly_plan(&bad[i], utc(2026, 12, 14, 22, 0,
+							   0), "", 0, false,
+					      &p), ERR_INVAL);
+	/* the backup's window through the general call: the same plan */
+	{
+		struct nightly_plan q;
+
+		assert_int_equal(nightly_plan(&nightly_backup_window,
+					      utc(2026, 12, 14, 22, 0, 0), "",
+					      50, false, &p), ERR_OK);
+		assert_int_equal(nightly_backup(utc(2026, 12, 14, 22, 0, 0),
+						"", 50, false, &q), ERR_OK);
+		assert_true(p.next == q.next && p.run == q.run);
+	}
+	/* the hash the minutes come from */
+	assert_int_equal(nightly_hash("C1001", "pbx-hq") % NIGHTLY_MINUTES,
+			 nightly_minute("C1001", "pbx-hq"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -776,6 +824,7 @@ int main(void)
 		cmocka_unit_test(test_clock_steps),
 		cmocka_unit_test(test_walk_quiet),
 		cmocka_unit_test(test_walk_busy),
+		cmocka_unit_test(test_other_window),
 	};
 	return cmocka_run_group_tests_name("nightly", tests, NULL, NULL);
 }
