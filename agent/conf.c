@@ -158,6 +158,20 @@ static const struct key_spec schema[CONF__COUNT] = {
 				     "", 0, 190, 0, NULL },
 	[CONF_JOBS_HOOK_TIMEOUT] = DUR("jobs", "hook_timeout", "1h",
 				       10 * SEC, 24 * HOUR),
+	/* Where the PBX sends its syslog (UDP and TCP); empty: no intake. */
+	[CONF_LOGS_SYSLOG] = { "logs", "syslog", T_HOSTPORT, false,
+			       "127.0.0.1:514", 0, 255, 0, NULL },
+	[CONF_LOGS_STORE_DIR] = { "logs", "store_dir", T_PATH, false,
+				  "var/lib/comagent/logs", 1, 255, 0, NULL },
+	[CONF_LOGS_MAX_TOTAL] = { "logs", "max_total", T_SIZE, false, NULL,
+				  MIB, 1024 * GIB, F_PLATFORM, NULL },
+	/* 0: no daily cap. */
+	[CONF_LOGS_MAX_DAY] = { "logs", "max_day", T_SIZE, false, NULL,
+				0, 1024 * GIB, F_PLATFORM, NULL },
+	[CONF_LOGS_FILE_MAX] = { "logs", "file_max", T_SIZE, false, "1M",
+				 64 * KIB, 256 * MIB, 0, NULL },
+	[CONF_LOGS_MESSAGE_MAX] = { "logs", "message_max", T_SIZE, false, "8K",
+				    480, 64 * KIB, 0, NULL },
 };
 
 /* The keys of a [tunnel NAME] section. */
@@ -1277,6 +1291,14 @@ static void apply_platform(struct parse *p)
 	if (!v[CONF_LOG_MAX_SIZE].line) {
 		fmt_units(pl->log_max_size, size_units, size, sizeof(size));
 		set_val(p, CONF_LOG_MAX_SIZE, size, pl->log_max_size);
+	}
+	if (!v[CONF_LOGS_MAX_TOTAL].line) {
+		fmt_units(pl->logs_max_total, size_units, size, sizeof(size));
+		set_val(p, CONF_LOGS_MAX_TOTAL, size, pl->logs_max_total);
+	}
+	if (!v[CONF_LOGS_MAX_DAY].line) {
+		fmt_units(pl->logs_max_day, size_units, size, sizeof(size));
+		set_val(p, CONF_LOGS_MAX_DAY, size, pl->logs_max_day);
 	}
 }
 

@@ -68,6 +68,9 @@ static const struct platform_ops ip500v2 = {
 	.name = "ip500v2",
 	.label = "IP500 V2",
 	.log_max_size = 1024ull * 1024,
+	/* COM's guide: at most 128 MB of logs on the appliance's flash. */
+	.logs_max_total = 128ull * 1024 * 1024,
+	.logs_max_day = 0,
 	.state_dir = "var/lib/comagent",
 	.log_file = "var/log/comagent.log",
 	.control_socket = "run/comagent.sock",
@@ -78,6 +81,9 @@ static const struct platform_ops linux_se = {
 	.name = "linux",
 	.label = "Server Edition",
 	.log_max_size = 10ull * 1024 * 1024,
+	/* COM's guide: at most 4 GB collected per day on a server. */
+	.logs_max_total = 16ull * 1024 * 1024 * 1024,
+	.logs_max_day = 4ull * 1024 * 1024 * 1024,
 	.state_dir = "var/lib/comagent",
 	.log_file = "var/log/comagent/comagent.log",
 	.control_socket = "run/comagent.sock",

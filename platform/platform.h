@@ -18,6 +18,9 @@ struct platform_ops {
 	const char *label;		/* shown to people: "IP500 V2" ... */
 	/* Defaults for config keys the operator did not set. */
 	uint64_t log_max_size;		/* bytes */
+	/* The PBX's log store ([logs]): all files together; per local day
+	 * (0: no daily cap). */
+	uint64_t logs_max_total, logs_max_day;
 	const char *state_dir;		/* relative to root */
 	const char *log_file;		/* relative to root */
 	const char *control_socket;	/* relative to root */

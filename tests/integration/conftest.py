@@ -298,6 +298,8 @@ class Agent:
             # The repository's hooks; no automatic backup unless a test
             # asks (the host's clock may well be between 02:00 and 04:00).
             "jobs": {"hooks_dir": HOOKS_DIR, "auto_backup": "off"},
+            # No syslog intake unless a test asks (agents run side by side).
+            "logs": {"syslog": ""},
         }
         self.config = merge(base, overrides)
         write_ini(self.ini, self.config, 0o600)
