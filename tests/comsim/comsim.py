@@ -5,14 +5,18 @@
                     [--proxy-port 0] [--com-domain com.example.test]
                     [--customers FILE] [--cert-name localhost]
                     [--today YYYY-MM-DD] [--upload-max BYTES]
+                    [--log-retention-days N]
     comsim.py ctl --dir DIR agents | events [SINCE] | drop C S | stall C S |
                   unstall C S | job C S OP | send C S JSON | restart [MS] |
                   tunnels | proxy_account JSON | backups C S | uploads C S |
                   today [DATE|real] | upload_fault JSON | jobs C S |
-                  library [JSON] | signing_keys [new] | download_fault JSON
+                  library [JSON] | signing_keys [new] | download_fault JSON |
+                  logs C S [FROM [TO]] | log_retention [DAYS]
 
 Agent uploads (PROTOCOL.md 3.3) are stored under DIR/backups/<customer>/
-<system>/ and COM's backup retention (retention.py) is applied to them.
+<system>/ and COM's backup retention (retention.py) is applied to them;
+uploads with "content":"log" under DIR/logs/<customer>/<system>/, kept for
+--log-retention-days days.
 Downloads (3.4) serve those backups to restore jobs and the software library
 (library.py: DIR/library/, signing keys in DIR/pki/) to transfer jobs.
 Jobs may be scheduled (POST /job "at"), paused, resumed, stopped; GET /jobs
@@ -84,6 +88,9 @@ SHA256_RE = re.compile(r"[0-9a-f]{64}")
 PART_NAME_RE = re.compile(r"[0-9a-f]{64}\.part(?:\.json)?")   # comsim's own files
 SIDECAR = ".meta.json"           # <name>.meta.json next to each stored backup
 HASH_CHUNK = 1 << 20
+CONTENTS = ("backup", "log")      # an upload's `content` (PROTOCOL.md 3.3)
+LOG_RETENTION_DAYS = 30          # COM's default log retention
+LOG_NAME_RE = re.compile(r"log-(.+)-([0-9]{8})-([0-9]{3})\.log\.gz")
 JOBS_KEPT = 1000                 # job ids remembered per system
 JOB_STATES_KEPT = 500            # job.state messages kept per job (history)
 
@@ -717,10 +724,13 @@ class Tunnel:
                                       "bytes": give}, log=self.admin)
 
 
-def upload_key(job, name, size, sha256):
+def upload_key(job, name, size, sha256, content="backup"):
     """The partial-file key of an upload: the same job, name, size and
-    sha256 -- and only those -- resume one another (PROTOCOL.md 3.3)."""
-    return hashlib.sha256(json.dumps([job, name, size, sha256]).encode()).hexdigest()
+    sha256 -- and only those -- resume one another (PROTOCOL.md 3.3).  A
+    log's key differs from a backup's of the same fields (backups keep the
+    key they always had)."""
+    fields = [job, name, size, sha256] + ([content] if content != "backup" else [])
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
 
 
 def dir_name(s):
@@ -746,6 +756,25 @@ def check_upload_name(name):
     if name.endswith(SIDECAR) or PART_NAME_RE.fullmatch(name):
         return "name %s is reserved (comsim's own files)" % name
     return None
+
+
+def check_log_name(name, system):
+    """(day, None) for a log's name log-<system>-<yyyymmdd>-<nnn>.log.gz of
+    this system with a real date, else (None, why).  `name` has passed
+    check_upload_name()."""
+    want = "log-%s-<yyyymmdd>-<nnn>.log.gz" % system
+    m = LOG_NAME_RE.fullmatch(name)
+    if m is None:
+        return None, "a log's name must be %s, not %s" % (want, name)
+    if m.group(1) != system:
+        return None, "log %s is of system %s, not of this link's system %s " \
+                     "(name must be %s)" % (name, m.group(1), system, want)
+    ymd = m.group(2)
+    try:
+        day = datetime.date(int(ymd[:4]), int(ymd[4:6]), int(ymd[6:]))
+    except ValueError:
+        return None, "log %s: %s is not a date (yyyymmdd)" % (name, ymd)
+    return day, None
 
 
 def hash_file(path, limit):
@@ -1210,6 +1239,11 @@ class ComSim:
         if self.upload_max < 0:
             raise ValueError("--upload-max must be >= 0")
         self.today_fixed = parse_day(args.today) if args.today else None
+        # logs (uploads with "content":"log") and COM's log retention in days
+        self.logs_dir = os.path.join(self.dir, "logs")
+        self.log_retention_days = args.log_retention_days
+        if not _is_int(self.log_retention_days) or self.log_retention_days < 0:
+            raise ValueError("--log-retention-days must be >= 0")
         self.upload_faults = {}  # (customer, system) -> {"drop_after", "corrupt"}
         self.uploads = {}        # (customer, system, key) -> Upload in progress
         self.jobs = {}           # (customer, system) -> OrderedDict job id -> info
@@ -1921,15 +1955,17 @@ class ComSim:
     def backup_dir(self, customer, system):
         return os.path.join(self.backups_dir, dir_name(customer), dir_name(system))
 
-    def system_dirs(self):
-        """(customer, system, directory) of every system with backups."""
+    def system_dirs(self, root=None):
+        """(customer, system, directory) of every system with backups (with
+        logs: root = self.logs_dir)."""
+        root = root or self.backups_dir
         out = []
         try:
-            cs = sorted(os.listdir(self.backups_dir))
+            cs = sorted(os.listdir(root))
         except FileNotFoundError:
             return out
         for c in cs:
-            cd = os.path.join(self.backups_dir, c)
+            cd = os.path.join(root, c)
             if not os.path.isdir(cd):
                 continue
             for s in sorted(os.listdir(cd)):
@@ -1968,8 +2004,15 @@ class ComSim:
                                       "stored_at", "seq")}
 
     def partials(self, customer, system):
-        """Partial uploads held for a system (GET /uploads)."""
-        d = self.backup_dir(customer, system)
+        """Partial uploads held for a system (GET /uploads): backups', then
+        logs'."""
+        out = []
+        for content, d in (("backup", self.backup_dir(customer, system)),
+                           ("log", self.log_dir(customer, system))):
+            out += self.partials_in(customer, system, content, d)
+        return out
+
+    def partials_in(self, customer, system, content, d):
         out = []
         try:
             names = sorted(os.listdir(d))
@@ -1992,7 +2035,7 @@ class ComSim:
             u = self.uploads.get((customer, system, key))
             out.append({"key": key, "job": meta.get("job"), "name": meta.get("name"),
                         "size": meta.get("size"), "sha256": meta.get("sha256"),
-                        "held": u.held if u else held,
+                        "content": content, "held": u.held if u else held,
                         "active": bool(u), "stream": u.sid if u else None})
         return out
 
@@ -2033,6 +2076,106 @@ class ComSim:
             out += self.apply_retention(c, s, d)
         return out
 
+    # -- logs: uploads with "content":"log" (PROTOCOL.md 3.3)
+    def log_dir(self, customer, system):
+        return os.path.join(self.logs_dir, dir_name(customer), dir_name(system))
+
+    @staticmethod
+    def read_log(d, name):
+        """The sidecar of one stored log, None if there is no such log."""
+        if check_upload_name(name) is not None:
+            return None
+        try:
+            with open(os.path.join(d, name + SIDECAR)) as f:
+                meta = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("name") != name or \
+                not isinstance(meta.get("day"), str) or \
+                not os.path.isfile(os.path.join(d, name)):
+            return None
+        return meta
+
+    def read_logs(self, d):
+        """The stored logs of one system directory (their sidecars), by day
+        then name."""
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return []
+        out = [self.read_log(d, fn[:-len(SIDECAR)]) for fn in names
+               if fn.endswith(SIDECAR)]
+        out = [m for m in out if m is not None]
+        out.sort(key=lambda m: (m["day"], m["name"]))
+        return out
+
+    @staticmethod
+    def log_json(m):
+        return {k: m.get(k) for k in ("name", "size", "sha256", "job", "day",
+                                      "stored_at")}
+
+    def delete_log(self, d, name):
+        for fn in (name + SIDECAR, name):
+            try:
+                os.unlink(os.path.join(d, fn))
+            except FileNotFoundError:
+                pass
+
+    def apply_log_retention(self, customer, system, d=None):
+        """Delete the logs of one system whose day is more than
+        log_retention_days before today() (logs of later days stay, also
+        those dated after today).  Returns what was deleted."""
+        d = d or self.log_dir(customer, system)
+        today = self.today()
+        gone = []
+        for m in self.read_logs(d):
+            try:
+                age = (today - datetime.date.fromisoformat(m["day"])).days
+            except ValueError:
+                continue
+            if age <= self.log_retention_days:
+                continue
+            self.delete_log(d, m["name"])
+            gone.append(dict(self.log_json(m), customer=customer, system=system))
+            self.event("log_expired", customer=customer, system=system,
+                       name=m["name"], day=m["day"], job=m.get("job"),
+                       size=m.get("size"), sha256=m.get("sha256"),
+                       today=today.isoformat(), days=self.log_retention_days)
+        return gone
+
+    def apply_log_retention_all(self):
+        out = []
+        for c, s, d in self.system_dirs(self.logs_dir):
+            out += self.apply_log_retention(c, s, d)
+        return out
+
+    def store_log(self, link, u):
+        """A verified log upload: store it (or keep the identical one held
+        already); returns the event fields of what happened."""
+        info, d = u.info, u.dir
+        name = info["name"]
+        old = self.read_log(d, name)
+        meta = {"name": name, "size": info["size"], "sha256": info["sha256"],
+                "job": info["job"], "day": info["day"],
+                "stored_at": self.today().isoformat()}
+        if old is not None and old.get("sha256") == info["sha256"]:
+            os.unlink(u.part)
+            self.event("log_duplicate", link, name=name, size=info["size"],
+                       sha256=info["sha256"], job=info["job"], day=info["day"],
+                       stored_job=old.get("job"), stored_at=old.get("stored_at"))
+            return old
+        os.replace(u.part, os.path.join(d, name))
+        write_json_atomic(os.path.join(d, name + SIDECAR), meta)
+        if old is not None:
+            self.event("log_replaced", link, name=name, size=info["size"],
+                       sha256=info["sha256"], job=info["job"], day=info["day"],
+                       old_size=old.get("size"), old_sha256=old.get("sha256"),
+                       old_job=old.get("job"), old_stored_at=old.get("stored_at"))
+        self.event("log_stored", link, name=name, size=info["size"],
+                   sha256=info["sha256"], job=info["job"], day=info["day"],
+                   stored_at=meta["stored_at"])
+        return meta
+
     async def on_agent_open(self, link, msg):
         """stream.open from the agent: kinds upload (3.3) and download (3.4)."""
         mid, sid, kind = msg["id"], msg.get("stream"), msg.get("kind")
@@ -2044,7 +2187,7 @@ class ComSim:
         is_upload = kind == "upload"
         bulk = kind in ("upload", "download")
         ctx = {}
-        for k in ("job", "name", "size", "offset"):
+        for k in ("job", "name", "size", "offset", "content"):
             v = msg.get(k)
             if isinstance(v, (str, int)) and not isinstance(v, bool):
                 ctx[k] = v
@@ -2087,9 +2230,17 @@ class ComSim:
             return await refuse('job missing ("" for the agent\'s own uploads)')
         if not isinstance(job, str):
             return await refuse("job must be a string")
+        content = msg.get("content", "backup")
+        if content not in CONTENTS:
+            return await refuse("content must be backup or log")
         why = check_upload_name(name)
         if why:
             return await refuse(why)
+        day = None
+        if content == "log":
+            day, why = check_log_name(name, link.system)
+            if why:
+                return await refuse(why)
         if not _is_int(size) or size < 0:
             return await refuse("size must be an integer >= 0")
         if size > self.upload_max:
@@ -2107,7 +2258,13 @@ class ComSim:
             op = j.get("op") if isinstance(j.get("op"), str) else ""
             args = j.get("args") if isinstance(j.get("args"), dict) else {}
             kind_ = args.get("kind") if args.get("kind") in retention.KINDS else "manual"
-        key = upload_key(job, name, size, sha)
+            if content == "log" and op != "fetch_logs":
+                return await refuse('job %s (%s) does not upload logs: a log '
+                                    'belongs to a fetch_logs job or to job ""'
+                                    % (job, op or "no op"))
+        if content == "log":
+            kind_ = None          # not a backup: no backup kind
+        key = upload_key(job, name, size, sha, content)
         other = self.uploads.get((c, s, key))
         if other is not None and other.state == "open":
             if other.link is link:
@@ -2116,9 +2273,10 @@ class ComSim:
             # An older link of this system (being replaced): the new one wins.
             self.upload_end(other, "link", "replaced",
                             "resumed on link %d" % link.num, send=False)
-        d = self.backup_dir(c, s)
+        d = self.log_dir(c, s) if content == "log" else self.backup_dir(c, s)
         info = {"job": job, "name": name, "size": size, "sha256": sha,
-                "op": op, "kind": kind_}
+                "op": op, "kind": kind_, "content": content,
+                "day": day.isoformat() if day else None}
         u = Upload(self, link, sid, info, d, key)
         os.makedirs(d, exist_ok=True)
         held = os.path.getsize(u.part) if os.path.exists(u.part) else 0
@@ -2143,9 +2301,10 @@ class ComSim:
             u.hasher = hashlib.sha256()
             write_json_atomic(u.part + ".json", {
                 "job": job, "name": name, "size": size, "sha256": sha,
-                "first_open": time.time()})
+                "content": content, "first_open": time.time()})
         self.event("upload_open", link, stream=sid, job=job, name=name, size=size,
-                   sha256=sha, offset=held, backup_kind=kind_, op=op)
+                   sha256=sha, offset=held, backup_kind=kind_, op=op,
+                   content=content)
         await self.reply(link, {"type": "stream.accept", "re": mid, "stream": sid,
                                 "window": u.window, "offset": held})
 
@@ -2330,7 +2489,8 @@ class ComSim:
         else:
             problem = None
         common = dict(stream=sid, job=info["job"], name=info["name"],
-                      size=info["size"], sha256=info["sha256"])
+                      size=info["size"], sha256=info["sha256"],
+                      content=info["content"])
         if problem:
             for fn in (u.part, u.part + ".json"):
                 try:
@@ -2343,6 +2503,20 @@ class ComSim:
             await self.reply(link, {"type": "stream.close", "re": msg["id"],
                                     "stream": sid, "reason": "corrupt",
                                     "message": problem})
+            return
+        if info["content"] == "log":
+            meta = self.store_log(link, u)
+            try:
+                os.unlink(u.part + ".json")
+            except FileNotFoundError:
+                pass
+            self.event("upload_done", link, op=info["op"], day=info["day"],
+                       stored_at=meta.get("stored_at"), offset=u.offset,
+                       received=u.received,
+                       duration=round(time.monotonic() - u.t0, 3), **common)
+            await self.reply(link, {"type": "stream.close", "re": msg["id"],
+                                    "stream": sid, "reason": "done", "message": ""})
+            self.apply_log_retention(c, s, u.dir)
             return
         d = u.dir
         seq = max([m.get("seq") or 0 for m in self.read_backups(d)
@@ -2386,7 +2560,8 @@ class ComSim:
                              "reason": reason, "message": message})
         info = u.info
         self.event("upload_interrupted", link, stream=u.sid, job=info["job"],
-                   name=info["name"], size=info["size"], held=u.held,
+                   name=info["name"], size=info["size"], content=info["content"],
+                   held=u.held,
                    received=u.received, by=by, reason=reason, message=message)
 
     def upload_drop(self, u):
@@ -2884,6 +3059,8 @@ class ComSim:
         if path in ("/backups", "/backups/file", "/uploads", "/today",
                     "/upload_fault", "/download_fault"):
             return self.admin_backups(method, path, params, body)
+        if path in ("/logs", "/logs/file", "/logs/delete", "/log_retention"):
+            return self.admin_logs(method, path, params, body)
         if path in ("/job", "/jobs", "/job/pause", "/job/resume", "/job/stop",
                     "/library", "/signing_keys", "/downloads"):
             return await self.admin_jobs(method, path, params, body)
@@ -2973,9 +3150,10 @@ class ComSim:
                 self.event("today", date=self.today().isoformat(),
                            simulated=self.today_fixed is not None)
                 expired = self.apply_retention_all()
+                expired_logs = self.apply_log_retention_all()
                 return 200, {"date": self.today().isoformat(),
                              "simulated": self.today_fixed is not None,
-                             "expired": expired}
+                             "expired": expired, "expired_logs": expired_logs}
             if method == "GET":
                 return 200, {"date": self.today().isoformat(),
                              "simulated": self.today_fixed is not None}
@@ -3044,6 +3222,58 @@ class ComSim:
         if not os.path.isfile(fn) or not os.path.isfile(fn + SIDECAR):
             return 404, {"error": "no backup %s of %s/%s" % (name, c, s)}
         return 200, FileBody(fn)
+
+    def admin_logs(self, method, path, params, body):
+        """GET /logs, /logs/file, /log_retention; POST /logs/delete,
+        /log_retention."""
+        if path == "/log_retention":
+            if method == "POST":
+                days = body.get("days")
+                if not _is_int(days) or days < 0:
+                    return 400, {"error": "days must be an integer >= 0"}
+                self.log_retention_days = days
+                self.event("log_retention", days=days)
+                return 200, {"days": days, "today": self.today().isoformat(),
+                             "expired_logs": self.apply_log_retention_all()}
+            if method == "GET":
+                return 200, {"days": self.log_retention_days}
+            return 404, {"error": "no such endpoint: %s %s" % (method, path)}
+        if method != ("POST" if path == "/logs/delete" else "GET"):
+            return 404, {"error": "no such endpoint: %s %s" % (method, path)}
+        src = body if method == "POST" else params
+        c, s = src.get("customer"), src.get("system")
+        if not isinstance(c, str) or not isinstance(s, str):
+            return 400, {"error": "customer and system required"}
+        d = self.log_dir(c, s)
+        if path == "/logs":
+            try:
+                frm = parse_day(params["from"]) if params.get("from") else None
+                to = parse_day(params["to"]) if params.get("to") else None
+            except ValueError as e:
+                return 400, {"error": "from/to: %s" % e}
+            out = []
+            for m in self.read_logs(d):
+                try:
+                    day = datetime.date.fromisoformat(m["day"])
+                except ValueError:
+                    continue
+                if (frm is None or day >= frm) and (to is None or day <= to):
+                    out.append(self.log_json(m))
+            return 200, out
+        name = src.get("name")
+        why = check_upload_name(name)
+        if why is not None:
+            return 400, {"error": "name: %s" % why}
+        meta = self.read_log(d, name)
+        if meta is None:
+            return 404, {"error": "no log %s of %s/%s" % (name, c, s)}
+        if path == "/logs/file":
+            return 200, FileBody(os.path.join(d, name))
+        self.delete_log(d, name)
+        self.event("log_deleted", customer=c, system=s, name=name,
+                   day=meta.get("day"), job=meta.get("job"), size=meta.get("size"),
+                   sha256=meta.get("sha256"))
+        return 200, dict(self.log_json(meta), customer=c, system=s)
 
     @staticmethod
     def fault_settings(cur, body, flags):
@@ -3593,6 +3823,32 @@ class SimProcess:
             raise AssertionError("comsim GET /backups/file -> %d %r" % (st, data[:300]))
         return data
 
+    def logs(self, customer, system, frm=None, to=None):
+        """GET /logs: the stored logs of a system by day then name, those
+        of days frm..to (YYYY-MM-DD, inclusive, both optional)."""
+        q = dict(customer=customer, system=system)
+        q.update({k: v for k, v in (("from", frm), ("to", to)) if v is not None})
+        return self.admin("GET", "/logs?" + self._q(**q))
+
+    def log_file(self, customer, system, name):
+        """The bytes of a stored log (GET /logs/file); None if absent."""
+        st, data = admin_raw(self.admin_port, "GET", "/logs/file?" + self._q(
+            customer=customer, system=system, name=name))
+        if st == 404:
+            return None
+        if st != 200:
+            raise AssertionError("comsim GET /logs/file -> %d %r" % (st, data[:300]))
+        return data
+
+    def delete_log(self, customer, system, name):
+        """POST /logs/delete: (status, answer)."""
+        return self.admin_status("POST", "/logs/delete", {
+            "customer": customer, "system": system, "name": name})
+
+    def set_log_retention(self, days):
+        """POST /log_retention; returns the answer, with what it deleted."""
+        return self.admin("POST", "/log_retention", {"days": days})
+
     def uploads(self, customer, system):
         """GET /uploads: partial uploads held for a system."""
         return self.admin("GET", "/uploads?" + self._q(customer=customer, system=system))
@@ -3837,13 +4093,28 @@ def ctl(args):
     elif cmd in ("pause", "resume", "stop"):
         need(2)
         req = ("POST", "/job/" + cmd, {"job": a[1]})
+    elif cmd == "logs":
+        if len(a) not in (3, 4, 5):
+            sys.exit("comsim ctl: logs C S [FROM [TO]]")
+        q = {"customer": a[1], "system": a[2]}
+        q.update(zip(("from", "to"), a[3:]))
+        req = ("GET", "/logs?" + urllib.parse.urlencode(q), None)
+    elif cmd == "log_retention":
+        if len(a) == 1:
+            req = ("GET", "/log_retention", None)
+        else:
+            need(2)
+            if not a[1].isdigit():
+                sys.exit("comsim ctl: log_retention [DAYS] (an integer >= 0)")
+            req = ("POST", "/log_retention", {"days": int(a[1])})
     else:
         sys.exit("comsim ctl: agents | events [SINCE] | drop C S | stall C S | "
                  "unstall C S | job C S OP [JOB] [JSON] | send C S JSON | "
                  "customer JSON | restart [MS] | tunnels | proxy_account JSON | "
                  "backups C S | uploads C S | today [DATE|real] | "
                  "upload_fault JSON | download_fault JSON | jobs C S | "
-                 "pause|resume|stop JOB | library [JSON] | signing_keys [new]")
+                 "pause|resume|stop JOB | library [JSON] | signing_keys [new] | "
+                 "logs C S [FROM [TO]] | log_retention [DAYS]")
     status, body = admin_call(info["admin_port"], *req)
     print(json.dumps(body, indent=2))
     return 0 if status == 200 else 1
@@ -3880,6 +4151,10 @@ def main(argv=None):
                         "(default: the real date)")
     s.add_argument("--upload-max", type=int, default=UPLOAD_MAX, metavar="BYTES",
                    help="largest upload accepted (default 2 GiB)")
+    s.add_argument("--log-retention-days", type=int, default=LOG_RETENTION_DAYS,
+                   metavar="N", help="logs whose day is more than N days before "
+                                     "today are deleted (default %d)"
+                                     % LOG_RETENTION_DAYS)
     c = sub.add_parser("ctl", help="talk to a running simulator's admin API")
     c.add_argument("--dir", required=True)
     c.add_argument("what", nargs="*")

@@ -1690,10 +1690,11 @@ class UpAgent:
         return True
 
     async def upload(self, data, name="backup.tar.gz", job="", digest=None, size=None,
-                     frame=16384, honor_credit=True, sid=None):
+                     frame=16384, honor_credit=True, sid=None, **extra):
         """The whole upload: returns (answer to the open, final answer)."""
         st, ans = await self.open(name, len(data) if size is None else size,
-                                  sha(data) if digest is None else digest, job, sid)
+                                  sha(data) if digest is None else digest, job, sid,
+                                  **extra)
         if ans is None or ans["type"] != "stream.accept":
             return ans, None
         if not await self.send_data(st, data[ans["offset"]:], frame, honor_credit):
@@ -2095,10 +2096,12 @@ def test_today_option(tmp_path, pki):
     for f in os.listdir(pki):
         shutil.copy(os.path.join(pki, f), tmp_path / f)
     s = comsim.SimProcess(str(tmp_path), extra_args=["--today", "2024-02-29",
-                                                     "--upload-max", "1000"])
+                                                     "--upload-max", "1000",
+                                                     "--log-retention-days", "7"])
     s.start()
     try:
         assert s.admin("GET", "/today") == {"date": "2024-02-29", "simulated": True}
+        assert s.admin("GET", "/log_retention") == {"days": 7}
 
         async def go():
             ag = UpAgent(s)
@@ -2117,10 +2120,11 @@ def test_today_option(tmp_path, pki):
     finally:
         assert s.stop() == 0
         s.kill()
-    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "comsim.py"), "serve",
-                        "--dir", str(tmp_path), "--today", "2024-02-30"],
-                       capture_output=True, text=True, timeout=20)
-    assert r.returncode == 2 and "comsim:" in r.stderr
+    for bad in (["--today", "2024-02-30"], ["--log-retention-days", "-1"]):
+        r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "comsim.py"),
+                            "serve", "--dir", str(tmp_path)] + bad,
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 2 and "comsim:" in r.stderr, bad
 
 
 def test_upload_stream_messages(sim):
@@ -2157,6 +2161,278 @@ def test_upload_stream_messages(sim):
                     "stream.accept for a stream the agent opened",
                     "data after the agent closed the stream"]
     assert sim.backup_file("C1001", "pbx-hq", "a.bin") == b"hello"
+
+
+# ------------------------------------------------------------------ logs
+
+def log_name(day, n=1, system="pbx-hq"):
+    """log-<system>-<yyyymmdd>-<nnn>.log.gz (PROTOCOL.md 3.3)."""
+    return "log-%s-%s-%03d.log.gz" % (system, day.replace("-", ""), n)
+
+
+def log_dir(sim, customer="C1001", system="pbx-hq"):
+    return os.path.join(sim.dir, "logs", customer, system)
+
+
+def test_log_upload(sim):
+    """content "log": stored under logs/, apart from the backups; the same
+    file again is idempotent, another one of the same name replaces it;
+    listing by dates, the file, delete."""
+    sim.set_today("2026-11-24")
+    data = os.urandom(150000)
+    other = os.urandom(5000)
+    n1 = log_name("2026-11-23")
+    more = [("2026-11-20", 1, b"a"), ("2026-11-22", 2, b"b"), ("2026-11-22", 1, b"c"),
+            ("2026-11-25", 0, b"d"), ("2026-11-22", 2, other)]
+
+    async def go():
+        ag = await UpAgent(sim).start()
+        ans, fin = await ag.upload(data, name=n1, content="log")
+        assert ans["offset"] == 0 and ans["type"] == "stream.accept"
+        assert (fin["type"], fin["reason"], fin["message"]) == \
+            ("stream.close", "done", "")
+        # the same file again (an agent that restarted): done, nothing changes
+        ans, fin = await ag.upload(data, name=n1, content="log")
+        assert ans["offset"] == 0 and fin["reason"] == "done"
+        for day, n, body in more:
+            ans, fin = await ag.upload(body, name=log_name(day, n), content="log")
+            assert fin["reason"] == "done", (day, n)
+        # the same name as a backup ("content":"backup") is a backup
+        ans, fin = await ag.upload(b"bk", name=n1, content="backup")
+        assert fin["reason"] == "done"
+        await ag.stop()
+    run(go())
+    entry = {"name": n1, "size": len(data), "sha256": sha(data), "job": "",
+             "day": "2026-11-23", "stored_at": "2026-11-24"}
+    logs = sim.logs("C1001", "pbx-hq")
+    assert [x["name"] for x in logs] == [
+        log_name("2026-11-20"), log_name("2026-11-22", 1), log_name("2026-11-22", 2),
+        n1, log_name("2026-11-25", 0)]
+    assert logs[3] == entry
+    assert logs[2] == {"name": log_name("2026-11-22", 2), "size": len(other),
+                       "sha256": sha(other), "job": "", "day": "2026-11-22",
+                       "stored_at": "2026-11-24"}
+    assert sim.log_file("C1001", "pbx-hq", n1) == data
+    assert sim.log_file("C1001", "pbx-hq", log_name("2026-11-22", 2)) == other
+    assert sim.log_file("C1001", "pbx-hq", log_name("2026-11-21")) is None
+    assert [b["name"] for b in sim.backups("C1001", "pbx-hq")] == [n1]
+    assert sim.backup_file("C1001", "pbx-hq", n1) == b"bk"
+    d = log_dir(sim)
+    assert sorted(os.listdir(d)) == sorted(
+        [x["name"] for x in logs] + [x["name"] + ".meta.json" for x in logs])
+    with open(os.path.join(d, n1 + ".meta.json")) as f:
+        assert json.load(f) == entry
+    assert [e["name"] for e in sim.events("log_stored")] == \
+        [n1] + [log_name(day, n) for day, n, _ in more]
+    dup, = sim.events("log_duplicate")
+    assert (dup["name"], dup["sha256"], dup["stored_job"]) == (n1, sha(data), "")
+    rep, = sim.events("log_replaced")
+    assert (rep["name"], rep["old_sha256"], rep["sha256"]) == \
+        (log_name("2026-11-22", 2), sha(b"b"), sha(other))
+    assert [e["content"] for e in sim.events("upload_done")] == ["log"] * 7 + ["backup"]
+    assert not sim.events(("log_expired", "backup_expired", "upload_refused"))
+    assert sim.uploads("C1001", "pbx-hq") == []
+    # between dates, inclusive; either end optional
+    names = lambda xs: [x["name"] for x in xs]  # noqa: E731
+    assert names(sim.logs("C1001", "pbx-hq", "2026-11-22", "2026-11-23")) == \
+        [log_name("2026-11-22", 1), log_name("2026-11-22", 2), n1]
+    assert names(sim.logs("C1001", "pbx-hq", frm="2026-11-23")) == \
+        [n1, log_name("2026-11-25", 0)]
+    assert names(sim.logs("C1001", "pbx-hq", to="2026-11-20")) == [log_name("2026-11-20")]
+    assert sim.logs("C1001", "pbx-hq", "2026-11-24", "2026-11-24") == []
+    assert sim.logs("C1001", "pbx-b") == []
+    for q in ("customer=C1001", "customer=C1001&system=pbx-hq&from=2026-11-31",
+              "customer=C1001&system=pbx-hq&to=yesterday"):
+        st, body = sim.admin_status("GET", "/logs?" + q)
+        assert st == 400 and "error" in body, q
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "comsim.py"), "ctl",
+                        "--dir", sim.dir, "logs", "C1001", "pbx-hq", "2026-11-22",
+                        "2026-11-22"], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert names(json.loads(r.stdout)) == [log_name("2026-11-22", 1),
+                                           log_name("2026-11-22", 2)]
+    # delete
+    assert sim.delete_log("C1001", "pbx-hq", n1) == \
+        (200, dict(entry, customer="C1001", system="pbx-hq"))
+    st, body = sim.delete_log("C1001", "pbx-hq", n1)
+    assert st == 404 and body["error"] == "no log %s of C1001/pbx-hq" % n1
+    assert sim.log_file("C1001", "pbx-hq", n1) is None
+    assert not os.path.exists(os.path.join(d, n1 + ".meta.json"))
+    assert sim.delete_log("C1001", "pbx-hq", "..")[0] == 400
+    assert sim.admin_status("POST", "/logs/delete", {"customer": "C1001"})[0] == 400
+    assert sim.admin_status("GET", "/logs/delete")[0] == 404
+    assert [e["name"] for e in sim.events("log_deleted")] == [n1]
+    assert sim.backup_file("C1001", "pbx-hq", n1) == b"bk"     # the backup stays
+
+
+def test_log_upload_resume(sim):
+    """A log upload resumes after a drop as a backup does (its partial file
+    under logs/); a corrupt one starts again at 0."""
+    data = os.urandom(300000)
+    name = log_name("2026-11-23")
+
+    async def first():
+        ag = await UpAgent(sim).start()
+        sim.upload_fault("C1001", "pbx-hq", drop_after=100000)
+        ans, fin = await ag.upload(data, name=name, content="log")
+        assert ans["offset"] == 0 and fin is None
+        await asyncio.wait_for(ag.closed.wait(), 5)
+    run(first())
+    ev = wait_until(lambda: sim.events("upload_interrupted"), what="upload_interrupted")
+    assert (ev[0]["content"], ev[0]["held"]) == ("log", 100000)
+    part, = sim.uploads("C1001", "pbx-hq")
+    assert (part["content"], part["name"], part["held"]) == ("log", name, 100000)
+    assert os.path.getsize(os.path.join(log_dir(sim), part["key"] + ".part")) == 100000
+    assert sim.logs("C1001", "pbx-hq") == [] and sim.backups("C1001", "pbx-hq") == []
+
+    async def second():
+        ag = await UpAgent(sim).start()
+        # the same file as a backup does not resume the log
+        st, ans = await ag.open(name, len(data), sha(data))
+        assert ans["offset"] == 0
+        await ag.send({"type": "stream.close", "stream": st.sid, "reason": "shutdown",
+                       "message": ""})
+        ans, fin = await ag.upload(data, name=name, content="log")
+        assert ans["offset"] == 100000 and fin["reason"] == "done"
+        assert ag.streams[ans["stream"]].sent == 200000
+        sim.upload_fault("C1001", "pbx-hq", corrupt=True)
+        n2 = log_name("2026-11-23", 2)
+        ans, fin = await ag.upload(b"x" * 1000, name=n2, content="log")
+        assert (fin["reason"], fin["message"]) == ("corrupt", "sha256 mismatch")
+        ans, fin = await ag.upload(b"x" * 1000, name=n2, content="log")
+        assert ans["offset"] == 0 and fin["reason"] == "done"
+        await ag.stop()
+    run(second())
+    assert sim.log_file("C1001", "pbx-hq", name) == data
+    assert sim.log_file("C1001", "pbx-hq", log_name("2026-11-23", 2)) == b"x" * 1000
+    done = sim.events("upload_done")
+    assert (done[0]["offset"], done[0]["received"]) == (100000, 200000)
+    assert [e["content"] for e in sim.events("upload_corrupt")] == ["log"]
+    # what is left: the backup's abandoned partial file
+    assert [(p["content"], p["held"]) for p in sim.uploads("C1001", "pbx-hq")] == \
+        [("backup", 0)]
+    assert sorted(os.listdir(log_dir(sim))) == sorted(
+        [name, name + ".meta.json", log_name("2026-11-23", 2),
+         log_name("2026-11-23", 2) + ".meta.json"])
+
+
+LOG_REFUSALS = [
+    # (fields over a valid log upload's open, message)
+    ({"content": "config"}, "content must be backup or log"),
+    ({"content": 5}, "content must be backup or log"),
+    ({"content": None}, "content must be backup or log"),
+    ({"name": "backup-pbx-hq-20261123T023000Z.tar.gz"},
+     "a log's name must be log-pbx-hq-<yyyymmdd>-<nnn>.log.gz, not "
+     "backup-pbx-hq-20261123T023000Z.tar.gz"),
+    ({"name": "log-pbx-hq-20261123-1.log.gz"},
+     "a log's name must be log-pbx-hq-<yyyymmdd>-<nnn>.log.gz, not "
+     "log-pbx-hq-20261123-1.log.gz"),
+    ({"name": "log-pbx-hq-20261123-001.log"},
+     "a log's name must be log-pbx-hq-<yyyymmdd>-<nnn>.log.gz, not "
+     "log-pbx-hq-20261123-001.log"),
+    ({"name": "log-pbx-b-20261123-001.log.gz"},
+     "log log-pbx-b-20261123-001.log.gz is of system pbx-b, not of this link's "
+     "system pbx-hq (name must be log-pbx-hq-<yyyymmdd>-<nnn>.log.gz)"),
+    ({"name": "log-hq-20261123-001.log.gz"},
+     "log log-hq-20261123-001.log.gz is of system hq, not of this link's "
+     "system pbx-hq (name must be log-pbx-hq-<yyyymmdd>-<nnn>.log.gz)"),
+    ({"name": "log-pbx-hq-20260230-001.log.gz"},
+     "log log-pbx-hq-20260230-001.log.gz: 20260230 is not a date (yyyymmdd)"),
+    ({"name": "log-pbx-hq-20261301-001.log.gz"},
+     "log log-pbx-hq-20261301-001.log.gz: 20261301 is not a date (yyyymmdd)"),
+    ({"name": "a/b"}, 'name "a/b" is not 1..128 characters of [A-Za-z0-9._-]'),
+    ({"job": "J-B"}, 'job J-B (backup) does not upload logs: a log belongs to a '
+                     'fetch_logs job or to job ""'),
+    ({"job": "J-nope"}, "no such job: J-nope"),
+]
+
+
+def test_log_upload_refused(sim):
+    """Unknown content, names that are not this system's logs, a job that
+    does not upload logs: refused.  A fetch_logs job's upload is a log."""
+    async def go():
+        ag = await UpAgent(sim).start()
+        send_job(sim, "J-B")
+        for over, message in LOG_REFUSALS:
+            f = dict({"name": log_name("2026-11-23"), "job": "", "content": "log"},
+                     **over)
+            st, ans = await ag.open(f.pop("name"), 3, sha(b"abc"), f.pop("job"), **f)
+            assert ans["type"] == "stream.close", (over, ans)
+            assert (ans["reason"], ans["message"]) == ("refused", message), over
+        # COM's "fetch new logs": a job like any other, its uploads are logs
+        r = send_job(sim, "J-L", op="fetch_logs")
+        assert r["job"] == "J-L" and r["status"] == "in progress"
+        jobs = lambda: [m for m in ag.msgs  # noqa: E731
+                        if m.get("type") == "job" and m.get("job") == "J-L"]
+        job, = await await_until(jobs, what="the fetch_logs job")
+        assert (job["op"], job["args"]) == ("fetch_logs", {})
+        for n in (1, 2):
+            ans, fin = await ag.upload(b"log%d" % n, name=log_name("2026-11-23", n),
+                                       job="J-L", content="log")
+            assert fin["reason"] == "done"
+        await ag.send({"type": "job.state", "job": "J-L", "state": "succeeded"})
+        # another system's logs carry its own name
+        b = await UpAgent(sim, system="pbx-b").start()
+        ans, fin = await b.upload(b"b", name=log_name("2026-11-23", system="pbx-b"),
+                                  content="log")
+        assert fin["reason"] == "done"
+        await b.stop()
+        await ag.stop()
+    run(go())
+    ev = sim.events("upload_refused")
+    assert [e["message"] for e in ev] == [m for _, m in LOG_REFUSALS]
+    assert [e.get("content") for e in ev[:3]] == ["config", 5, None]
+    assert [(x["name"], x["job"]) for x in sim.logs("C1001", "pbx-hq")] == \
+        [(log_name("2026-11-23", 1), "J-L"), (log_name("2026-11-23", 2), "J-L")]
+    assert [x["name"] for x in sim.logs("C1001", "pbx-b")] == \
+        [log_name("2026-11-23", system="pbx-b")]
+    assert sim.backups("C1001", "pbx-hq") == [] and sim.uploads("C1001", "pbx-hq") == []
+    j, = [j for j in sim.jobs("C1001", "pbx-hq") if j["job"] == "J-L"]
+    assert (j["op"], j["status"]) == ("fetch_logs", "completed")
+
+
+def test_log_retention(sim):
+    """Logs whose day is more than N days (default 30) before today go after
+    each log upload and when today moves; backups are not touched."""
+    assert sim.admin("GET", "/log_retention") == {"days": 30}
+    sim.set_today("2026-03-31")
+    days = ["2026-02-28", "2026-03-01", "2026-03-10", "2026-03-30", "2026-03-31"]
+
+    async def go():
+        ag = await UpAgent(sim).start()
+        send_job(sim, "J-M")
+        assert (await ag.upload(b"m", name="m.bin", job="J-M"))[1]["reason"] == "done"
+        assert (await ag.upload(b"a", name="a.bin"))[1]["reason"] == "done"
+        for day in days:
+            ans, fin = await ag.upload(day.encode(), name=log_name(day), content="log")
+            assert fin["reason"] == "done"      # stored, then expired if too old
+        await ag.stop()
+    run(go())
+    backups = sim.backups("C1001", "pbx-hq")
+    assert [b["name"] for b in backups] == ["m.bin", "a.bin"]
+    ev = sim.events("log_expired")
+    assert [(e["name"], e["day"], e["today"], e["days"]) for e in ev] == \
+        [(log_name("2026-02-28"), "2026-02-28", "2026-03-31", 30)]
+    assert [x["day"] for x in sim.logs("C1001", "pbx-hq")] == days[1:]
+    # today moves: 1 and 10 Mar are more than 30 days back now
+    r = sim.set_today("2026-04-10")
+    assert r["expired"] == []
+    assert [(x["name"], x["customer"]) for x in r["expired_logs"]] == \
+        [(log_name("2026-03-01"), "C1001"), (log_name("2026-03-10"), "C1001")]
+    assert [x["day"] for x in sim.logs("C1001", "pbx-hq")] == days[3:]
+    assert not os.path.exists(os.path.join(log_dir(sim), log_name("2026-03-01")))
+    # a shorter retention applies at once
+    r = sim.set_log_retention(10)
+    assert r["days"] == 10 and [x["day"] for x in r["expired_logs"]] == ["2026-03-30"]
+    assert sim.admin("GET", "/log_retention") == {"days": 10}
+    assert [x["day"] for x in sim.logs("C1001", "pbx-hq")] == ["2026-03-31"]
+    assert sim.set_today("2026-04-11")["expired_logs"][0]["day"] == "2026-03-31"
+    assert sim.logs("C1001", "pbx-hq") == []
+    assert sim.backups("C1001", "pbx-hq") == backups
+    assert not sim.events("backup_expired")
+    for bad in (-1, "7", True, None, 1.5):
+        st, body = sim.admin_status("POST", "/log_retention", {"days": bad})
+        assert st == 400 and body["error"] == "days must be an integer >= 0", bad
 
 
 # ------------------------------------------------------------------ downloads
