@@ -168,8 +168,8 @@ static const struct key_spec schema[CONF__COUNT] = {
 	/* 0: no daily cap. */
 	[CONF_LOGS_MAX_DAY] = { "logs", "max_day", T_SIZE, false, NULL,
 				0, 1024 * GIB, F_PLATFORM, NULL },
-	[CONF_LOGS_FILE_MAX] = { "logs", "file_max", T_SIZE, false, "1M",
-				 64 * KIB, 256 * MIB, 0, NULL },
+	[CONF_LOGS_FILE_MAX] = { "logs", "file_max", T_SIZE, false, NULL,
+				 64 * KIB, 256 * MIB, F_PLATFORM, NULL },
 	[CONF_LOGS_MESSAGE_MAX] = { "logs", "message_max", T_SIZE, false, "8K",
 				    480, 64 * KIB, 0, NULL },
 };
@@ -1295,6 +1295,10 @@ static void apply_platform(struct parse *p)
 	if (!v[CONF_LOGS_MAX_TOTAL].line) {
 		fmt_units(pl->logs_max_total, size_units, size, sizeof(size));
 		set_val(p, CONF_LOGS_MAX_TOTAL, size, pl->logs_max_total);
+	}
+	if (!v[CONF_LOGS_FILE_MAX].line) {
+		fmt_units(pl->logs_file_max, size_units, size, sizeof(size));
+		set_val(p, CONF_LOGS_FILE_MAX, size, pl->logs_file_max);
 	}
 	if (!v[CONF_LOGS_MAX_DAY].line) {
 		fmt_units(pl->logs_max_day, size_units, size, sizeof(size));

@@ -21,6 +21,7 @@
 #include "dispatch.h"
 #include "job.h"
 #include "log.h"
+#include "logs.h"
 #include "ops.h"
 #include "proto.h"
 #include "stream.h"
@@ -34,6 +35,7 @@ struct dispatch {
 	struct proto_w *w;
 	struct streams *streams;
 	struct xfers *xfers;
+	struct logs *logs;
 	struct ops *ops;
 	struct jobs *jobs;		/* the journal, owned by the caller */
 	struct link *link;		/* while it is up */
@@ -288,11 +290,14 @@ struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
 	d->streams = streams_new(ctx, c, s);
 	d->xfers = xfers_new(ctx);
 	if (d->xfers)
-		d->ops = ops_new(ctx, c, s, jobs, d->xfers, &cbs, d);
+		d->logs = logs_new(ctx, c, s, d->xfers);
+	if (d->logs)
+		d->ops = ops_new(ctx, c, s, jobs, d->xfers, d->logs, &cbs, d);
 	if (!d->w || !d->streams || !d->ops) {
 		dispatch_free(d);
 		return NULL;
 	}
+	logs_start(d->logs);
 	ops_start(d->ops);
 	return d;
 }
@@ -302,6 +307,7 @@ void dispatch_shutdown(struct dispatch *d)
 	if (!d)
 		return;
 	ops_shutdown(d->ops);
+	logs_shutdown(d->logs);
 	xfers_shutdown(d->xfers);
 	streams_shutdown(d->streams);
 }
@@ -311,6 +317,7 @@ void dispatch_free(struct dispatch *d)
 	if (!d)
 		return;
 	ops_free(d->ops);
+	logs_free(d->logs);
 	xfers_free(d->xfers);
 	streams_free(d->streams);
 	proto_w_free(d->w);
@@ -320,6 +327,11 @@ void dispatch_free(struct dispatch *d)
 struct ops *dispatch_ops(const struct dispatch *d)
 {
 	return d->ops;
+}
+
+struct logs *dispatch_logs(const struct dispatch *d)
+{
+	return d->logs;
 }
 
 const struct streams *dispatch_streams(const struct dispatch *d)

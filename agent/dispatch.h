@@ -28,6 +28,7 @@ void dispatch_shutdown(struct dispatch *d);
 void dispatch_free(struct dispatch *d);
 const struct streams *dispatch_streams(const struct dispatch *d);
 struct ops *dispatch_ops(const struct dispatch *d);
+struct logs *dispatch_logs(const struct dispatch *d);
 /* The handler to give link_new(); d must outlive the link. */
 struct link_handler dispatch_handler(struct dispatch *d);
 

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,8 @@
 #include "job.h"
 #include "link.h"
 #include "log.h"
+#include "logs.h"
+#include "logview.h"
 #include "ops.h"
 #include "settings.h"
 #include "status.h"
@@ -62,6 +65,7 @@ static const char usage_main[] =
 	"  status         show the running agent's connection state\n"
 	"  settings       show or change the remote-operation settings\n"
 	"  jobs           list the running agent's recent jobs\n"
+	"  logs           read the agent's own log, or list the PBX's stored logs\n"
 	"  version        print the version\n"
 	"  help [COMMAND] show help for a command\n"
 	"\n"
@@ -127,6 +131,25 @@ static const char usage_jobs[] =
 	"\n"
 	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 	"      --json          one JSON object instead of text\n";
+
+static const char usage_logs[] =
+	"Usage: comagent logs [-c FILE] [--since WHEN] [--level LEVEL]\n"
+	"                     [--grep TEXT] [--follow]\n"
+	"       comagent logs [-c FILE] --system\n"
+	"\n"
+	"Shows the agent's own diagnostic log ([log] file, its rotated copy\n"
+	"first), for support staff on site. Lines are shown as written, with\n"
+	"control characters as '?'.\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	"      --since WHEN    only entries from WHEN on: a UTC date or date-time\n"
+	"                      (2026-11-23, 2026-11-23T10:51[:06][Z]) or a time\n"
+	"                      ago (90s, 15m, 2h, 3d)\n"
+	"      --level LEVEL   error, info or debug: that level and more severe\n"
+	"      --grep TEXT     only lines containing TEXT (case-sensitive)\n"
+	"  -f, --follow        keep showing new lines until interrupted\n"
+	"      --system        list the PBX's log files in the log store with\n"
+	"                      their upload state (asks the running agent)\n";
 
 static const char usage_version[] =
 	"Usage: comagent version\n\nPrints the agent's version.\n";
@@ -295,6 +318,7 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 		.settings = a->settings, .version = a->version,
 		.operation = ops_current(dispatch_ops(a->dispatch)),
 		.next_auto_backup = ops_next_auto(dispatch_ops(a->dispatch)),
+		.logs = dispatch_logs(a->dispatch),
 	};
 	int n;
 
@@ -304,6 +328,8 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 		return status_render(&src, false, buf, cap);
 	if (!strcmp(req, "jobs json") || !strcmp(req, "jobs text"))
 		return status_render_jobs(a->jobs, req[5] == 'j', buf, cap);
+	if (!strcmp(req, "logs list"))
+		return logs_list(dispatch_logs(a->dispatch), buf, cap);
 	if (!strcmp(req, "settings reload")) {
 		err_t e = settings_reload(a->settings);
 
@@ -324,6 +350,7 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 			n = snprintf(buf, cap, "error: bad offset\n");
 		} else {
 			ops_clock_offset(dispatch_ops(a->dispatch), off);
+			logs_clock_offset(dispatch_logs(a->dispatch), off);
 			n = snprintf(buf, cap, "ok\n");
 		}
 #endif
@@ -337,7 +364,7 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 					size_t proxy_cap)
 {
 	/* lws keeps a pointer to the table for the context's lifetime. */
-	static struct lws_protocols protocols[5];
+	static struct lws_protocols protocols[6];
 	struct lws_context_creation_info info, vi;
 	struct lws_context *ctx;
 
@@ -345,10 +372,15 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 	protocols[1] = ctl_protocol();
 	protocols[2] = streams_protocol();
 	protocols[3] = hook_protocol();
+	protocols[4] = logs_protocol();
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
 	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	/* lws reads raw sockets into this buffer: a syslog datagram of up to
+	 * [logs] message_max (64 KiB at most) must fit, or the kernel cuts
+	 * it unseen. */
+	info.pt_serv_buf_size = 64 * 1024 + LWS_PRE + 16;
 	info.client_ssl_ca_filepath = conf_str(c, CONF_COM_CA_FILE);
 	info.timeout_secs = (unsigned)(conf_num(c, CONF_COM_CONNECT_TIMEOUT) /
 				       1000);
@@ -589,6 +621,92 @@ static int cmd_jobs(const struct opts *o)
 	return e == ERR_OK ? EXIT_OK : EXIT_FAIL;
 }
 
+__attribute__((format(printf, 1, 2)))
+static int logs_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "comagent logs: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n%s", usage_logs);
+	return EXIT_USAGE;
+}
+
+static int cmd_logs(int argc, char **argv)
+{
+	struct logview_opts lo = { .level = LOG_LVL_DEBUG, .stop = &g_stop };
+	const char *config = DEFAULT_CONFIG;
+	struct sigaction sa;
+	bool system = false;
+	struct conf *c = NULL;
+	err_t e;
+	int lvl;
+
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		bool val = !strcmp(a, "-c") || !strcmp(a, "--config") ||
+			   !strcmp(a, "--since") || !strcmp(a, "--level") ||
+			   !strcmp(a, "--grep");
+
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			fputs(usage_logs, stdout);
+			return EXIT_OK;
+		}
+		if (val && i + 1 >= argc)
+			return logs_usage_error("%s needs a value", a);
+		if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+			config = argv[++i];
+		} else if (!strcmp(a, "--since")) {
+			if (!logview_parse_since(argv[++i], time(NULL),
+						 &lo.since))
+				return logs_usage_error("--since: '%s' is not a "
+							"date, date-time or "
+							"time ago", argv[i]);
+		} else if (!strcmp(a, "--level")) {
+			lvl = log_level_parse(argv[++i]);
+			if (lvl < 0)
+				return logs_usage_error("--level: '%s' is not "
+							"error, info or debug",
+							argv[i]);
+			lo.level = (enum log_level)lvl;
+		} else if (!strcmp(a, "--grep")) {
+			lo.grep = argv[++i];
+		} else if (!strcmp(a, "-f") || !strcmp(a, "--follow")) {
+			lo.follow = true;
+		} else if (!strcmp(a, "--system")) {
+			system = true;
+		} else {
+			return logs_usage_error("unknown option '%s'", a);
+		}
+	}
+	e = conf_load(config, stderr, &c);
+	if (e != ERR_OK)
+		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	if (system) {
+		e = ctl_request(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET),
+				"logs list", stdout, false);
+		conf_free(c);
+		return e == ERR_OK ? EXIT_OK : EXIT_FAIL;
+	}
+	if (!*conf_str(c, CONF_LOG_FILE)) {
+		fprintf(stderr, "comagent logs: no [log] file is configured; "
+			"the agent logs to stderr only\n");
+		conf_free(c);
+		return EXIT_FAIL;
+	}
+	lo.path = conf_str(c, CONF_LOG_FILE);
+	/* Follow mode ends cleanly on ^C or SIGTERM. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	e = logview_run(&lo, stdout, stderr);
+	conf_free(c);
+	return e == ERR_OK ? EXIT_OK : EXIT_FAIL;
+}
+
 static int settings_show(const struct settings *s, bool json)
 {
 	if (!json) {
@@ -764,14 +882,22 @@ int main(int argc, char **argv)
 			fputs(usage_settings, stdout);
 			return EXIT_OK;
 		}
+		if (argc > 2 && !strcmp(argv[1], "help") &&
+		    !strcmp(argv[2], "logs")) {
+			fputs(usage_logs, stdout);
+			return EXIT_OK;
+		}
 		fputs(cmd ? cmd->usage : usage_main, stdout);
 		return EXIT_OK;
 	}
 	if (!strcmp(argv[1], "--version"))
 		return cmd_version(&o);
-	/* settings has positional arguments, the others only options. */
+	/* settings has positional arguments, logs options with values; the
+	 * others only plain options. */
 	if (!strcmp(argv[1], "settings"))
 		return cmd_settings(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "logs"))
+		return cmd_logs(argc - 2, argv + 2);
 	cmd = find_command(argv[1]);
 	if (!cmd) {
 		fprintf(stderr, "comagent: unknown command '%s'\n\n%s", argv[1],

@@ -31,6 +31,7 @@
 #include "hook.h"
 #include "job.h"
 #include "log.h"
+#include "logs.h"
 #include "manifest.h"
 #include "ops.h"
 #include "proto.h"
@@ -67,12 +68,14 @@
  * file is checked. */
 #define HASH_SLICE (1024u * 1024u)
 
-enum op { OP_BACKUP, OP_RESTORE, OP_TRANSFER, OP_UPGRADE, OP_TRANSFER_UPGRADE };
+enum op { OP_BACKUP, OP_RESTORE, OP_TRANSFER, OP_UPGRADE, OP_TRANSFER_UPGRADE,
+	  OP_FETCH_LOGS };
 
 static const char *const op_names[] = {
 	[OP_BACKUP] = "backup", [OP_RESTORE] = "restore",
 	[OP_TRANSFER] = "transfer", [OP_UPGRADE] = "upgrade",
 	[OP_TRANSFER_UPGRADE] = "transfer_upgrade",
+	[OP_FETCH_LOGS] = "fetch_logs",
 };
 #define NOPS (sizeof(op_names) / sizeof(op_names[0]))
 
@@ -119,7 +122,9 @@ struct ops {
 	struct xfers *xfers;
 	struct ops_cbs cbs;
 	void *arg;
-	struct run *run;
+	struct run *run;		/* backup, restore, upgrade: one */
+	struct run *side;		/* fetch_logs: beside them, one */
+	struct logs *logs;
 	unsigned minute;		/* this system's automatic backup minute */
 	int64_t clock_offset;
 	time_t auto_next;		/* 0 when there is no automatic backup */
@@ -243,6 +248,10 @@ static void end(struct run *r, enum job_state st, const char *reason,
 		     job_state_name(st), r->rec.reason, r->rec.message);
 	(void)save(r);
 	tell(r);
+	if (o->side == r) {
+		logs_fetch_cancel(o->logs);
+		o->side = NULL;
+	}
 	if (o->run == r) {
 		o->run = NULL;
 		if (o->cbs.busy)
@@ -473,8 +482,8 @@ static void backup_hashed(struct run *r, err_t e, const char *hex,
 		memcpy(r->sha, hex, sizeof(r->sha));
 		r->size = n;
 		e = xfer_upload(r->o->xfers, r->rec.local ? "" : r->rec.id,
-				r->name, r->file, r->size, r->sha, &cbs, r,
-				&r->xfer);
+				r->name, "backup", r->file, r->size, r->sha,
+				&cbs, r, &r->xfer);
 	}
 	if (e) {
 		backup_unreadable(r, e);
@@ -1112,6 +1121,8 @@ static const char *check_args(struct run *r, const struct proto_msg *m,
 		}
 		memcpy(r->sha, s, sizeof(r->sha));
 		return NULL;
+	case OP_FETCH_LOGS:
+		return NULL;
 	case OP_TRANSFER:
 	case OP_TRANSFER_UPGRADE:
 	case OP_UPGRADE:
@@ -1155,10 +1166,48 @@ static int op_lookup(const char *s)
 	return -1;
 }
 
+static void fetch_progress(void *arg, unsigned done, unsigned total,
+			   const char *name)
+{
+	struct run *r = arg;
+
+	report(r, "upload", total ? (int)(done * 99 / total) : 0,
+	       "uploading log file %u of %u: %s", done + 1, total, name);
+}
+
+static void fetch_done(void *arg, const char *reason, const char *why)
+{
+	struct run *r = arg;
+
+	if (reason)
+		end(r, JOB_FAILED, reason, "%s", why);
+	else
+		end(r, JOB_SUCCEEDED, NULL, "%s", why);
+}
+
+static void start_fetch(struct run *r)
+{
+	struct logs_fetch_cbs cbs = { .progress = fetch_progress,
+				      .done = fetch_done };
+	err_t e;
+
+	r->o->side = r;
+	report(r, "upload", 0, "closing the current log file");
+	e = logs_fetch(r->o->logs, r->rec.id, &cbs, r);
+	if (e)
+		end(r, JOB_FAILED, e == ERR_STATE ? "space" : "transfer", "%s",
+		    e == ERR_STATE ? "the log store is not available (see the "
+		    "agent's log)" : "another log upload waits");
+}
+
 static void start(struct run *r)
 {
 	struct ops *o = r->o;
 
+	if (r->op == OP_FETCH_LOGS) {
+		start_fetch(r);
+		return;
+	}
 	o->run = r;
 	if (o->cbs.busy)
 		o->cbs.busy(o->arg);
@@ -1175,6 +1224,8 @@ static void start(struct run *r)
 		break;
 	case OP_UPGRADE:
 		start_upgrade_apply(r);
+		break;
+	case OP_FETCH_LOGS:
 		break;
 	}
 }
@@ -1223,6 +1274,18 @@ bool ops_job(struct ops *o, const struct proto_msg *m)
 		reason = "unsupported";
 		snprintf(why, sizeof(why), "operation %.40s is not supported "
 			 "by this agent", op ? op : "");
+	} else if (k == OP_FETCH_LOGS) {
+		/* Not one of the exclusive operations: beside them. */
+		r->op = OP_FETCH_LOGS;
+		if (o->side) {
+			reason = "busy";
+			snprintf(why, sizeof(why), "a log upload runs: job %s",
+				 o->side->rec.id);
+		} else if (!settings_get(o->settings, SET_LOGTRANSFER)) {
+			reason = "not_allowed";
+			snprintf(why, sizeof(why), "log transfer is off on this "
+				 "system (setting logtransfer)");
+		}
 	} else if (o->run) {
 		reason = "busy";
 		snprintf(why, sizeof(why), "another operation runs: %s %s",
@@ -1476,7 +1539,8 @@ void ops_start(struct ops *o)
 
 struct ops *ops_new(struct lws_context *ctx, const struct conf *c,
 		    const struct settings *s, struct jobs *jobs,
-		    struct xfers *x, const struct ops_cbs *cbs, void *arg)
+		    struct xfers *x, struct logs *logs,
+		    const struct ops_cbs *cbs, void *arg)
 {
 	struct ops *o = calloc(1, sizeof(*o));
 
@@ -1487,6 +1551,7 @@ struct ops *ops_new(struct lws_context *ctx, const struct conf *c,
 	o->settings = s;
 	o->jobs = jobs;
 	o->xfers = x;
+	o->logs = logs;
 	o->cbs = *cbs;
 	o->arg = arg;
 	o->minute = nightly_minute(conf_str(c, CONF_SYSTEM_CUSTOMER_ID),
@@ -1518,6 +1583,11 @@ void ops_shutdown(struct ops *o)
 		run_free(o->run);
 		o->run = NULL;
 	}
+	if (o->side) {
+		logs_fetch_cancel(o->logs);
+		run_free(o->side);
+		o->side = NULL;
+	}
 }
 
 void ops_free(struct ops *o)
@@ -1525,5 +1595,6 @@ void ops_free(struct ops *o)
 	if (!o)
 		return;
 	run_free(o->run);
+	run_free(o->side);
 	free(o);
 }

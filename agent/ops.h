@@ -1,7 +1,8 @@
 /*
  * ops — the job engine: runs COM's backup, restore, transfer, upgrade and
  * transfer_upgrade jobs and the automatic daily backup, one at a time
- * (PROTOCOL.md §2.6).
+ * (PROTOCOL.md §2.6), and fetch_logs beside them (the logs module does the
+ * work).
  *
  * Each operation is a chain of steps — a platform hook (scripts/HOOKS.md),
  * an upload or a download (xfer) — driven by their callbacks inside the
@@ -25,6 +26,7 @@
 struct conf;
 struct job_rec;
 struct jobs;
+struct logs;
 struct proto_msg;
 struct settings;
 struct xfers;
@@ -40,7 +42,8 @@ struct ops_cbs {
 /* Everything given must outlive the engine. */
 struct ops *ops_new(struct lws_context *ctx, const struct conf *c,
 		    const struct settings *s, struct jobs *jobs,
-		    struct xfers *x, const struct ops_cbs *cbs, void *arg);
+		    struct xfers *x, struct logs *logs,
+		    const struct ops_cbs *cbs, void *arg);
 /* Settles jobs that restarted the system and plans the automatic backup.
  * Once the event loop can run. */
 void ops_start(struct ops *o);

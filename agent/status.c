@@ -14,6 +14,7 @@
 #include "conf.h"
 #include "job.h"
 #include "link.h"
+#include "logs.h"
 #include "proto.h"
 #include "settings.h"
 #include "status.h"
@@ -96,6 +97,8 @@ static size_t render_json(const struct status_src *src,
 	else
 		proto_w_null(w, "next_auto_backup");
 	json_settings(src->settings, w);
+	if (src->logs)
+		logs_describe(src->logs, w);
 	streams_describe(src->streams, w);
 	return finish_json(w, buf);
 }
@@ -182,6 +185,8 @@ static size_t render_text(const struct status_src *src,
 		line(&t, "Auto backup:", "off");
 	}
 	text_settings(&t, src->settings);
+	if (src->logs && t.len + 1 < t.cap)
+		t.len += logs_format(src->logs, t.p + t.len, t.cap - t.len);
 	line(&t, "Tunnels:", "%u open", streams_count(src->streams));
 	if (t.len + 1 < t.cap)
 		t.len += streams_format(src->streams, t.p + t.len,

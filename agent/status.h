@@ -11,6 +11,7 @@
 
 struct conf;
 struct link;
+struct logs;
 struct settings;
 struct streams;
 
@@ -22,6 +23,7 @@ struct status_src {
 	const char *version;
 	const char *operation;		/* "idle" or the op in progress */
 	time_t next_auto_backup;	/* 0: none planned */
+	const struct logs *logs;	/* the syslog store; may be NULL */
 };
 
 /* Renders into buf (cap bytes, always NUL-terminated); returns the length. */

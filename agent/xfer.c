@@ -79,6 +79,7 @@ struct xfer {
 	unsigned corrupt;		/* upload: COM's "corrupt" verdicts */
 	unsigned reopens;		/* COM's transient closes in a row */
 	bool flow;			/* ending for COM's flow violation */
+	char content[8];		/* upload: "backup" or "log" */
 	uint64_t reported;		/* pos at the last progress call */
 	struct xfer_cbs cbs;
 	void *arg;
@@ -226,6 +227,7 @@ static void open_stream(struct xfer *t)
 	proto_w_str(x->w, "job", t->job);
 	proto_w_str(x->w, "name", t->name);
 	if (t->upload) {
+		proto_w_str(x->w, "content", t->content);
 		proto_w_int(x->w, "size", (int64_t)t->size);
 		proto_w_str(x->w, "sha256", t->sha);
 	} else {
@@ -687,8 +689,9 @@ static void xfer_link(struct xfer *t)
 }
 
 err_t xfer_upload(struct xfers *x, const char *job, const char *name,
-		  const char *path, uint64_t size, const char *sha256,
-		  const struct xfer_cbs *cbs, void *arg, struct xfer **out)
+		  const char *content, const char *path, uint64_t size,
+		  const char *sha256, const struct xfer_cbs *cbs, void *arg,
+		  struct xfer **out)
 {
 	struct xfer *t;
 
@@ -709,6 +712,7 @@ err_t xfer_upload(struct xfers *x, const char *job, const char *name,
 	t->size = size;
 	t->size_known = true;
 	memcpy(t->sha, sha256, sizeof(t->sha));
+	snprintf(t->content, sizeof(t->content), "%s", content);
 	xfer_link(t);
 	*out = t;
 	return ERR_OK;

@@ -64,12 +64,13 @@ size_t xfers_next_frame(struct xfers *x, uint8_t *buf, size_t cap);
 /*
  * Uploads the file at path (size bytes, SHA-256 sha256 in lower-case hex,
  * both computed by the caller) as name for COM job job ("" for the
- * agent's own). The file must not change until done() is called.
+ * agent's own); content is "backup" or "log" (PROTOCOL.md §3.3). The file must not change until done() is called.
  * ERR_NOTFOUND/ERR_IO (logged) when it cannot be opened.
  */
 err_t xfer_upload(struct xfers *x, const char *job, const char *name,
-		  const char *path, uint64_t size, const char *sha256,
-		  const struct xfer_cbs *cbs, void *arg, struct xfer **out);
+		  const char *content, const char *path, uint64_t size,
+		  const char *sha256, const struct xfer_cbs *cbs, void *arg,
+		  struct xfer **out);
 
 #define XFER_SIZE_UNKNOWN UINT64_MAX
 

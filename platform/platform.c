@@ -71,6 +71,7 @@ static const struct platform_ops ip500v2 = {
 	/* COM's guide: at most 128 MB of logs on the appliance's flash. */
 	.logs_max_total = 128ull * 1024 * 1024,
 	.logs_max_day = 0,
+	.logs_file_max = 1024ull * 1024,
 	.state_dir = "var/lib/comagent",
 	.log_file = "var/log/comagent.log",
 	.control_socket = "run/comagent.sock",
@@ -84,6 +85,8 @@ static const struct platform_ops linux_se = {
 	/* COM's guide: at most 4 GB collected per day on a server. */
 	.logs_max_total = 16ull * 1024 * 1024 * 1024,
 	.logs_max_day = 4ull * 1024 * 1024 * 1024,
+	/* 999 files of 8 MiB hold the 4 GB of a day. */
+	.logs_file_max = 8ull * 1024 * 1024,
 	.state_dir = "var/lib/comagent",
 	.log_file = "var/log/comagent/comagent.log",
 	.control_socket = "run/comagent.sock",

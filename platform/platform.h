@@ -21,6 +21,9 @@ struct platform_ops {
 	/* The PBX's log store ([logs]): all files together; per local day
 	 * (0: no daily cap). */
 	uint64_t logs_max_total, logs_max_day;
+	/* A store file is closed (and compressed, which holds the loop for
+	 * a moment) at this size; at most 999 a day. */
+	uint64_t logs_file_max;
 	const char *state_dir;		/* relative to root */
 	const char *log_file;		/* relative to root */
 	const char *control_socket;	/* relative to root */
