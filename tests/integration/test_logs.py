@@ -203,3 +203,94 @@ def test_comagent_logs_filters(comsim, agent, tmp_path):
     assert wait_final(sim, jid)["state"] == "succeeded"
     r = b.cli("logs", "--system")
     assert r.returncode == 0 and " uploaded" in r.stdout and "log-" in r.stdout, r.stdout
+
+
+def test_caps_day_and_total(comsim, agent):
+    """linux: the per-day cap drops and counts; a small total cap keeps the
+    store within it, the oldest files going first."""
+    sim = comsim()
+    a = start_logs(agent, sim, logs={"max_day": "256K", "max_total": "16M"})
+    msg = b"<14>" + b"d" * 996
+    s = socket.create_connection(("127.0.0.1", a.port), timeout=5)
+    s.sendall(b"".join(msg + b"\n" for _ in range(400)))     # ~400 KB
+    s.close()
+    wait_until(lambda: logs_status(a)["stored"] + logs_status(a)["dropped_day"] == 400,
+               20, "all messages counted")
+    st = logs_status(a)
+    assert st["dropped_day"] > 0 and st["stored"] * 1001 <= 256 * 1024, st
+    assert st["today_bytes"] <= 256 * 1024, st
+    a.stop()
+    b = start_logs(agent, sim, logs={"max_total": "1M", "file_max": "64K"})
+    rnd = [b"<14>" + os.urandom(400).hex().encode() for _ in range(4000)]  # ~3.2 MB
+    s = socket.create_connection(("127.0.0.1", b.port), timeout=5)
+    s.sendall(b"".join(m + b"\n" for m in rnd))
+    s.close()
+    wait_until(lambda: logs_status(b)["stored"] + logs_status(b)["dropped_total"] == 4000,
+               30, "all messages counted")
+    st = logs_status(b)
+    assert st["bytes"] <= 1 << 20 and st["pruned_unsent"] > 0, st
+    du = sum(os.path.getsize(os.path.join(dp, f))
+             for dp, _, fs in os.walk(os.path.join(b.root, "var/lib/comagent/logs"))
+             for f in fs if f != "manifest")
+    assert du <= 1 << 20, du
+
+
+def test_no_nightly_upload_without_logtransfer(comsim, agent):
+    import datetime
+    import zoneinfo
+    from test_autobackup import set_clock
+    zone = zoneinfo.ZoneInfo(TZ)
+    sim = comsim()
+    t0 = datetime.datetime(2026, 12, 15, 0, 5, tzinfo=zone).timestamp()
+    a = start_logs(agent, sim, transfer=False,
+                   env={"TZ": TZ, "COMAGENT_TEST_CLOCK": str(round(t0 - time.time()))})
+    udp_send(a.port, [RFC3164])
+    wait_until(lambda: logs_status(a)["stored"] == 1, 10, "stored")
+    nxt = logs_status(a)["next_upload"]
+    set_clock(a, nxt + 1)
+    # off: asked again later in the window, nothing sent
+    assert logs_status(a)["next_upload"] > nxt
+    assert sim.events("upload_open", 0, C, S) == []
+    set_clock(a, nxt + 3 * 3600)            # past the window: tomorrow's
+    assert logs_status(a)["next_upload"] > nxt + 20 * 3600
+    assert sim.events("upload_open", 0, C, S) == []
+
+
+def test_full_filesystem_survived(comsim, agent):
+    """The store on a 256 KiB tmpfs: writes fail with ENOSPC, the store
+    makes room or drops and counts, and the agent goes on."""
+    import subprocess
+    import pytest
+    sim = comsim()
+    a = agent(sim, {"logs": {"syslog": "127.0.0.1:%d" % free_port(),
+                             "file_max": "64K", "max_total": "16M"}}, start=False)
+    store = os.path.join(a.root, "var/lib/comagent/logs")
+    os.makedirs(store)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", store],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip("cannot mount a tmpfs here (%s)" % r.stderr.strip())
+    try:
+        settings(a, logtransfer=True)
+        a.start()
+        a.wait_connected()
+        port = int(a.config["logs"]["syslog"].rsplit(":", 1)[1])
+        rnd = [b"<14>" + os.urandom(400).hex().encode() for _ in range(3000)]
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"".join(m + b"\n" for m in rnd))
+        s.close()
+
+        def counted():
+            st = a.status()["logs"]
+            return st["stored"] + st["dropped_total"] + st["write_errors"] >= 3000 \
+                and st
+        st = wait_until(counted, 30, "all messages counted")
+        assert st["write_errors"] > 0 or st["pruned_unsent"] > 0, st
+        # still working: a fetch uploads what the store holds
+        jid = job(sim, "fetch_logs")
+        m = wait_final(sim, jid, timeout=30)
+        assert m["state"] in ("succeeded", "failed"), m
+        assert a.running
+        a.stop()
+    finally:
+        subprocess.run(["umount", "-l", store])
