@@ -125,6 +125,12 @@ static void on_udp(struct logs *l, const char *m, size_t len)
 {
 	size_t max = (size_t)conf_num(l->conf, CONF_LOGS_MESSAGE_MAX);
 
+	/* lws reads a datagram into its service buffer, and the kernel
+	 * drops what does not fit: a full buffer means a cut message. (A
+	 * bigger buffer would let tunnels read more than their streams are
+	 * sized for.) */
+	if (len >= LOGS_UDP_MAX)
+		l->udp_truncated++;
 	len = intake_trim(m, len);
 	if (len > max) {
 		l->udp_truncated++;
@@ -529,9 +535,24 @@ void logs_describe(const struct logs *l, struct proto_w *w)
 	proto_w_end(w);
 }
 
+/* Bytes for people: "812 KiB", "3.4 MiB", "16.0 GiB". */
+static void human(uint64_t b, char *out, size_t cap)
+{
+	static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)b / 1024;
+	unsigned u = 0;
+
+	while (v >= 1024 && u < 3) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(out, cap, u ? "%.1f %s" : "%.0f %s", v, unit[u]);
+}
+
 size_t logs_format(const struct logs *l, char *buf, size_t cap)
 {
 	struct logstore_stats st;
+	char used[24], total[24];
 	int n;
 
 	if (!cap)
@@ -539,17 +560,16 @@ size_t logs_format(const struct logs *l, char *buf, size_t cap)
 	memset(&st, 0, sizeof(st));
 	if (l->store)
 		logstore_stats(l->store, &st);
+	human(st.bytes, used, sizeof(used));
+	human(conf_num(l->conf, CONF_LOGS_MAX_TOTAL), total, sizeof(total));
 	n = snprintf(buf, cap,
 		     "Syslog:      %s%s%s\n"
-		     "Log store:   %llu KiB in %llu files (cap %llu KiB), "
-		     "%llu messages stored, %llu not stored\n",
+		     "Log store:   %s in %llu files (cap %s), %llu messages "
+		     "stored, %llu not stored\n",
 		     *conf_str(l->conf, CONF_LOGS_SYSLOG) ?
 		     conf_str(l->conf, CONF_LOGS_SYSLOG) : "off",
-		     l->listen_error[0] ? ": " : "", l->listen_error,
-		     (unsigned long long)(st.bytes / 1024),
-		     (unsigned long long)st.files,
-		     (unsigned long long)(conf_num(l->conf,
-						   CONF_LOGS_MAX_TOTAL) / 1024),
+		     l->listen_error[0] ? ": " : "", l->listen_error, used,
+		     (unsigned long long)st.files, total,
 		     (unsigned long long)st.messages,
 		     (unsigned long long)(st.dropped_day + st.dropped_total +
 					  st.write_errors +

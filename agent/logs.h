@@ -19,6 +19,10 @@
 
 #define LOGS_PROTOCOL "comagent-syslog"
 #define LOGS_TCP_MAX 16		/* syslog TCP connections at once */
+/* The longest UDP syslog message kept whole: lws's default service buffer
+ * (4096 bytes) less its LWS_PRE headroom. RFC 5424 asks for 2048; longer
+ * messages belong on TCP, which takes up to [logs] message_max. */
+#define LOGS_UDP_MAX (4096 - LWS_PRE)
 
 struct conf;
 struct proto_w;

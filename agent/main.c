@@ -377,10 +377,6 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
 	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-	/* lws reads raw sockets into this buffer: a syslog datagram of up to
-	 * [logs] message_max (64 KiB at most) must fit, or the kernel cuts
-	 * it unseen. */
-	info.pt_serv_buf_size = 64 * 1024 + LWS_PRE + 16;
 	info.client_ssl_ca_filepath = conf_str(c, CONF_COM_CA_FILE);
 	info.timeout_secs = (unsigned)(conf_num(c, CONF_COM_CONNECT_TIMEOUT) /
 				       1000);

@@ -3,8 +3,8 @@
 # temp directory. Shows the agent connecting, `comagent status`, COM's view of
 # the agent, a backup job (the platform hook archives the configuration, the
 # agent uploads it, COM stores it) and a remote-support tunnel (curl through
-# COM's proxy to an HTTPS service on this "PBX"), then stops everything,
-# exits 0.
+# COM's proxy to an HTTPS service on this "PBX"), the PBX's syslog reaching
+# COM through "fetch new logs", then stops everything, exits 0.
 #
 #   scripts/demo.sh PATH/TO/comagent
 set -euo pipefail
@@ -60,6 +60,19 @@ wait_for "the HTTPS service" 10 test -s "$tmp/web.json"
 web_port=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$tmp/web.json")
 echo "HTTPS service on 127.0.0.1:$web_port"
 
+# A free port for the syslog receiver (TCP and UDP).
+syslog_port=$("$py" -c '
+import socket
+for _ in range(50):
+    t = socket.socket(); t.bind(("127.0.0.1", 0)); p = t.getsockname()[1]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    print(p)
+    break')
+
 step "Writing the agent's configuration (profile linux, root $tmp/root)"
 ini="$tmp/comagent.ini"
 install -m 0600 /dev/null "$ini"
@@ -94,6 +107,10 @@ level = info
 # The platform hooks of this checkout (installed: /usr/libexec/comagent).
 hooks_dir = $top/scripts
 auto_backup = off
+
+[logs]
+# Where this "PBX" sends its syslog.
+syslog = 127.0.0.1:$syslog_port
 INI
 "$bin" check-config -c "$ini"
 # Some configuration for the backup to hold, and the system's version.
@@ -165,6 +182,34 @@ curl "${proxy_args[@]}" https://C1001.maint.com.example.test:8443/ 2>&1 | sed 's
 refused() { grep -q 'stream: tunnel .* refused' "$tmp/agent.log"; }
 wait_for "the refusal in the agent log" 5 refused
 grep 'stream: tunnel .* refused' "$tmp/agent.log" | sed 's/^/  agent log | /'
+
+step "The PBX's syslog: a few lines over UDP and TCP, then COM's \"fetch new logs\""
+"$bin" settings -c "$ini" set logtransfer=1
+printf '<13>Dec  1 10:00:01 pbx-hq ipoffice: call 42 connected' > "/dev/udp/127.0.0.1/$syslog_port"
+printf '<34>1 2026-12-01T10:00:02Z pbx-hq ipoffice 1234 ID47 - trunk 3 up' > "/dev/udp/127.0.0.1/$syslog_port"
+printf '<14>tcp line: extension 201 registered\n' > "/dev/tcp/127.0.0.1/$syslog_port"
+stored() { "$bin" status -c "$ini" --json | "$py" -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["logs"]["stored"] >= 3 else 1)'; }
+wait_for "the syslog lines to be stored" 10 stored
+"$bin" status -c "$ini" | grep -E '^(Syslog|Log store):' | sed 's/^/  /'
+"$py" "$comsim" ctl --dir "$tmp/com" job C1001 pbx-hq fetch_logs J-demo-logs >/dev/null
+wait_for "the log upload" 30 final J-demo-logs
+show_job J-demo-logs
+echo "COM stores:"
+"$py" -c '
+import gzip, http.client, json, sys, urllib.parse
+sys.path.insert(0, sys.argv[1])
+import comsim
+port = comsim.read_info(sys.argv[2])["admin_port"]
+st, logs = comsim.admin_call(port, "GET", "/logs?customer=C1001&system=pbx-hq")
+for m in logs:
+    print("  %s  %d bytes, sha256 %s..." % (m["name"], m["size"], m["sha256"][:16]))
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/logs/file?" + urllib.parse.urlencode(
+        {"customer": "C1001", "system": "pbx-hq", "name": m["name"]}))
+    for line in gzip.decompress(c.getresponse().read()).decode().splitlines():
+        print("    | " + line)
+' "$top/tests/comsim" "$tmp/com"
+"$bin" logs -c "$ini" --system | sed 's/^/  agent: /'
 
 step "Stopping the agent (SIGTERM) and the simulator"
 kill -TERM "$agent_pid"
