@@ -80,6 +80,8 @@ def test_udp_and_tcp_intake_then_fetch(comsim, agent):
     a = start_logs(agent, sim)
     udp_send(a.port, [RFC5424 + b"\n", RFC3164, b"no pri at all",
                       b"<13>bin\x00ary", b"<13>" + b"x" * 9000])
+    # UDP and TCP have no order between them: the datagrams first
+    wait_until(lambda: logs_status(a)["stored"] == 3, 10, "the datagrams")
     tcp_send(a.port, b"%d %s" % (len(RFC5424), RFC5424) +
              b"<14>tcp line one\n<14>tcp line two\r\n")
     wait_until(lambda: logs_status(a)["stored"] >= 5, 10, "messages stored")

@@ -148,7 +148,7 @@ def test_job_journal_survives_restart(comsim, agent):
     a = agent(sim)
     a.wait_connected(15)
     j = sim.admin("POST", "/job", {"customer": "C1001", "system": "pbx-hq",
-                                   "op": "fetch_logs"})["job"]
+                                   "op": "refresh_custom"})["job"]
     first = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j,
                              what="job.state")
     assert first["state"] == "rejected" and first["reason"] == "unsupported"
@@ -156,7 +156,7 @@ def test_job_journal_survives_restart(comsim, agent):
     assert r.returncode == 0, r.stderr
     listed = json.loads(r.stdout)["jobs"]
     assert [(x["job"], x["op"], x["state"], x["acked"]) for x in listed] == \
-        [(j, "fetch_logs", "rejected", False)]
+        [(j, "refresh_custom", "rejected", False)]
 
     a.stop()
     a.proc, a.rc = None, None       # teardown checks the second process too
