@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "conf.h"
 #include "intake.h"
@@ -40,6 +41,7 @@
 #define RECHECK_US (60 * LWS_USEC_PER_SEC)
 #define SKIP_MAX 32		/* files refused in one pass, remembered */
 #define HOST_MAX 64
+#define LOGS_UDP_RCVBUF (4 * 1024 * 1024)
 
 /* 00:30-01:00 local, minutes 0..19 of it (the rest leaves room for a
  * retry while logtransfer is off or the store is not there). */
@@ -149,6 +151,17 @@ static int logs_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	if (!l)
 		return 0;
 	if (lws_get_opaque_user_data(wsi) == &udp_mark) {
+		if (reason == LWS_CALLBACK_RAW_ADOPT) {
+			/* A PBX's bursts outrun a small socket buffer, and
+			 * UDP drops silently; the kernel caps this at its
+			 * own maximum. */
+			int sz = LOGS_UDP_RCVBUF;
+
+			if (setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET,
+				       SO_RCVBUF, &sz, sizeof(sz)) != 0)
+				LOGE("syslog UDP receive buffer: %s",
+				     strerror(errno));
+		}
 		if (reason == LWS_CALLBACK_RAW_RX && in)
 			on_udp(l, in, len);
 		else if (reason == LWS_CALLBACK_RAW_CLOSE)
