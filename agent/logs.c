@@ -42,6 +42,10 @@
 #define SKIP_MAX 32		/* files refused in one pass, remembered */
 #define HOST_MAX 64
 #define LOGS_UDP_RCVBUF (4 * 1024 * 1024)
+/* A TCP syslog connection silent this long is closed (the sender
+ * reconnects), so dead peers cannot hold the LOGS_TCP_MAX slots. */
+#define TCP_IDLE_S (15 * 60)
+#define UDP_REOPEN_US LWS_USEC_PER_SEC
 
 /* 00:30-01:00 local, minutes 0..19 of it (the rest leaves room for a
  * retry while logtransfer is off or the store is not there). */
@@ -63,6 +67,11 @@ struct logs {
 	struct logstore *store;
 	struct lws_vhost *vh;
 	struct lws *udp;
+	bool udp_adopted;		/* set by the UDP socket's first callback */
+	bool stopping;
+	char host[HOST_MAX];		/* lws keeps pointers to it */
+	int port;
+	uint64_t udp_reopens;
 	char listen_error[160];
 	unsigned tcp_conns;
 	int64_t clock_offset;
@@ -70,13 +79,15 @@ struct logs {
 	/* counters since start */
 	uint64_t received[INTAKE_KINDS];
 	uint64_t udp_truncated, tcp_truncated, framing_errors, tcp_refused;
-	uint64_t dropped_cap, dropped_io;
+	uint64_t dropped_cap, write_drops;
+	uint64_t dropped_io;		/* no store to put them in */
 	uint64_t reported;		/* drops in the last summary */
 	time_t summary_at;
 	/* uploads */
 	bool passing;
 	struct xfer *xfer;
 	char up_name[LOGSTORE_NAME_MAX];	/* the store's name of it */
+	uint64_t up_size;
 	char job[65];			/* the pass's job: "" or a fetch's */
 	char skip[SKIP_MAX][LOGSTORE_NAME_MAX];
 	unsigned nskip, sent, failed;
@@ -85,7 +96,9 @@ struct logs {
 	struct logs_fetch_cbs fetch;
 	void *fetch_arg;
 	bool fetching;
-	lws_sorted_usec_list_t sul_flush, sul_plan;
+	bool close_failed;		/* the fetch could not close the file */
+	lws_sorted_usec_list_t sul_flush, sul_plan, sul_udp;
+	char pass_last[LOGSTORE_NAME_MAX];	/* the pass ends after it */
 };
 
 static time_t now_wall(const struct logs *l)
@@ -94,6 +107,8 @@ static time_t now_wall(const struct logs *l)
 }
 
 /* ---- intake ----------------------------------------------------------- */
+
+static void udp_reopen(lws_sorted_usec_list_t *sul);
 
 static void store_msg(struct logs *l, const char *m, size_t len)
 {
@@ -104,14 +119,16 @@ static void store_msg(struct logs *l, const char *m, size_t len)
 	if (k != INTAKE_RFC5424 && k != INTAKE_RFC3164)
 		return;
 	if (!l->store) {
-		l->dropped_io++;
+		l->dropped_io++;	/* no store at all */
 		return;
 	}
+	/* The store counts (and reports) its own drops; these feed the
+	 * summary line only. */
 	e = logstore_append(l->store, now_wall(l), m, len);
 	if (e == ERR_LIMIT)
 		l->dropped_cap++;
 	else if (e)
-		l->dropped_io++;
+		l->write_drops++;
 }
 
 static void on_tcp_msg(void *arg, const char *m, size_t len, bool truncated)
@@ -157,6 +174,7 @@ static int logs_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			 * own maximum. */
 			int sz = LOGS_UDP_RCVBUF;
 
+			l->udp_adopted = true;
 			if (setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET,
 				       SO_RCVBUF, &sz, sizeof(sz)) != 0)
 				LOGE("syslog UDP receive buffer: %s",
@@ -164,8 +182,17 @@ static int logs_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		}
 		if (reason == LWS_CALLBACK_RAW_RX && in)
 			on_udp(l, in, len);
-		else if (reason == LWS_CALLBACK_RAW_CLOSE)
+		else if (reason == LWS_CALLBACK_RAW_CLOSE) {
 			l->udp = NULL;
+			/* lws takes an empty datagram for an error and
+			 * closes the socket: one packet must not end the
+			 * intake. */
+			if (!l->stopping) {
+				l->udp_reopens++;
+				lws_sul_schedule(l->ctx, 0, &l->sul_udp,
+						 udp_reopen, UDP_REOPEN_US);
+			}
+		}
 		return 0;
 	}
 	switch (reason) {
@@ -179,10 +206,12 @@ static int logs_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		if (!c->f)
 			return -1;
 		l->tcp_conns++;
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, TCP_IDLE_S);
 		return 0;
 	case LWS_CALLBACK_RAW_RX:
 		if (!c || !c->f)
 			return -1;
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, TCP_IDLE_S);
 		if (intake_tcp_feed(c->f, in, len, on_tcp_msg, l) != ERR_OK) {
 			/* RFC 6587 has no way to find the next frame. */
 			l->framing_errors++;
@@ -241,17 +270,46 @@ static bool split_hostport(const char *s, char *host, size_t cap, int *port)
 	return true;
 }
 
+/* The UDP socket on the syslog address; false (listen_error set) if it
+ * could not be bound. */
+static bool open_udp(struct logs *l)
+{
+	/* With async DNS, lws binds an IP literal inside this call and frees
+	 * the socket again if that fails, still returning it: the socket's
+	 * first callback is the proof it exists. */
+	l->udp_adopted = false;
+	l->udp = lws_create_adopt_udp(l->vh, l->host, l->port, LWS_CAUDP_BIND,
+				      LOGS_PROTOCOL, NULL, NULL, &udp_mark,
+				      NULL);
+	if (!l->udp || !l->udp_adopted) {
+		l->udp = NULL;
+		snprintf(l->listen_error, sizeof(l->listen_error),
+			 "cannot receive syslog on UDP %s",
+			 conf_str(l->conf, CONF_LOGS_SYSLOG));
+		LOGE("%s", l->listen_error);
+		return false;
+	}
+	return true;
+}
+
+static void udp_reopen(lws_sorted_usec_list_t *sul)
+{
+	struct logs *l = lws_container_of(sul, struct logs, sul_udp);
+
+	if (!l->udp && !open_udp(l))
+		lws_sul_schedule(l->ctx, 0, &l->sul_udp, udp_reopen,
+				 60 * LWS_USEC_PER_SEC);
+}
+
 static void listen_syslog(struct logs *l)
 {
 	static struct lws_protocols protos[2];
 	struct lws_context_creation_info vi;
 	const char *addr = conf_str(l->conf, CONF_LOGS_SYSLOG);
-	char host[HOST_MAX];
-	int port;
 
 	if (!*addr)
 		return;
-	if (!split_hostport(addr, host, sizeof(host), &port)) {
+	if (!split_hostport(addr, l->host, sizeof(l->host), &l->port)) {
 		snprintf(l->listen_error, sizeof(l->listen_error),
 			 "bad syslog address %s", addr);
 		LOGE("%s", l->listen_error);
@@ -259,12 +317,18 @@ static void listen_syslog(struct logs *l)
 	}
 	protos[0] = logs_protocol();
 	memset(&vi, 0, sizeof(vi));
-	vi.port = port;
-	vi.iface = host;
+	vi.port = l->port;
+	vi.iface = l->host;
 	vi.protocols = protos;
 	vi.vhost_name = "syslog";
 	vi.user = l;
-	vi.options = LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
+	/* A bind that fails is an error now, not a silent retry every 30 s;
+	 * and an IPv4 address that is not up yet must not turn into a
+	 * listener on every address ([::]). */
+	vi.options = LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG |
+		     LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+	if (!strchr(l->host, ':'))
+		vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
 	vi.listen_accept_role = "raw-skt";
 	vi.listen_accept_protocol = LOGS_PROTOCOL;
 	l->vh = lws_create_vhost(l->ctx, &vi);
@@ -275,14 +339,7 @@ static void listen_syslog(struct logs *l)
 		LOGE("%s", l->listen_error);
 		return;
 	}
-	l->udp = lws_create_adopt_udp(l->vh, host, port, LWS_CAUDP_BIND,
-				      LOGS_PROTOCOL, NULL, NULL, &udp_mark,
-				      NULL);
-	if (!l->udp) {
-		snprintf(l->listen_error, sizeof(l->listen_error),
-			 "cannot receive syslog on UDP %s", addr);
-		LOGE("%s", l->listen_error);
-	}
+	(void)open_udp(l);
 	LOGI("receiving syslog on %s (TCP%s)", addr, l->udp ? " and UDP" : "");
 }
 
@@ -315,9 +372,12 @@ static void pass_end(struct logs *l)
 	memset(&l->fetch, 0, sizeof(l->fetch));
 	if (!cbs.done)
 		return;
-	snprintf(why, sizeof(why), "%u log files uploaded (%llu bytes)%s",
+	snprintf(why, sizeof(why), "%u log files uploaded (%llu bytes)%s%s",
 		 l->sent, (unsigned long long)l->sent_bytes,
-		 l->failed ? "; some could not be" : "");
+		 l->failed ? "; some could not be" : "",
+		 l->close_failed ? "; the file being written could not be "
+		 "closed and waits for the next upload" : "");
+	l->close_failed = false;
 	cbs.done(arg, l->failed ? "transfer" : NULL, why);
 }
 
@@ -337,6 +397,7 @@ static void upload_done(void *arg, const char *reason, const char *why)
 			l->nskip = SKIP_MAX + 1;	/* give up this pass */
 	} else {
 		l->sent++;
+		l->sent_bytes += l->up_size;
 		(void)logstore_mark_uploaded(l->store, l->up_name);
 	}
 	pass_step(l);
@@ -351,9 +412,19 @@ static void pass_step(struct logs *l)
 	size_t n = l->store ? logstore_count(l->store) : 0;
 	unsigned total = 0;
 
+	if (!settings_get(l->settings, SET_LOGTRANSFER)) {
+		LOGI("log upload stopped: logtransfer is off");
+		l->failed++;
+		pass_end(l);
+		return;
+	}
 	for (size_t i = 0; i < n; i++) {
 		const struct logstore_file *x = logstore_at(l->store, i);
 
+		/* Files closed after the pass began wait for the next one:
+		 * a log storm must not keep a pass (and a fetch) going. */
+		if (strcmp(x->name, l->pass_last) > 0)
+			break;
 		if (x->uploaded || skipped(l, x->name))
 			continue;
 		total++;
@@ -372,13 +443,22 @@ static void pass_step(struct logs *l)
 	snprintf(l->up_name, sizeof(l->up_name), "%s", f->name);
 	snprintf(name, sizeof(name), "log-%s-%s",
 		 conf_str(l->conf, CONF_SYSTEM_SYSTEM_NAME), f->name + 4);
-	l->sent_bytes += f->size;
+	l->up_size = f->size;
 	if (!logstore_path(l->store, f->name, path, sizeof(path)) ||
 	    xfer_upload(l->xfers, l->job, name, "log", path, f->size,
-			f->sha256, &cbs, l, &l->xfer) != ERR_OK) {
-		l->sent_bytes -= f->size;
+			f->sha256, &cbs, l, &l->xfer) != ERR_OK)
 		upload_done(l, "transfer", "cannot read it");
-	}
+}
+
+/* What a pass covers: the closed files there are now. */
+static void mark_pass_end(struct logs *l)
+{
+	size_t n = logstore_count(l->store);
+
+	l->pass_last[0] = '\0';
+	if (n)
+		snprintf(l->pass_last, sizeof(l->pass_last), "%s",
+			 logstore_at(l->store, n - 1)->name);
 }
 
 static void pass_start(struct logs *l, const char *job)
@@ -389,6 +469,7 @@ static void pass_start(struct logs *l, const char *job)
 	l->nskip = l->sent = l->failed = 0;
 	l->sent_bytes = 0;
 	snprintf(l->job, sizeof(l->job), "%s", job);
+	mark_pass_end(l);
 	pass_step(l);
 }
 
@@ -399,13 +480,23 @@ err_t logs_fetch(struct logs *l, const char *job,
 		return ERR_STATE;
 	if (l->fetching)
 		return ERR_LIMIT;
-	/* Its latest messages too: the current file is closed first. */
-	(void)logstore_close_current(l->store, now_wall(l));
+	/* Its latest messages too: the current file is closed first (if
+	 * that fails, logged by the store, the rest still goes). */
+	if (logstore_close_current(l->store, now_wall(l)) != ERR_OK)
+		l->close_failed = true;
 	l->fetching = true;
 	l->fetch = *cbs;
 	l->fetch_arg = arg;
-	if (l->passing)
-		return ERR_OK;	/* the running pass ends the fetch */
+	if (l->passing) {
+		/* The running pass ends the fetch: from here on under the
+		 * fetch's id, through the file just closed, with files it
+		 * skipped tried again. */
+		snprintf(l->job, sizeof(l->job), "%s", job);
+		l->nskip = l->sent = l->failed = 0;
+		l->sent_bytes = 0;
+		mark_pass_end(l);
+		return ERR_OK;
+	}
 	pass_start(l, job);
 	return ERR_OK;
 }
@@ -489,7 +580,8 @@ void logs_clock_offset(struct logs *l, int64_t offset)
 static void flush_cb(lws_sorted_usec_list_t *sul)
 {
 	struct logs *l = lws_container_of(sul, struct logs, sul_flush);
-	uint64_t dropped = l->dropped_cap + l->dropped_io + l->framing_errors +
+	uint64_t dropped = l->dropped_cap + l->write_drops + l->dropped_io +
+			   l->framing_errors +
 			   l->received[INTAKE_MALFORMED] +
 			   l->received[INTAKE_BINARY];
 	time_t now = time(NULL);
@@ -503,7 +595,7 @@ static void flush_cb(lws_sorted_usec_list_t *sul)
 		     (unsigned long long)l->received[INTAKE_MALFORMED],
 		     (unsigned long long)l->received[INTAKE_BINARY],
 		     (unsigned long long)l->dropped_cap,
-		     (unsigned long long)l->dropped_io,
+		     (unsigned long long)(l->write_drops + l->dropped_io),
 		     (unsigned long long)l->framing_errors);
 		l->reported = dropped;
 		l->summary_at = now;
@@ -538,6 +630,7 @@ void logs_describe(const struct logs *l, struct proto_w *w)
 	proto_w_int(w, "truncated", (int64_t)(l->udp_truncated +
 					      l->tcp_truncated));
 	proto_w_int(w, "framing_errors", (int64_t)l->framing_errors);
+	proto_w_int(w, "udp_reopens", (int64_t)l->udp_reopens);
 	proto_w_int(w, "dropped_day", (int64_t)st.dropped_day);
 	proto_w_int(w, "dropped_total", (int64_t)st.dropped_total);
 	proto_w_int(w, "write_errors", (int64_t)st.write_errors);
@@ -585,7 +678,8 @@ size_t logs_format(const struct logs *l, char *buf, size_t cap)
 		     (unsigned long long)st.files, total,
 		     (unsigned long long)st.messages,
 		     (unsigned long long)(st.dropped_day + st.dropped_total +
-					  st.write_errors +
+					  st.write_errors + l->dropped_io +
+					  l->framing_errors +
 					  l->received[INTAKE_MALFORMED] +
 					  l->received[INTAKE_BINARY]));
 	if (n < 0)
@@ -666,8 +760,10 @@ void logs_shutdown(struct logs *l)
 {
 	if (!l)
 		return;
+	l->stopping = true;
 	lws_sul_cancel(&l->sul_flush);
 	lws_sul_cancel(&l->sul_plan);
+	lws_sul_cancel(&l->sul_udp);
 	xfer_free(l->xfer);
 	l->xfer = NULL;
 	if (l->store)

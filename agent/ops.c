@@ -1195,7 +1195,7 @@ static void start_fetch(struct run *r)
 	report(r, "upload", 0, "closing the current log file");
 	e = logs_fetch(r->o->logs, r->rec.id, &cbs, r);
 	if (e)
-		end(r, JOB_FAILED, e == ERR_STATE ? "space" : "transfer", "%s",
+		end(r, JOB_FAILED, "transfer", "%s",
 		    e == ERR_STATE ? "the log store is not available (see the "
 		    "agent's log)" : "another log upload waits");
 }

@@ -298,3 +298,26 @@ def test_full_filesystem_survived(comsim, agent):
         a.stop()
     finally:
         subprocess.run(["umount", "-l", store])
+
+
+def test_empty_datagram_and_taken_port(comsim, agent):
+    """An empty datagram (lws closes the socket on it) does not end UDP
+    intake; an address already taken is an error in status, not a silent
+    listener elsewhere."""
+    sim = comsim()
+    a = start_logs(agent, sim)
+    udp_send(a.port, [b"", RFC3164])
+    udp_send(a.port, [b"<13>after"])
+
+    def both():
+        udp_send(a.port, [b"<13>again"])
+        return logs_status(a)["stored"] >= 2
+    wait_until(both, 10, "UDP intake after an empty datagram")
+    # the same address for a second agent: TCP and UDP are taken
+    b = agent(sim, {"logs": {"syslog": "127.0.0.1:%d" % a.port}}, start=False,
+              system="pbx-b")
+    b.start()
+    st = b.wait_status(lambda s: s.get("logs", {}).get("error"), 10,
+                       "the listen error in status")
+    assert "cannot listen" in st["logs"]["error"], st["logs"]
+    assert "cannot listen" in b.cli("status").stdout
