@@ -21,7 +21,9 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "collect.h"
 #include "conf.h"
+#include "daily.h"
 #include "intake.h"
 #include "link.h"
 #include "log.h"
@@ -36,9 +38,14 @@
 #define LOG_MODULE "logs"
 
 #define UPLOAD_STATE "logupload"
+#define COLLECT_STATE "logcollect"
+/* Collected files: looked at every 2 s, 1 MiB at a time; sooner while a
+ * backlog lasts. */
+#define COLLECT_US (2 * LWS_USEC_PER_SEC)
+#define COLLECT_BUSY_US (100 * LWS_US_PER_MS)
+#define COLLECT_SLICE (1024 * 1024)
 #define FLUSH_US LWS_USEC_PER_SEC
 #define SUMMARY_S 60		/* drops are summed up at most this often */
-#define RECHECK_US (60 * LWS_USEC_PER_SEC)
 #define SKIP_MAX 32		/* files refused in one pass, remembered */
 #define HOST_MAX 64
 #define LOGS_UDP_RCVBUF (4 * 1024 * 1024)
@@ -65,6 +72,8 @@ struct logs {
 	const struct settings *settings;
 	struct xfers *xfers;
 	struct logstore *store;
+	struct collect *collect;
+	char *line;			/* a collected line with its file name */
 	struct lws_vhost *vh;
 	struct lws *udp;
 	bool udp_adopted;		/* set by the UDP socket's first callback */
@@ -74,8 +83,8 @@ struct logs {
 	uint64_t udp_reopens;
 	char listen_error[160];
 	unsigned tcp_conns;
-	int64_t clock_offset;
-	unsigned minute;
+	struct daily *daily;		/* the nightly upload's planner */
+	char upload_state[STATE_PATH_MAX + 1];
 	/* counters since start */
 	uint64_t received[INTAKE_KINDS];
 	uint64_t udp_truncated, tcp_truncated, framing_errors, tcp_refused;
@@ -92,18 +101,18 @@ struct logs {
 	char skip[SKIP_MAX][LOGSTORE_NAME_MAX];
 	unsigned nskip, sent, failed;
 	uint64_t sent_bytes;
-	time_t next_upload, last_pass;
+	time_t last_pass;
 	struct logs_fetch_cbs fetch;
 	void *fetch_arg;
 	bool fetching;
 	bool close_failed;		/* the fetch could not close the file */
-	lws_sorted_usec_list_t sul_flush, sul_plan, sul_udp;
+	lws_sorted_usec_list_t sul_flush, sul_udp, sul_collect;
 	char pass_last[LOGSTORE_NAME_MAX];	/* the pass ends after it */
 };
 
 static time_t now_wall(const struct logs *l)
 {
-	return time(NULL) + (time_t)l->clock_offset;
+	return l->daily ? daily_now(l->daily) : time(NULL);
 }
 
 /* ---- intake ----------------------------------------------------------- */
@@ -343,6 +352,85 @@ static void listen_syslog(struct logs *l)
 	LOGI("receiving syslog on %s (TCP%s)", addr, l->udp ? " and UDP" : "");
 }
 
+/* ---- collected log files ---------------------------------------------- */
+
+/* A line of a collected file goes into the store as "FILE: text", FILE
+ * under the root, so COM's reader sees where it came from. */
+static void on_line(void *arg, const char *file, const char *text, size_t len,
+		    bool truncated)
+{
+	struct logs *l = arg;
+	const char *root = conf_str(l->conf, CONF_SYSTEM_ROOT);
+	size_t rl = strlen(root), max;
+	int n;
+
+	(void)truncated;
+	if (!l->store)
+		return;
+	if (rl > 1 && !strncmp(file, root, rl) && file[rl] == '/')
+		file += rl + 1;
+	max = (size_t)conf_num(l->conf, CONF_LOGS_MESSAGE_MAX);
+	n = snprintf(l->line, max + 1, "%s: %.*s", file, (int)len, text);
+	if (n < 0)
+		return;
+	if (logstore_append(l->store, now_wall(l), l->line,
+			    (size_t)n < max ? (size_t)n : max) == ERR_LIMIT)
+		l->dropped_cap++;
+}
+
+static void collect_cb(lws_sorted_usec_list_t *sul)
+{
+	struct logs *l = lws_container_of(sul, struct logs, sul_collect);
+	size_t lines = collect_poll(l->collect, COLLECT_SLICE, on_line, l);
+
+	lws_sul_schedule(l->ctx, 0, &l->sul_collect, collect_cb,
+			 lines ? COLLECT_BUSY_US : COLLECT_US);
+}
+
+/* "a b" under root "/r" -> "/r/a /r/b" (absolute ones as they are). */
+static void start_collect(struct logs *l)
+{
+	const char *dirs = conf_str(l->conf, CONF_LOGS_COLLECT_DIRS);
+	const char *root = conf_str(l->conf, CONF_SYSTEM_ROOT);
+	char abs[COLLECT_DIRS_MAX * (COLLECT_DIR_MAX + 1)], word[256];
+	char state[STATE_PATH_MAX + 1];
+	size_t used = 0;
+	const char *p = dirs;
+
+	if (!*dirs)
+		return;
+	while (*p) {
+		size_t n = strcspn(p, " \t");
+		int w;
+
+		if (n && n < sizeof(word)) {
+			memcpy(word, p, n);
+			word[n] = '\0';
+			w = snprintf(abs + used, sizeof(abs) - used, "%s%s%s%s",
+				     used ? " " : "", word[0] == '/' ? "" : root,
+				     word[0] == '/' || root[strlen(root) - 1] ==
+				     '/' ? "" : "/", word);
+			if (w < 0 || (size_t)w >= sizeof(abs) - used)
+				break;
+			used += (size_t)w;
+		}
+		p += n;
+		p += strspn(p, " \t");
+	}
+	l->line = malloc((size_t)conf_num(l->conf, CONF_LOGS_MESSAGE_MAX) + 1);
+	if (!l->line ||
+	    !state_path(conf_str(l->conf, CONF_SYSTEM_STATE_DIR),
+			COLLECT_STATE, state, sizeof(state)) ||
+	    collect_new(abs, state, (size_t)conf_num(l->conf,
+						     CONF_LOGS_MESSAGE_MAX),
+			&l->collect) != ERR_OK) {
+		LOGE("log files of %s are not collected", dirs);
+		return;
+	}
+	LOGI("collecting the *.log files of %s", dirs);
+	lws_sul_schedule(l->ctx, 0, &l->sul_collect, collect_cb, 1);
+}
+
 /* ---- uploads ---------------------------------------------------------- */
 
 static void pass_step(struct logs *l);
@@ -509,70 +597,35 @@ void logs_fetch_cancel(struct logs *l)
 
 /* ---- the nightly upload ----------------------------------------------- */
 
-static void plan(struct logs *l);
-
-static void plan_cb(lws_sorted_usec_list_t *sul)
+static bool upload_ready(void *arg, const char **why)
 {
-	plan(lws_container_of(sul, struct logs, sul_plan));
+	struct logs *l = arg;
+
+	if (!l->store) {
+		*why = "no log store";
+		return false;
+	}
+	if (!settings_get(l->settings, SET_LOGTRANSFER)) {
+		*why = "logtransfer is off";
+		return false;
+	}
+	return true;
 }
 
-static void last_day(const struct logs *l, char *day)
+static void upload_run(void *arg, const char *day)
 {
-	char path[STATE_PATH_MAX + 1], buf[64];
-	size_t len = 0;
+	struct logs *l = arg;
 
-	day[0] = '\0';
-	if (!state_path(conf_str(l->conf, CONF_SYSTEM_STATE_DIR), UPLOAD_STATE,
-			path, sizeof(path)) ||
-	    state_read(path, buf, sizeof(buf) - 1, &len) != ERR_OK)
-		return;
-	buf[len] = '\0';
-	if (!strncmp(buf, "last=", 5) && len >= 15) {
-		memcpy(day, buf + 5, 10);
-		day[10] = '\0';
-	}
-}
-
-static void plan(struct logs *l)
-{
-	struct nightly_plan p;
-	char last[NIGHTLY_DAY_LEN], path[STATE_PATH_MAX + 1], buf[32];
-	time_t now = now_wall(l);
-	bool off = !settings_get(l->settings, SET_LOGTRANSFER) || !l->store;
-	lws_usec_t wait;
-	int n;
-
-	last_day(l, last);
-	(void)nightly_plan(&upload_window, now, last, l->minute, off, &p);
-	if (p.run) {
-		/* Recorded first: a pass cut short by a restart is not
-		 * repeated that night; what it did not send goes next. */
-		n = snprintf(buf, sizeof(buf), "last=%s\n", p.day);
-		if (state_path(conf_str(l->conf, CONF_SYSTEM_STATE_DIR),
-			       UPLOAD_STATE, path, sizeof(path)) &&
-		    state_write(path, buf, (size_t)n) == ERR_OK) {
-			LOGI("nightly log upload for %s", p.day);
-			/* The night's file goes too: a quiet PBX may not have
-			 * sent a message since midnight to close it. */
-			(void)logstore_close_current(l->store, now);
-			pass_start(l, "");
-		}
-		last_day(l, last);
-		(void)nightly_plan(&upload_window, now, last, l->minute, true,
-				   &p);
-	}
-	l->next_upload = p.next;
-	wait = p.next > now ? (lws_usec_t)(p.next - now) * LWS_USEC_PER_SEC
-			    : LWS_USEC_PER_SEC;
-	if (wait > RECHECK_US)
-		wait = RECHECK_US;
-	lws_sul_schedule(l->ctx, 0, &l->sul_plan, plan_cb, wait);
+	(void)day;
+	/* The night's file goes too: a quiet PBX may not have sent a
+	 * message since midnight to close it. */
+	(void)logstore_close_current(l->store, now_wall(l));
+	pass_start(l, "");
 }
 
 void logs_clock_offset(struct logs *l, int64_t offset)
 {
-	l->clock_offset = offset;
-	plan(l);
+	daily_clock_offset(l->daily, offset);
 }
 
 /* ---- housekeeping ----------------------------------------------------- */
@@ -631,13 +684,20 @@ void logs_describe(const struct logs *l, struct proto_w *w)
 					      l->tcp_truncated));
 	proto_w_int(w, "framing_errors", (int64_t)l->framing_errors);
 	proto_w_int(w, "udp_reopens", (int64_t)l->udp_reopens);
+	if (l->collect) {
+		struct collect_stats cs;
+
+		collect_stats(l->collect, &cs);
+		proto_w_int(w, "collected_files", cs.files);
+		proto_w_int(w, "collected_lines", (int64_t)cs.lines);
+	}
 	proto_w_int(w, "dropped_day", (int64_t)st.dropped_day);
 	proto_w_int(w, "dropped_total", (int64_t)st.dropped_total);
 	proto_w_int(w, "write_errors", (int64_t)st.write_errors);
 	proto_w_int(w, "pruned_sent", (int64_t)st.pruned_sent);
 	proto_w_int(w, "pruned_unsent", (int64_t)st.pruned_unsent);
 	proto_w_bool(w, "uploading", l->passing);
-	proto_w_int(w, "next_upload", (int64_t)l->next_upload);
+	proto_w_int(w, "next_upload", (int64_t)daily_next(l->daily));
 	proto_w_end(w);
 }
 
@@ -720,22 +780,30 @@ struct logs *logs_new(struct lws_context *ctx, const struct conf *c,
 	l->conf = c;
 	l->settings = s;
 	l->xfers = x;
-	l->minute = nightly_hash(conf_str(c, CONF_SYSTEM_CUSTOMER_ID),
-				 conf_str(c, CONF_SYSTEM_SYSTEM_NAME)) %
-		    upload_window.minutes;
-#ifdef COMAGENT_TESTING
-	{
-		const char *t = getenv("COMAGENT_TEST_CLOCK");
-		char *end;
-
-		if (t && *t) {
-			errno = 0;
-			l->clock_offset = strtoll(t, &end, 10);
-			if (errno || *end)
-				l->clock_offset = 0;
-		}
+	if (!state_path(conf_str(c, CONF_SYSTEM_STATE_DIR), UPLOAD_STATE,
+			l->upload_state, sizeof(l->upload_state))) {
+		free(l);
+		return NULL;
 	}
-#endif
+	{
+		struct daily_cfg dc = {
+			.win = &upload_window,
+			.minute = nightly_hash(conf_str(c,
+							CONF_SYSTEM_CUSTOMER_ID),
+					       conf_str(c,
+							CONF_SYSTEM_SYSTEM_NAME)) %
+				  upload_window.minutes,
+			.state_path = l->upload_state,
+			.what = "nightly log upload",
+			.ready = upload_ready, .run = upload_run, .arg = l,
+		};
+
+		l->daily = daily_new(ctx, &dc);
+	}
+	if (!l->daily) {
+		free(l);
+		return NULL;
+	}
 	return l;
 }
 
@@ -752,8 +820,9 @@ void logs_start(struct logs *l)
 	if (logstore_open(&sc, now_wall(l), &l->store) != ERR_OK)
 		l->store = NULL;	/* logged; intake counts drops */
 	listen_syslog(l);
+	start_collect(l);
 	lws_sul_schedule(l->ctx, 0, &l->sul_flush, flush_cb, FLUSH_US);
-	plan(l);
+	daily_plan(l->daily);
 }
 
 void logs_shutdown(struct logs *l)
@@ -762,8 +831,10 @@ void logs_shutdown(struct logs *l)
 		return;
 	l->stopping = true;
 	lws_sul_cancel(&l->sul_flush);
-	lws_sul_cancel(&l->sul_plan);
 	lws_sul_cancel(&l->sul_udp);
+	lws_sul_cancel(&l->sul_collect);
+	daily_free(l->daily);
+	l->daily = NULL;
 	xfer_free(l->xfer);
 	l->xfer = NULL;
 	if (l->store)
@@ -774,6 +845,8 @@ void logs_free(struct logs *l)
 {
 	if (!l)
 		return;
+	collect_free(l->collect);
+	free(l->line);
 	logstore_free(l->store);
 	free(l);
 }

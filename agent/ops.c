@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "daily.h"
 #include "digest.h"
 #include "hook.h"
 #include "job.h"
@@ -52,9 +53,6 @@
 #define SIGNATURE_FILE "manifest.sig"
 
 #define SIGNATURE_MAX 512
-/* Longest wait between two looks at the wall clock for the automatic
- * backup: a clock step or a DST change is noticed within this. */
-#define AUTO_RECHECK_US (60 * LWS_USEC_PER_SEC)
 /* How long a system may take to go down after the reboot hook said yes. */
 #define RESTART_WAIT_US (15 * 60 * LWS_USEC_PER_SEC)
 /* What the upgrade hook reads: the verified manifest, rewritten compact
@@ -125,16 +123,13 @@ struct ops {
 	struct run *run;		/* backup, restore, upgrade: one */
 	struct run *side;		/* fetch_logs: beside them, one */
 	struct logs *logs;
-	unsigned minute;		/* this system's automatic backup minute */
-	int64_t clock_offset;
-	time_t auto_next;		/* 0 when there is no automatic backup */
-	bool started;
-	lws_sorted_usec_list_t sul_auto;
+	struct daily *daily;		/* the automatic backup's planner */
+	char auto_state[STATE_PATH_MAX + 1];
 };
 
 static time_t now_wall(const struct ops *o)
 {
-	return time(NULL) + (time_t)o->clock_offset;
+	return o->daily ? daily_now(o->daily) : time(NULL);
 }
 
 static const char *cstr(const struct ops *o, enum conf_key k)
@@ -1325,45 +1320,27 @@ const char *ops_current(const struct ops *o)
 
 /* ---- the automatic backup --------------------------------------------- */
 
-static void auto_plan(struct ops *o);
-
-static void auto_cb(lws_sorted_usec_list_t *sul)
+static bool auto_ready(void *arg, const char **why)
 {
-	auto_plan(lws_container_of(sul, struct ops, sul_auto));
-}
+	struct ops *o = arg;
 
-static void auto_last(const struct ops *o, char *day)
-{
-	char path[STATE_PATH_MAX + 1], buf[64];
-	size_t len = 0;
-
-	day[0] = '\0';
-	if (!state_path(cstr(o, CONF_SYSTEM_STATE_DIR), AUTO_STATE, path,
-			sizeof(path)) ||
-	    state_read(path, buf, sizeof(buf) - 1, &len) != ERR_OK)
-		return;
-	buf[len] = '\0';
-	if (!strncmp(buf, "last=", 5) && len >= 15) {
-		memcpy(day, buf + 5, 10);
-		day[10] = '\0';
+	if (o->run) {
+		*why = "another operation runs";
+		return false;
 	}
+	if (!settings_get(o->settings, SET_REMOTEUPGRADE)) {
+		*why = "remoteupgrade is off";
+		return false;
+	}
+	return true;
 }
 
-static void auto_run(struct ops *o, const char *day)
+static void auto_run(void *arg, const char *day)
 {
-	char path[STATE_PATH_MAX + 1], buf[32], id[40];
+	struct ops *o = arg;
+	char id[40];
 	struct run *r;
-	int n;
 
-	/* Stored before it starts: a backup that fails or is cut short by a
-	 * restart is not repeated the same day ("never twice a day"). */
-	n = snprintf(buf, sizeof(buf), "last=%s\n", day);
-	if (!state_path(cstr(o, CONF_SYSTEM_STATE_DIR), AUTO_STATE, path,
-			sizeof(path)) ||
-	    state_write(path, buf, (size_t)n) != ERR_OK) {
-		LOGE("automatic backup skipped: cannot record it");
-		return;
-	}
 	snprintf(id, sizeof(id), "auto-backup-%s", day);
 	r = run_new(o, id, "backup");
 	if (!r)
@@ -1371,7 +1348,6 @@ static void auto_run(struct ops *o, const char *day)
 	r->op = OP_BACKUP;
 	r->rec.local = true;
 	snprintf(r->vmpro, sizeof(r->vmpro), "none");
-	LOGI("automatic backup for %s starts", day);
 	r->rec.state = JOB_ACCEPTED;
 	if (save(r) != ERR_OK) {
 		run_free(r);
@@ -1380,51 +1356,16 @@ static void auto_run(struct ops *o, const char *day)
 	start(r);
 }
 
-static void auto_plan(struct ops *o)
-{
-	struct nightly_plan plan;
-	char last[NIGHTLY_DAY_LEN];
-	time_t now = now_wall(o);
-	bool busy = o->run || !settings_get(o->settings, SET_REMOTEUPGRADE);
-	lws_usec_t wait;
-
-	if (!conf_num(o->conf, CONF_JOBS_AUTO_BACKUP))
-		return;
-	auto_last(o, last);
-	if (nightly_backup(now, last, o->minute, busy, &plan) == ERR_INVAL &&
-	    last[0])
-		LOGE("%s: last run '%s' is not a date; taken as never",
-		     AUTO_STATE, last);
-	if (plan.run) {
-		auto_run(o, plan.day);
-		/* The day is stored now (or could not be, and then it is
-		 * not run): what comes next is another day's. */
-		auto_last(o, last);
-		(void)nightly_backup(now, last, o->minute, true, &plan);
-	} else if (busy && plan.next - now <= NIGHTLY_RETRY_S) {
-		LOGI("automatic backup waits: %s", o->run ? "another "
-		     "operation runs" : "remoteupgrade is off");
-	}
-	o->auto_next = plan.next;
-	/* The monotonic timer only wakes us; the wall clock decides. */
-	wait = plan.next > now ? (lws_usec_t)(plan.next - now) *
-		LWS_USEC_PER_SEC : LWS_USEC_PER_SEC;
-	if (wait > AUTO_RECHECK_US)
-		wait = AUTO_RECHECK_US;
-	lws_sul_schedule(o->ctx, 0, &o->sul_auto, auto_cb, wait);
-}
-
 time_t ops_next_auto(const struct ops *o)
 {
-	return o->auto_next;
+	return o->daily && conf_num(o->conf, CONF_JOBS_AUTO_BACKUP) ?
+	       daily_next(o->daily) : 0;
 }
 
 void ops_clock_offset(struct ops *o, int64_t offset)
 {
-	o->clock_offset = offset;
-	LOGI("test clock: wall clock %+lld s", (long long)offset);
-	if (o->started)
-		auto_plan(o);
+	if (o->daily)
+		daily_clock_offset(o->daily, offset);
 }
 
 /* ---- start: jobs that restarted the system ---------------------------- */
@@ -1508,7 +1449,6 @@ static void settle(struct ops *o, const struct job_rec *rec)
 
 void ops_start(struct ops *o)
 {
-	o->started = true;
 	for (size_t i = jobs_count(o->jobs); i-- > 0;) {
 		const struct job_rec *rec = jobs_at(o->jobs, i);
 
@@ -1532,7 +1472,8 @@ void ops_start(struct ops *o)
 	}
 	if (!o->run)
 		clean_work(o);
-	auto_plan(o);
+	if (o->daily && conf_num(o->conf, CONF_JOBS_AUTO_BACKUP))
+		daily_plan(o->daily);
 }
 
 /* ---- life ------------------------------------------------------------- */
@@ -1554,21 +1495,27 @@ struct ops *ops_new(struct lws_context *ctx, const struct conf *c,
 	o->logs = logs;
 	o->cbs = *cbs;
 	o->arg = arg;
-	o->minute = nightly_minute(conf_str(c, CONF_SYSTEM_CUSTOMER_ID),
-				   conf_str(c, CONF_SYSTEM_SYSTEM_NAME));
-#ifdef COMAGENT_TESTING
-	{
-		const char *t = getenv("COMAGENT_TEST_CLOCK");
-		char *end;
-
-		if (t && *t) {
-			errno = 0;
-			o->clock_offset = strtoll(t, &end, 10);
-			if (errno || *end)
-				o->clock_offset = 0;
-		}
+	if (!state_path(conf_str(c, CONF_SYSTEM_STATE_DIR), AUTO_STATE,
+			o->auto_state, sizeof(o->auto_state))) {
+		free(o);
+		return NULL;
 	}
-#endif
+	{
+		struct daily_cfg dc = {
+			.win = &nightly_backup_window,
+			.minute = nightly_minute(conf_str(c, CONF_SYSTEM_CUSTOMER_ID),
+						 conf_str(c, CONF_SYSTEM_SYSTEM_NAME)),
+			.state_path = o->auto_state,
+			.what = "automatic backup",
+			.ready = auto_ready, .run = auto_run, .arg = o,
+		};
+
+		o->daily = daily_new(ctx, &dc);
+	}
+	if (!o->daily) {
+		free(o);
+		return NULL;
+	}
 	return o;
 }
 
@@ -1576,7 +1523,8 @@ void ops_shutdown(struct ops *o)
 {
 	if (!o)
 		return;
-	lws_sul_cancel(&o->sul_auto);
+	daily_free(o->daily);
+	o->daily = NULL;
 	if (o->run) {
 		/* Left as journaled: interrupted, or settled after a
 		 * restart the job asked for. */
