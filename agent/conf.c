@@ -172,6 +172,10 @@ static const struct key_spec schema[CONF__COUNT] = {
 				 64 * KIB, 256 * MIB, F_PLATFORM, NULL },
 	[CONF_LOGS_MESSAGE_MAX] = { "logs", "message_max", T_SIZE, false, "8K",
 				    480, 64 * KIB, 0, NULL },
+	/* Directories (under root, space-separated) whose *.log files are
+	 * collected into the store too; empty: none. */
+	[CONF_LOGS_COLLECT_DIRS] = { "logs", "collect_dirs", T_STRING, false,
+				     "", 0, 190, 0, NULL },
 };
 
 /* The keys of a [tunnel NAME] section. */

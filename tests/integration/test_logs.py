@@ -321,3 +321,33 @@ def test_empty_datagram_and_taken_port(comsim, agent):
                        "the listen error in status")
     assert "cannot listen" in st["logs"]["error"], st["logs"]
     assert "cannot listen" in b.cli("status").stdout
+
+
+def test_collected_log_files(comsim, agent):
+    """[logs] collect_dirs: the *.log files of a directory reach the store
+    line by line ("FILE: line"), across a rotation, and COM after a fetch."""
+    sim = comsim()
+    a = agent(sim, {"logs": {"syslog": "", "collect_dirs": "var/log/ipoffice"}},
+              start=False)
+    settings(a, logtransfer=True)
+    put(a.root, "var/log/ipoffice/app.log", "first\nsecond\n")
+    put(a.root, "var/log/ipoffice/other.txt", "not collected\n")
+    a.start()
+    a.wait_connected()
+    wait_until(lambda: a.status()["logs"].get("collected_lines") == 2, 15,
+               "the first lines collected")
+    app = os.path.join(a.root, "var/log/ipoffice/app.log")
+    with open(app, "a") as f:
+        f.write("third\n")
+    os.rename(app, app + ".1")
+    with open(app + ".1", "a") as f:
+        f.write("fourth, written before the reopen\n")
+    put(a.root, "var/log/ipoffice/app.log", "fifth, in the new file\n")
+    wait_until(lambda: a.status()["logs"].get("collected_lines") == 5, 15,
+               "the rotated lines collected")
+    jid = job(sim, "fetch_logs")
+    assert wait_final(sim, jid)["state"] == "succeeded"
+    assert stored_lines(sim) == ["var/log/ipoffice/app.log: " + x for x in
+                                 ("first", "second", "third",
+                                  "fourth, written before the reopen",
+                                  "fifth, in the new file")]
