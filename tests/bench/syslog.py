@@ -9,18 +9,15 @@ them, then COM's "fetch new logs" and its upload throughput.
 import argparse
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "tests", "comsim"))
-import comsim as comsim_mod  # noqa: E402
-from transfers import C, S, final_state, wait  # noqa: E402
+sys.path.insert(0, HERE)
+from transfers import C, S, Bench, final_state, wait  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -43,32 +40,17 @@ def main():
     ap.add_argument("--bin", default=os.path.join(REPO, "build/host/comagent"))
     args = ap.parse_args()
     n = args.messages
-    tmp = tempfile.mkdtemp(prefix="cab-", dir="/tmp")
-    sim = agent = None
+    b = Bench(args.bin)
     try:
-        sim = comsim_mod.SimProcess(os.path.join(tmp, "com"), customers=[{
-            "customer": C, "system": S, "user": "COMAdmin", "password": "pw",
-            "state": "ok"}])
-        sim.start()
-        root = os.path.join(tmp, "root")
-        os.makedirs(os.path.join(root, "var/lib/comagent"))
-        with open(os.path.join(root, "var/lib/comagent/settings"), "w") as f:
-            f.write("logtransfer=1\n")
+        sim = b.start_sim()
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        ini = os.path.join(tmp, "comagent.ini")
-        with open(ini, "w") as f:
-            f.write("[com]\nurl = wss://localhost:%d/agent/v1\nca_file = %s\n"
-                    "[system]\nprofile = linux\ncustomer_id = %s\nsystem_name = %s\n"
-                    "root = %s\n[service_user]\npassword = pw\n[log]\nlevel = info\n"
-                    "[jobs]\nauto_backup = off\n[logs]\nsyslog = 127.0.0.1:%d\n"
-                    % (sim.port, sim.ca, C, S, root, port))
-        os.chmod(ini, 0o600)
-        agent = subprocess.Popen([args.bin, "run", "-c", ini], stdout=subprocess.DEVNULL,
-                                 stderr=open(os.path.join(tmp, "agent.log"), "wb"))
-        wait(lambda: (sim.agent(C, S) or {}).get("connected"), 20, "the agent")
+        agent = b.start_agent("logtransfer=1\n",
+                              "[jobs]\nauto_backup = off\n[logs]\n"
+                              "syslog = 127.0.0.1:%d\n" % port)
+        ini = b.ini
         msg = b"<134>1 2026-12-01T10:00:00.000Z pbx-hq ipoffice 1234 CALL - " \
               b"call %07d from 201 to 0049301234567 connected on trunk 3\n"
         data = b"".join(msg % i for i in range(n))
@@ -109,12 +91,7 @@ def main():
             hwm = [line for line in f if line.startswith("VmHWM")][0].split()[1]
         print("agent peak RSS %.1f MiB" % (int(hwm) / 1024))
     finally:
-        if agent:
-            agent.terminate()
-            agent.wait(20)
-        if sim:
-            sim.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        b.stop()
 
 
 if __name__ == "__main__":

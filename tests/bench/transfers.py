@@ -7,7 +7,6 @@ agent's peak RSS (VmHWM) after each. The optimised build by default.
   /usr/bin/python3 tests/bench/transfers.py [--size MIB] [--bin PATH]
 """
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -50,43 +49,71 @@ def final_state(sim, jid):
     return None
 
 
+class Bench:
+    """comsim and the agent on loopback in a temp directory: start() with
+    the remote-operation settings and extra INI text, stop() at the end."""
+
+    def __init__(self, binary):
+        self.binary = binary
+        self.tmp = tempfile.mkdtemp(prefix="cab-", dir="/tmp")
+        self.root = os.path.join(self.tmp, "root")
+        self.ini = os.path.join(self.tmp, "comagent.ini")
+        self.sim = self.agent = None
+        os.makedirs(os.path.join(self.root, "var/lib/comagent"))
+
+    def start_sim(self):
+        self.sim = comsim_mod.SimProcess(os.path.join(self.tmp, "com"), customers=[{
+            "customer": C, "system": S, "user": "COMAdmin", "password": "pw",
+            "state": "ok"}])
+        self.sim.start()
+        return self.sim
+
+    def start_agent(self, settings, extra):
+        with open(os.path.join(self.root, "var/lib/comagent/settings"), "w") as f:
+            f.write(settings)
+        with open(self.ini, "w") as f:
+            f.write("[com]\nurl = wss://localhost:%d/agent/v1\nca_file = %s\n"
+                    "[system]\nprofile = linux\ncustomer_id = %s\nsystem_name = %s\n"
+                    "root = %s\n[service_user]\npassword = pw\n[log]\nlevel = info\n"
+                    % (self.sim.port, self.sim.ca, C, S, self.root) + extra)
+        os.chmod(self.ini, 0o600)
+        self.agent = subprocess.Popen(
+            [self.binary, "run", "-c", self.ini], stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.tmp, "agent.log"), "wb"))
+        wait(lambda: (self.sim.agent(C, S) or {}).get("connected"), 20, "the agent")
+        return self.agent
+
+    def stop(self):
+        if self.agent:
+            self.agent.terminate()
+            self.agent.wait(20)
+        if self.sim:
+            self.sim.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=100, help="MiB (default 100)")
     ap.add_argument("--bin", default=os.path.join(REPO, "build/host/comagent"))
     args = ap.parse_args()
     size = args.size << 20
-    tmp = tempfile.mkdtemp(prefix="cab-", dir="/tmp")
-    sim = agent = None
+    b = Bench(args.bin)
     try:
-        sim = comsim_mod.SimProcess(os.path.join(tmp, "com"), customers=[{
-            "customer": C, "system": S, "user": "COMAdmin", "password": "pw",
-            "state": "ok"}])
-        sim.start()
-        root = os.path.join(tmp, "root")
-        for d in ("etc/ipoffice", "var/lib/ipoffice", "var/lib/comagent"):
+        sim = b.start_sim()
+        root = b.root
+        for d in ("etc/ipoffice", "var/lib/ipoffice"):
             os.makedirs(os.path.join(root, d), exist_ok=True)
         with open(os.path.join(root, "etc/ipoffice-version"), "w") as f:
             f.write("11.1.3.0\n")
         with open(os.path.join(root, "var/lib/ipoffice/media.bin"), "wb") as f:
             for _ in range(size >> 20):
                 f.write(os.urandom(1 << 20))
-        with open(os.path.join(root, "var/lib/comagent/settings"), "w") as f:
-            f.write("remoteupgrade=1\n")
         keys = " ".join(k["public_pem_path"] for k in sim.admin("GET", "/signing_keys"))
-        ini = os.path.join(tmp, "comagent.ini")
-        with open(ini, "w") as f:
-            f.write("[com]\nurl = wss://localhost:%d/agent/v1\nca_file = %s\n"
-                    "[system]\nprofile = linux\ncustomer_id = %s\nsystem_name = %s\n"
-                    "root = %s\n[service_user]\npassword = pw\n[log]\nlevel = info\n"
-                    "[jobs]\nhooks_dir = %s\nauto_backup = off\ntrusted_keys = %s\n"
-                    % (sim.port, sim.ca, C, S, root, os.path.join(REPO, "scripts"),
-                       keys))
-        os.chmod(ini, 0o600)
-        agent = subprocess.Popen([args.bin, "run", "-c", ini],
-                                 stdout=subprocess.DEVNULL,
-                                 stderr=open(os.path.join(tmp, "agent.log"), "wb"))
-        wait(lambda: (sim.agent(C, S) or {}).get("connected"), 20, "the agent")
+        agent = b.start_agent("remoteupgrade=1\n",
+                              "[jobs]\nhooks_dir = %s\nauto_backup = off\n"
+                              "trusted_keys = %s\n[logs]\nsyslog =\n"
+                              % (os.path.join(REPO, "scripts"), keys))
         base = hwm_kib(agent.pid)
 
         jid = sim.admin("POST", "/job", {"customer": C, "system": S,
@@ -117,12 +144,7 @@ def main():
                   size / 1048576 / (dn.get("duration") or took),
                   hwm_kib(agent.pid) / 1024))
     finally:
-        if agent:
-            agent.terminate()
-            agent.wait(20)
-        if sim:
-            sim.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        b.stop()
 
 
 if __name__ == "__main__":
