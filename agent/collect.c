@@ -798,20 +798,6 @@ static void save_state(struct collect *c, bool final)
 	c->retry_at.tv_sec += COLLECT_RETRY_S;
 }
 
-/* The next space-separated field of [*p, end) into *f, *flen. */
-static bool field(const char **p, const char *end, const char **f,
-		  size_t *flen)
-{
-	const char *q = *p;
-
-	while (q < end && *q != ' ')
-		q++;
-	*f = *p;
-	*flen = (size_t)(q - *p);
-	*p = q < end ? q + 1 : q;
-	return *flen > 0;
-}
-
 /* A number of exactly the field's digits (base 10 or 16), at most max. */
 static bool parse_num(const char *f, size_t n, int base, uint64_t max,
 		      uint64_t *out)
@@ -849,19 +835,19 @@ static bool parse_line(const char *p, const char *end, struct saved *s)
 	uint64_t v;
 
 	memset(s, 0, sizeof(*s));
-	if (!field(&p, end, &f, &n) || !parse_num(f, n, 10, UINT64_MAX,
+	if (!state_field(&p, end, &f, &n) || !parse_num(f, n, 10, UINT64_MAX,
 						  &s->ino))
 		return false;
-	if (!field(&p, end, &f, &n) || !parse_num(f, n, 10, OFF_LIMIT,
+	if (!state_field(&p, end, &f, &n) || !parse_num(f, n, 10, OFF_LIMIT,
 						  &s->off))
 		return false;
-	if (!field(&p, end, &f, &n) || !parse_num(f, n, 10, 1, &v))
+	if (!state_field(&p, end, &f, &n) || !parse_num(f, n, 10, 1, &v))
 		return false;
 	s->skip = v == 1;
-	if (!field(&p, end, &f, &n) || !parse_num(f, n, 10, HEAD_MAX, &v))
+	if (!state_field(&p, end, &f, &n) || !parse_num(f, n, 10, HEAD_MAX, &v))
 		return false;
 	s->head_len = (unsigned)v;
-	if (!field(&p, end, &f, &n) || n != 16 ||
+	if (!state_field(&p, end, &f, &n) || n != 16 ||
 	    !parse_num(f, n, 16, UINT64_MAX, &s->head))
 		return false;
 	n = (size_t)(end - p);

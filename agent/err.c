@@ -1,4 +1,7 @@
 /* err — names of the error codes, for log lines and CLI messages. */
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "err.h"
 
 const char *err_str(err_t e)
@@ -16,4 +19,15 @@ const char *err_str(err_t e)
 	case ERR_TLS:		return "TLS error";
 	}
 	return "unknown error";
+}
+
+void err_say(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!why || !whylen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
 }

@@ -7,6 +7,8 @@
 #ifndef COMAGENT_ERR_H
 #define COMAGENT_ERR_H
 
+#include <stddef.h>
+
 typedef enum {
 	ERR_OK = 0,
 	ERR_NOMEM,	/* allocation failed */
@@ -21,5 +23,11 @@ typedef enum {
 } err_t;
 
 const char *err_str(err_t e);
+
+/* Formats a reason into why (whylen bytes; nothing when why is NULL or
+ * whylen 0), for modules that hand their reasons to the caller instead of
+ * logging them. */
+void err_say(char *why, size_t whylen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif

@@ -517,20 +517,6 @@ static int cmp_mline(const void *a, const void *b)
 		      ((const struct mline *)b)->name);
 }
 
-/* Next space-separated field of the line [*p, end); false if none. */
-static bool field(const char **p, const char *end, const char **f,
-		  size_t *flen)
-{
-	const char *q = *p;
-
-	while (q < end && *q != ' ')
-		q++;
-	*f = *p;
-	*flen = (size_t)(q - *p);
-	*p = q < end ? q + 1 : q;
-	return *flen > 0;
-}
-
 static bool parse_mline(const char *p, const char *end, struct mline *m)
 {
 	const char *f;
@@ -538,13 +524,13 @@ static bool parse_mline(const char *p, const char *end, struct mline *m)
 	char day[LOGSTORE_DAY_LEN];
 	unsigned seq;
 
-	if (!field(&p, end, &f, &n) || n >= sizeof(m->name))
+	if (!state_field(&p, end, &f, &n) || n >= sizeof(m->name))
 		return false;
 	memcpy(m->name, f, n);
 	m->name[n] = '\0';
 	if (!parse_name(m->name, GZ_SUFFIX, day, &seq))
 		return false;
-	if (!field(&p, end, &f, &n) || n > 20)
+	if (!state_field(&p, end, &f, &n) || n > 20)
 		return false;
 	m->size = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -554,13 +540,13 @@ static bool parse_mline(const char *p, const char *end, struct mline *m)
 		if (m->size > LOGSTORE_TOTAL_LIMIT)
 			return false;
 	}
-	if (!field(&p, end, &f, &n) || n != DIGEST_HEX_LEN)
+	if (!state_field(&p, end, &f, &n) || n != DIGEST_HEX_LEN)
 		return false;
 	memcpy(m->sha, f, n);
 	m->sha[n] = '\0';
 	if (!digest_hex_valid(m->sha))
 		return false;
-	if (!field(&p, end, &f, &n) || n != 1 || (f[0] != '0' && f[0] != '1'))
+	if (!state_field(&p, end, &f, &n) || n != 1 || (f[0] != '0' && f[0] != '1'))
 		return false;
 	m->uploaded = f[0] == '1';
 	m->used = false;

@@ -42,18 +42,6 @@
 _Static_assert(MAX_PATH_LEN <= JSON_MAX_PATH, "MAX_PATH_LEN too big");
 _Static_assert(MAX_DEPTH <= JSON_MAX_DEPTH, "MAX_DEPTH too big");
 
-__attribute__((format(printf, 3, 4)))
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !whylen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-}
-
 /* -------------------------------------------------------------- keys */
 
 struct manifest_keys {
@@ -91,7 +79,7 @@ static err_t load_key(const char *path, mbedtls_pk_context *pk, char *why,
 	/* One more byte for the NUL that PEM parsing wants. */
 	buf = malloc(MANIFEST_MAX_KEY_FILE + 1);
 	if (!buf) {
-		say(why, whylen, "%s: out of memory", path);
+		err_say(why, whylen, "%s: out of memory", path);
 		return ERR_NOMEM;
 	}
 	e = state_read_why(path, (char *)buf, MANIFEST_MAX_KEY_FILE, &len, why,
@@ -108,20 +96,20 @@ static err_t load_key(const char *path, mbedtls_pk_context *pk, char *why,
 		len++;
 	e = ERR_INVAL;
 	if (!len) {
-		say(why, whylen, "%s: not a public key: the file is empty",
+		err_say(why, whylen, "%s: not a public key: the file is empty",
 		    path);
 		goto out;
 	}
 	ret = mbedtls_pk_parse_public_key(pk, buf, len);
 	if (ret) {
 		mbedtls_strerror(ret, msg, sizeof(msg));
-		say(why, whylen, "%s: not a public key: %s", path, msg);
+		err_say(why, whylen, "%s: not a public key: %s", path, msg);
 		goto out;
 	}
 	/* Another curve of the same size (secp256k1) must not pass either. */
 	if (!mbedtls_pk_can_do(pk, MBEDTLS_PK_ECDSA) ||
 	    mbedtls_pk_ec(*pk)->grp.id != MBEDTLS_ECP_DP_SECP256R1) {
-		say(why, whylen, "%s: not a P-256 key", path);
+		err_say(why, whylen, "%s: not a P-256 key", path);
 		goto out;
 	}
 	e = ERR_OK;
@@ -139,15 +127,15 @@ err_t manifest_keys_load(const char *list, struct manifest_keys **out,
 	size_t n, i;
 	err_t e;
 
-	say(why, whylen, "%s", "");
+	err_say(why, whylen, "%s", "");
 	if (!out) {
-		say(why, whylen, "no place for the keys");
+		err_say(why, whylen, "no place for the keys");
 		return ERR_INVAL;
 	}
 	*out = NULL;
 	k = calloc(1, sizeof(*k));
 	if (!k) {
-		say(why, whylen, "out of memory");
+		err_say(why, whylen, "out of memory");
 		return ERR_NOMEM;
 	}
 	for (i = 0; i < MANIFEST_MAX_KEYS; i++)
@@ -160,13 +148,13 @@ err_t manifest_keys_load(const char *list, struct manifest_keys **out,
 		for (n = 0; s[n] && !is_space(s[n]); n++)
 			;
 		if (k->n == MANIFEST_MAX_KEYS) {
-			say(why, whylen, "more than %d trusted keys",
+			err_say(why, whylen, "more than %d trusted keys",
 			    MANIFEST_MAX_KEYS);
 			e = ERR_LIMIT;
 			goto out;
 		}
 		if (n > MANIFEST_MAX_KEY_PATH) {
-			say(why, whylen, "%.64s...: path longer than %d bytes",
+			err_say(why, whylen, "%.64s...: path longer than %d bytes",
 			    s, MANIFEST_MAX_KEY_PATH);
 			e = ERR_INVAL;
 			goto out;
@@ -180,7 +168,7 @@ err_t manifest_keys_load(const char *list, struct manifest_keys **out,
 		k->n++;
 	}
 	if (!k->n) {
-		say(why, whylen, "no trusted keys configured");
+		err_say(why, whylen, "no trusted keys configured");
 		e = ERR_INVAL;
 		goto out;
 	}
@@ -227,40 +215,40 @@ err_t manifest_verify(const struct manifest_keys *k, const char *text,
 	size_t slen, olen = 0, i;
 	int ret;
 
-	say(why, whylen, "%s", "");
+	err_say(why, whylen, "%s", "");
 	if (!k || !k->n) {
-		say(why, whylen, "no trusted keys configured");
+		err_say(why, whylen, "no trusted keys configured");
 		return ERR_INVAL;
 	}
 	if ((!text && len) || !sig_b64) {
-		say(why, whylen, "no manifest or no signature");
+		err_say(why, whylen, "no manifest or no signature");
 		return ERR_INVAL;
 	}
 	if (len > MANIFEST_MAX_TEXT) {
-		say(why, whylen, "manifest longer than %d bytes",
+		err_say(why, whylen, "manifest longer than %d bytes",
 		    MANIFEST_MAX_TEXT);
 		return ERR_LIMIT;
 	}
 	slen = strnlen(sig_b64, MANIFEST_MAX_SIG_TEXT + 1);
 	if (slen > MANIFEST_MAX_SIG_TEXT) {
-		say(why, whylen, "signature longer than %d bytes",
+		err_say(why, whylen, "signature longer than %d bytes",
 		    MANIFEST_MAX_SIG);
 		return ERR_PERM;
 	}
 	ret = mbedtls_base64_decode(sig, sizeof(sig), &olen,
 				    (const unsigned char *)sig_b64, slen);
 	if (ret == MBEDTLS_ERR_BASE64_BUFFER_TOO_SMALL) {
-		say(why, whylen, "signature longer than %d bytes",
+		err_say(why, whylen, "signature longer than %d bytes",
 		    MANIFEST_MAX_SIG);
 		return ERR_PERM;
 	}
 	if (ret) {
-		say(why, whylen, "signature is not valid base64");
+		err_say(why, whylen, "signature is not valid base64");
 		return ERR_PERM;
 	}
 	/* "" and whitespace alone decode to nothing. */
 	if (!olen) {
-		say(why, whylen, "signature is empty");
+		err_say(why, whylen, "signature is empty");
 		return ERR_PERM;
 	}
 	/* "" is a valid (if useless) text: hash it from a valid pointer. */
@@ -268,7 +256,7 @@ err_t manifest_verify(const struct manifest_keys *k, const char *text,
 				 (const unsigned char *)"", len, hash, 0);
 	if (ret) {
 		mbedtls_strerror(ret, msg, sizeof(msg));
-		say(why, whylen, "SHA-256 of the manifest: %s", msg);
+		err_say(why, whylen, "SHA-256 of the manifest: %s", msg);
 		return ERR_TLS;
 	}
 	for (i = 0; i < k->n; i++) {
@@ -282,11 +270,11 @@ err_t manifest_verify(const struct manifest_keys *k, const char *text,
 		 * bytes after the DER (MBEDTLS_ERR_PK_SIG_LEN_MISMATCH). */
 		if (alloc_failed(ret)) {
 			mbedtls_strerror(ret, msg, sizeof(msg));
-			say(why, whylen, "signature check: %s", msg);
+			err_say(why, whylen, "signature check: %s", msg);
 			return ERR_NOMEM;
 		}
 	}
-	say(why, whylen,
+	err_say(why, whylen,
 	    "signature does not verify with any of the %zu trusted keys",
 	    k->n);
 	return ERR_PERM;
@@ -745,34 +733,34 @@ err_t manifest_parse(const char *text, size_t len, struct manifest **out,
 	enum member w;
 	err_t e;
 
-	say(why, whylen, "%s", "");
+	err_say(why, whylen, "%s", "");
 	if (out)
 		*out = NULL;
 	if (!out || (!text && len)) {
-		say(why, whylen, "no manifest");
+		err_say(why, whylen, "no manifest");
 		return ERR_INVAL;
 	}
 	if (len > MANIFEST_MAX_TEXT) {
-		say(why, whylen, "manifest longer than %d bytes",
+		err_say(why, whylen, "manifest longer than %d bytes",
 		    MANIFEST_MAX_TEXT);
 		return ERR_LIMIT;
 	}
 	if (!len) {
-		say(why, whylen, "empty manifest");
+		err_say(why, whylen, "empty manifest");
 		return ERR_INVAL;
 	}
 	if (memchr(text, 0, len)) {
-		say(why, whylen, "NUL byte in the manifest");
+		err_say(why, whylen, "NUL byte in the manifest");
 		return ERR_INVAL;
 	}
 	if (!json_utf8_valid(text, len)) {
-		say(why, whylen, "invalid UTF-8");
+		err_say(why, whylen, "invalid UTF-8");
 		return ERR_INVAL;
 	}
 	m = calloc(1, sizeof(*m));
 	p = calloc(1, sizeof(*p));
 	if (!m || !p) {
-		say(why, whylen, "out of memory");
+		err_say(why, whylen, "out of memory");
 		e = ERR_NOMEM;
 		goto out;
 	}

@@ -27,19 +27,6 @@
 
 #define LOG_MODULE "state"
 
-/* Formats why (whylen bytes, may be NULL) for the caller to use. */
-__attribute__((format(printf, 3, 4)))
-static void say(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!why || !whylen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-}
-
 #define TMP_SUFFIX	".tmp"
 
 /* "PATH.tmp" into tmp; false if path is too long. */
@@ -189,11 +176,11 @@ err_t state_read_why(const char *path, char *buf, size_t cap, size_t *len,
 	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0) {
 		e = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
-		say(why, whylen, "%s: cannot open: %s", path, strerror(errno));
+		err_say(why, whylen, "%s: cannot open: %s", path, strerror(errno));
 		return e;
 	}
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		say(why, whylen, "%s: not a regular file", path);
+		err_say(why, whylen, "%s: not a regular file", path);
 		goto out;
 	}
 	/* Read to the end rather than trust st_size: the file may change. */
@@ -203,14 +190,14 @@ err_t state_read_why(const char *path, char *buf, size_t cap, size_t *len,
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			say(why, whylen, "%s: cannot read: %s", path,
+			err_say(why, whylen, "%s: cannot read: %s", path,
 			    strerror(errno));
 			goto out;
 		}
 		if (r == 0)
 			break;
 		if (got == cap) {
-			say(why, whylen, "%s: bigger than %zu bytes", path, cap);
+			err_say(why, whylen, "%s: bigger than %zu bytes", path, cap);
 			e = ERR_LIMIT;
 			goto out;
 		}
@@ -233,6 +220,19 @@ err_t state_read(const char *path, char *buf, size_t cap, size_t *len)
 	else if (e && why[0])
 		LOGE("%s", why);
 	return e;
+}
+
+bool state_field(const char **p, const char *end, const char **f,
+		 size_t *flen)
+{
+	const char *q = *p;
+
+	while (q < end && *q != ' ')
+		q++;
+	*f = *p;
+	*flen = (size_t)(q - *p);
+	*p = q < end ? q + 1 : q;
+	return *flen > 0;
 }
 
 bool state_path(const char *dir, const char *name, char *path, size_t cap)

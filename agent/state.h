@@ -29,6 +29,12 @@
  * step (the directory's fsync) failed: then path already has the new
  * contents, not yet known to be on disk.
  */
+/* The next space-separated field of the line [*p, end) into *f and *flen
+ * (not NUL-terminated), *p moved past it and its space; false if it is
+ * empty. For the line formats of state files. */
+bool state_field(const char **p, const char *end, const char **f,
+		 size_t *flen);
+
 /* DIR "/" NAME into path (cap bytes); false if it does not fit. */
 bool state_path(const char *dir, const char *name, char *path, size_t cap);
 
