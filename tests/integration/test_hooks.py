@@ -1026,3 +1026,34 @@ def test_linux_backup_bad_vmpro(lroot):
     r = lroot.run("backup", os.path.join(lroot.out, "x.tar.gz"),
                   env=dict(lroot.env(), COMAGENT_VMPRO="some"))
     assert r.status == 2 and "COMAGENT_VMPRO" in r.reason, r
+
+
+def test_linux_backup_leaves_out_special_files(lroot):
+    """A symbolic link or a fifo in the backed-up directories is left out
+    and named on stderr, so the backup can be restored."""
+    make_linux_config(lroot)
+    os.symlink("/etc/passwd", lroot.p("etc/ipoffice/link"))
+    os.mkfifo(lroot.p("var/lib/ipoffice/pipe"))
+    out = os.path.join(lroot.out, "s.tar.gz")
+    r = lroot.run("backup", out)
+    assert r.status == 0, r
+    assert "left out (not a file or directory)" in r.err and "etc/ipoffice/link" in r.err
+    with tarfile.open(out) as t:
+        names = t.getnames()
+        assert all(m.isfile() or m.isdir() for m in t.getmembers())
+    assert "etc/ipoffice/link" not in names and "var/lib/ipoffice/pipe" not in names
+    assert "etc/ipoffice/system.cfg" in names
+    os.unlink(lroot.p("etc/ipoffice/link"))
+    os.unlink(lroot.p("var/lib/ipoffice/pipe"))
+    lroot.put("etc/ipoffice/system.cfg", "name=changed\n")
+    r = lroot.run("restore", out)
+    assert r.status == 0, r
+    assert lroot.text("etc/ipoffice/system.cfg") != "name=changed\n"
+    # the same files again: the same bytes
+    out2 = os.path.join(lroot.out, "s2.tar.gz")
+    os.symlink("/etc/passwd", lroot.p("etc/ipoffice/link"))
+    assert lroot.run("backup", out2).status == 0
+    os.unlink(lroot.p("etc/ipoffice/link"))
+    r = lroot.run("backup", os.path.join(lroot.out, "s3.tar.gz"))
+    with open(out2, "rb") as a, open(os.path.join(lroot.out, "s3.tar.gz"), "rb") as b:
+        assert a.read() == b.read()
