@@ -30,7 +30,7 @@ BASE_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L \
 	-DCOMAGENT_VERSION=\"$(VERSION)\" $(WARN) -MMD -MP \
 	-I$(LWS_HOST)/include -Iagent -Iplatform
 LIBS      := $(LWS_HOST)/lib/libwebsockets.a -lmbedtls -lmbedx509 -lmbedcrypto \
-	-linih -lpthread -lz -lexpat
+	-linih -lpthread -lz -lexpat -larchive
 
 HOST_CFLAGS := $(BASE_CFLAGS) -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2
 # The test build also answers the control socket's test-only requests.
