@@ -21,6 +21,10 @@ Downloads (3.4) serve those backups to restore jobs and the software library
 (library.py: DIR/library/, signing keys in DIR/pki/) to transfer jobs.
 Jobs may be scheduled (POST /job "at"), paused, resumed, stopped; GET /jobs
 is their history.
+COM's custom-files folder tree (guide ch. 18: provider / reseller / customer
+system, each with CustomPhoneFiles.tar, CustomTemplates.tar, CustomData.xml)
+lives under DIR/custom/; admin POST /custom_files, /custom_files/delete,
+GET /custom_files?customer=&system=.
 
 Python 3 asyncio + websockets 10.4 (legacy API); stdlib otherwise.  The test
 PKI is made with the `openssl` command.  See README.md in this folder.
@@ -30,12 +34,14 @@ import argparse
 import asyncio
 import asyncio.sslproto
 import base64
+import binascii
 import collections
 import datetime
 import hashlib
 import hmac
 import http
 import http.client
+import io
 import ipaddress
 import json
 import logging
@@ -47,6 +53,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.parse
@@ -79,6 +86,11 @@ PROXY_HEAD_MAX = 8192            # request header block limit
 PROXY_REALM = "COM remote support"
 PAC_PATH = "/com/remoteproxy/proxy.pac"
 CAPTURE_MAX = 1 << 20            # admin streams keep this much agent data
+# custom files (guide ch. 18): levels, file names, size cap per file
+CUSTOM_LEVELS = ("provider", "reseller", "customer")
+CUSTOM_NAMES = ("CustomPhoneFiles.tar", "CustomTemplates.tar", "CustomData.xml")
+CUSTOM_MAX = 10 << 20
+
 DEFAULT_PROXY_ACCOUNTS = [{"user": "reseller1", "password": "proxypw"}]
 
 # Uploads (PROTOCOL.md section 3.3).
@@ -1241,6 +1253,7 @@ class ComSim:
         self.today_fixed = parse_day(args.today) if args.today else None
         # logs (uploads with "content":"log") and COM's log retention in days
         self.logs_dir = os.path.join(self.dir, "logs")
+        self.custom_dir = os.path.join(self.dir, "custom")
         self.log_retention_days = args.log_retention_days
         if not _is_int(self.log_retention_days) or self.log_retention_days < 0:
             raise ValueError("--log-retention-days must be >= 0")
@@ -1298,10 +1311,149 @@ class ComSim:
         for k in ("customer", "system", "user", "password"):
             if not isinstance(rec.get(k), str):
                 raise ValueError("customer record needs string %r" % k)
+        if rec.get("reseller") is not None and not isinstance(rec["reseller"], str):
+            raise ValueError("customer record: reseller must be a string")
         r = dict(rec)
         r.setdefault("state", "ok")
         self.customers[(r["customer"], r["system"])] = r
         return r
+
+    # -- custom files (guide ch. 18): provider / reseller / customer folders
+    def custom_check_id(self, what, v):
+        if not isinstance(v, str) or not v:
+            return "%s (non-empty string) required" % what
+        if (len(v) > 128 or v in (".", "..") or "/" in v or "\\" in v
+                or "\0" in v):
+            return "%s %r is not a valid folder name" % (what, v)
+        return None
+
+    def custom_folder(self, body):
+        """(folder, error) for the level addressed by body."""
+        level = body.get("level")
+        if level not in CUSTOM_LEVELS:
+            return None, "level must be one of %s, not %r" % (
+                "/".join(CUSTOM_LEVELS), level)
+        if level == "provider":
+            return os.path.join(self.custom_dir, "provider"), None
+        if level == "reseller":
+            err = self.custom_check_id("reseller", body.get("reseller"))
+            if err:
+                return None, err
+            return os.path.join(self.custom_dir, "resellers",
+                                body["reseller"]), None
+        for k in ("customer", "system"):
+            err = self.custom_check_id(k, body.get(k))
+            if err:
+                return None, err
+        return os.path.join(self.custom_dir, "customers", body["customer"],
+                            body["system"]), None
+
+    @staticmethod
+    def custom_tar(files):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+            for name, text in files.items():
+                data = text.encode("utf-8")
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                ti.mtime = 0
+                ti.mode = 0o644
+                ti.uid = ti.gid = 0
+                ti.uname = ti.gname = ""
+                t.addfile(ti, io.BytesIO(data))
+        return buf.getvalue()
+
+    @staticmethod
+    def custom_entry(folder, name):
+        p = os.path.join(folder, name)
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return {"name": name, "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest()}
+
+    def admin_custom(self, method, path, params, body):
+        if method == "GET" and path == "/custom_files":
+            c, s = params.get("customer"), params.get("system")
+            if not c or not s:
+                return 400, {"error": "customer and system required"}
+            rec = self.customers.get((c, s))
+            if rec is None:
+                return 404, {"error": "no customer record %s/%s" % (c, s)}
+            levels = [{"level": "provider",
+                       "folder": os.path.join(self.custom_dir, "provider")}]
+            r = rec.get("reseller")
+            if r and not self.custom_check_id("reseller", r):
+                levels.append({"level": "reseller", "reseller": r,
+                               "folder": os.path.join(self.custom_dir,
+                                                      "resellers", r)})
+            if not self.custom_check_id("customer", c) and \
+                    not self.custom_check_id("system", s):
+                levels.append({"level": "customer", "customer": c, "system": s,
+                               "folder": os.path.join(self.custom_dir,
+                                                      "customers", c, s)})
+            for lv in levels:
+                folder = lv.pop("folder")
+                lv["files"] = [e for e in (self.custom_entry(folder, n)
+                                           for n in CUSTOM_NAMES) if e]
+            return 200, {"customer": c, "system": s, "levels": levels}
+        if method != "POST":
+            return 404, {"error": "no such endpoint: %s %s" % (method, path)}
+        folder, err = self.custom_folder(body)
+        if err:
+            return 400, {"error": err}
+        name = body.get("name")
+        if name not in CUSTOM_NAMES:
+            return 400, {"error": "name must be one of %s, not %r"
+                         % (", ".join(CUSTOM_NAMES), name)}
+        if path == "/custom_files/delete":
+            p = os.path.join(folder, name)
+            try:
+                os.remove(p)
+            except FileNotFoundError:
+                return 404, {"error": "%s not present at %s level"
+                             % (name, body["level"])}
+            self.event("custom_file", customer=body.get("customer"),
+                       system=body.get("system"), action="delete",
+                       level=body["level"], name=name)
+            return 200, {"deleted": name, "level": body["level"]}
+        has_b64, has_files = "content_b64" in body, "files" in body
+        if has_b64 == has_files:
+            return 400, {"error": "exactly one of content_b64 or files required"}
+        if has_b64:
+            if not isinstance(body["content_b64"], str):
+                return 400, {"error": "content_b64 must be a base64 string"}
+            try:
+                data = base64.b64decode(body["content_b64"], validate=True)
+            except (ValueError, binascii.Error) as e:
+                return 400, {"error": "content_b64: bad base64: %s" % e}
+        else:
+            files = body["files"]
+            if not name.endswith(".tar"):
+                return 400, {"error": "files (tar members) only for .tar names"}
+            if not isinstance(files, dict) or not all(
+                    isinstance(k, str) and k and isinstance(v, str)
+                    for k, v in files.items()):
+                return 400, {"error": "files must map member names to text"}
+            try:
+                data = self.custom_tar(files)
+            except ValueError as e:
+                return 400, {"error": "files: %s" % e}
+        if len(data) > CUSTOM_MAX:
+            return 400, {"error": "too large: %s is %d bytes, limit %d (10 MiB)"
+                         % (name, len(data), CUSTOM_MAX), "status": 413}
+        os.makedirs(folder, exist_ok=True)
+        p = os.path.join(folder, name)
+        tmp = "%s.tmp.%d" % (p, os.getpid())
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+        self.event("custom_file", customer=body.get("customer"),
+                   system=body.get("system"), action="store",
+                   level=body["level"], name=name, size=len(data))
+        return 200, dict(self.custom_entry(folder, name), level=body["level"])
 
     def upsert_account(self, acct):
         if not isinstance(acct, dict):
@@ -3059,6 +3211,8 @@ class ComSim:
         if path in ("/backups", "/backups/file", "/uploads", "/today",
                     "/upload_fault", "/download_fault"):
             return self.admin_backups(method, path, params, body)
+        if path in ("/custom_files", "/custom_files/delete"):
+            return self.admin_custom(method, path, params, body)
         if path in ("/logs", "/logs/file", "/logs/delete", "/log_retention"):
             return self.admin_logs(method, path, params, body)
         if path in ("/job", "/jobs", "/job/pause", "/job/resume", "/job/stop",

@@ -3146,3 +3146,142 @@ def test_job_history(sim):
         assert got == b"".join(library.filler("12.0.1.0", "a.bin", 10))
         await ag.stop()
     run(again())
+
+
+# ---- custom files (guide ch. 18): provider / reseller / customer tree
+
+import io as _io  # noqa: E402
+import tarfile as _tarfile  # noqa: E402
+
+
+def _b64(data):
+    return base64.b64encode(data).decode()
+
+
+def test_custom_files_store_list_delete(sim):
+    rec = dict(CUSTOMERS[0], reseller="R7")
+    sim.admin("POST", "/customers", rec)
+    xml = b'<customdata version="1"><security/></customdata>'
+    stored = {}
+    for body in ({"level": "provider", "name": "CustomTemplates.tar",
+                  "content_b64": _b64(b"P" * 1024)},
+                 {"level": "reseller", "reseller": "R7",
+                  "name": "CustomPhoneFiles.tar",
+                  "files": {"a.txt": "alpha", "dir/b.cfg": "beta\n"}},
+                 {"level": "customer", "customer": "C1001", "system": "pbx-hq",
+                  "name": "CustomData.xml", "content_b64": _b64(xml)},
+                 {"level": "customer", "customer": "C1001", "system": "pbx-hq",
+                  "name": "CustomPhoneFiles.tar", "content_b64": _b64(b"T" * 10)}):
+        r = sim.admin("POST", "/custom_files", body)
+        assert r["name"] == body["name"] and r["level"] == body["level"]
+        stored[(body["level"], body["name"])] = r
+    # stored on disk, atomically (no temp files left)
+    d = os.path.join(sim.dir, "custom")
+    with open(os.path.join(d, "customers", "C1001", "pbx-hq",
+                           "CustomData.xml"), "rb") as f:
+        assert f.read() == xml
+    for root, _, names in os.walk(d):
+        assert not [n for n in names if ".tmp." in n]
+
+    # the tar built from "files" holds exactly those members
+    with open(os.path.join(d, "resellers", "R7", "CustomPhoneFiles.tar"),
+              "rb") as f:
+        tdata = f.read()
+    with _tarfile.open(fileobj=_io.BytesIO(tdata)) as t:
+        members = t.getmembers()
+        assert sorted(m.name for m in members) == ["a.txt", "dir/b.cfg"]
+        assert all(m.isfile() and m.mtime == 0 for m in members)
+        assert t.extractfile("a.txt").read() == b"alpha"
+        assert t.extractfile("dir/b.cfg").read() == b"beta\n"
+    assert stored[("reseller", "CustomPhoneFiles.tar")]["sha256"] == \
+        hashlib.sha256(tdata).hexdigest()
+    # deterministic: the same members give the same bytes
+    again = sim.admin("POST", "/custom_files", {
+        "level": "reseller", "reseller": "R7", "name": "CustomPhoneFiles.tar",
+        "files": {"a.txt": "alpha", "dir/b.cfg": "beta\n"}})
+    assert again["sha256"] == hashlib.sha256(tdata).hexdigest()
+
+    lst = sim.admin("GET", "/custom_files?customer=C1001&system=pbx-hq")
+    assert [lv["level"] for lv in lst["levels"]] == ["provider", "reseller",
+                                                     "customer"]
+    prov, res, cust = lst["levels"]
+    assert res["reseller"] == "R7"
+    assert prov["files"] == [{"name": "CustomTemplates.tar", "size": 1024,
+                              "sha256": hashlib.sha256(b"P" * 1024).hexdigest()}]
+    assert [f["name"] for f in res["files"]] == ["CustomPhoneFiles.tar"]
+    assert [f["name"] for f in cust["files"]] == ["CustomPhoneFiles.tar",
+                                                  "CustomData.xml"]
+    assert cust["files"][1] == {"name": "CustomData.xml", "size": len(xml),
+                                "sha256": hashlib.sha256(xml).hexdigest()}
+
+    # the other system of the customer: no reseller, no customer files
+    other = sim.admin("GET", "/custom_files?customer=C1001&system=pbx-b")
+    assert [lv["level"] for lv in other["levels"]] == ["provider", "customer"]
+    assert other["levels"][1]["files"] == []
+    assert len(other["levels"][0]["files"]) == 1
+
+    # delete
+    sim.admin("POST", "/custom_files/delete", {
+        "level": "customer", "customer": "C1001", "system": "pbx-hq",
+        "name": "CustomData.xml"})
+    lst = sim.admin("GET", "/custom_files?customer=C1001&system=pbx-hq")
+    assert [f["name"] for f in lst["levels"][2]["files"]] == \
+        ["CustomPhoneFiles.tar"]
+    st, body = sim.admin_status("POST", "/custom_files/delete", {
+        "level": "customer", "customer": "C1001", "system": "pbx-hq",
+        "name": "CustomData.xml"})
+    assert st == 404 and "error" in body
+    sim.admin("POST", "/custom_files/delete", {
+        "level": "provider", "name": "CustomTemplates.tar"})
+    lst = sim.admin("GET", "/custom_files?customer=C1001&system=pbx-hq")
+    assert lst["levels"][0]["files"] == []
+
+
+def test_custom_files_bad_requests(sim):
+    ok = {"level": "provider", "name": "CustomData.xml",
+          "content_b64": _b64(b"<x/>")}
+    cases = [
+        (dict(ok, level="distributor"), "level"),
+        (dict(ok, level=None), "level"),
+        (dict(ok, name="Custom.tar"), "name"),
+        (dict(ok, name="../CustomData.xml"), "name"),
+        ({"level": "customer", "system": "pbx-hq", "name": "CustomData.xml",
+          "content_b64": _b64(b"<x/>")}, "customer"),
+        ({"level": "customer", "customer": "C1001", "name": "CustomData.xml",
+          "content_b64": _b64(b"<x/>")}, "system"),
+        ({"level": "customer", "customer": "..", "system": "s",
+          "name": "CustomData.xml", "content_b64": _b64(b"<x/>")}, "customer"),
+        (dict(ok, level="reseller"), "reseller"),
+        (dict(ok, level="reseller", reseller="a/b"), "reseller"),
+        (dict(ok, content_b64="!!notbase64"), "base64"),
+        ({"level": "provider", "name": "CustomData.xml"}, "content_b64"),
+        (dict(ok, files={"a": "b"}), "content_b64"),
+        ({"level": "provider", "name": "CustomData.xml", "files": {"a": "b"}},
+         "tar"),
+        ({"level": "provider", "name": "CustomTemplates.tar",
+          "files": {"a": 1}}, "files"),
+        ({"level": "provider", "name": "CustomTemplates.tar",
+          "content_b64": _b64(b"\0" * ((10 << 20) + 1))}, "too large"),
+        ({"level": "provider", "name": "CustomTemplates.tar",
+          "files": {"big": "x" * (10 << 20)}}, "too large"),
+    ]
+    for body, word in cases:
+        st, r = sim.admin_status("POST", "/custom_files", body)
+        assert st == 400 and word in r["error"], (body.keys(), r)
+    st, r = sim.admin_status("POST", "/custom_files/delete",
+                             {"level": "nope", "name": "CustomData.xml"})
+    assert st == 400 and "level" in r["error"]
+    # exactly 10 MiB is allowed
+    sim.admin("POST", "/custom_files", {
+        "level": "provider", "name": "CustomTemplates.tar",
+        "content_b64": _b64(b"\0" * (10 << 20))})
+    st, r = sim.admin_status("GET", "/custom_files?system=pbx-hq")
+    assert st == 400 and "customer" in r["error"]
+    st, r = sim.admin_status("GET", "/custom_files?customer=C1001")
+    assert st == 400
+    st, r = sim.admin_status("GET", "/custom_files?customer=C9&system=zz")
+    assert st == 404
+    st, r = sim.admin_status("POST", "/customers",
+                             dict(CUSTOMERS[0], reseller=5))
+    assert st == 400 and "reseller" in r["error"]
+    assert not os.path.exists(os.path.join(sim.dir, "custom", "customers"))
