@@ -46,7 +46,6 @@
 
 #define ELEMENTS_MAX 16
 #define ELEMENT_MAX 64
-#define NAME_MAX_ 128
 #define PROGRESS_EVERY_US (2 * LWS_USEC_PER_SEC)
 #define AUTO_STATE "autobackup"
 #define MANIFEST_FILE "manifest.json"
@@ -99,7 +98,7 @@ struct run {
 	char elements[ELEMENTS_MAX][ELEMENT_MAX + 1];
 	int nel;
 	char vmpro[8];
-	char name[NAME_MAX_ + 1];	/* upload name, or the backup to restore */
+	char name[XFER_NAME_MAX + 1];	/* upload name, or the backup to restore */
 	char sha[DIGEST_HEX_LEN + 1];	/* restore: what it must hash to */
 	char file[STATE_PATH_MAX + 1];	/* the archive on our disk */
 	uint64_t size;
@@ -158,21 +157,27 @@ static err_t save(struct run *r)
 	return jobs_record(r->o->jobs, &r->rec);
 }
 
+/* src into dst (cap bytes), cut at a character boundary if it does not
+ * fit: the journal refuses broken UTF-8. */
+static void copy_utf8(char *dst, size_t cap, const char *src)
+{
+	size_t n = strlen(src);
+
+	if (n >= cap) {
+		n = cap - 1;
+		while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+			n--;
+	}
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
 static void set_message(struct job_rec *rec, const char *fmt, va_list ap)
 {
 	char buf[512];
-	size_t n;
 
 	vsnprintf(buf, sizeof(buf), fmt, ap);
-	/* Cut at a character boundary: the journal refuses broken UTF-8. */
-	n = strlen(buf);
-	if (n >= sizeof(rec->message)) {
-		n = sizeof(rec->message) - 1;
-		while (n > 0 && ((unsigned char)buf[n] & 0xC0) == 0x80)
-			n--;
-	}
-	memcpy(rec->message, buf, n);
-	rec->message[n] = '\0';
+	copy_utf8(rec->message, sizeof(rec->message), buf);
 }
 
 /* Progress within the job: a new phase is journaled and sent at once; the
@@ -579,7 +584,7 @@ static void start_restore(struct run *r)
 	struct ops *o = r->o;
 	struct xfer_cbs cbs = { .progress = download_progress,
 				.done = restore_downloaded };
-	char fn[NAME_MAX_ + 16];
+	char fn[XFER_NAME_MAX + 16];
 
 	snprintf(fn, sizeof(fn), "restore-%s", r->name);
 	if (make_dir(cstr(o, CONF_JOBS_WORK_DIR)) != ERR_OK ||
@@ -619,7 +624,7 @@ static bool staged_size_ok(const struct ops *o,
  * (the manifest files are written anew once the components are there). */
 static bool wanted(const struct manifest *m, const char *fn)
 {
-	char part[NAME_MAX_ + 32];
+	char part[XFER_NAME_MAX + 32];
 
 	for (size_t i = 0; i < manifest_count(m); i++) {
 		const struct manifest_component *c = manifest_at(m, i);
@@ -966,15 +971,6 @@ static bool element_ok(const char *s)
 		      "0123456789._-") == n;
 }
 
-static bool name_ok(const char *s)
-{
-	size_t n = s ? strlen(s) : 0;
-
-	return n >= 1 && n <= NAME_MAX_ && strcmp(s, ".") && strcmp(s, "..") &&
-	       strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-		      "0123456789._-") == n;
-}
-
 /* args.elements and args.vmpro; false with why on a bad one. */
 static bool read_elements(struct run *r, const struct proto_msg *m,
 			  char *why, size_t cap)
@@ -1102,7 +1098,7 @@ static const char *check_args(struct run *r, const struct proto_msg *m,
 		if (!read_elements(r, m, why, cap))
 			return "invalid";
 		s = proto_str(m, "args.backup");
-		if (!name_ok(s)) {
+		if (!xfer_name_ok(s)) {
 			snprintf(why, cap, "args.backup: the name of a stored "
 				 "backup is required");
 			return "invalid";
@@ -1250,17 +1246,8 @@ bool ops_job(struct ops *o, const struct proto_msg *m)
 	char opname[24];
 
 	/* The op as far as it fits whole characters, for the record. */
-	snprintf(opname, sizeof(opname), "%s", k >= 0 ? op_names[k] : "?");
-	if (k < 0 && op) {
-		size_t n = strlen(op) < sizeof(opname) - 1 ? strlen(op)
-							   : sizeof(opname) - 1;
-
-		while (n > 0 && ((unsigned char)op[n] & 0xC0) == 0x80 &&
-		       n < strlen(op))
-			n--;
-		memcpy(opname, op, n);
-		opname[n] = '\0';
-	}
+	copy_utf8(opname, sizeof(opname),
+		  k >= 0 ? op_names[k] : op ? op : "?");
 	r = run_new(o, proto_str(m, "job"), opname);
 	if (!r)
 		return false;

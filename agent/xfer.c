@@ -42,7 +42,6 @@
  * its way back. Credit goes back in batches of a quarter window. */
 #define XFER_WINDOW (512u * 1024u)
 #define XFER_CREDIT_BATCH (XFER_WINDOW / 4)
-#define XFER_NAME_MAX 128
 #define XFER_SIZE_MAX (1LL << 40)	/* as a manifest's component */
 /* COM's closes that say nothing about the file (PROTOCOL.md §3): the
  * transfer opens again, at most this many times in a row without
@@ -644,9 +643,9 @@ void xfers_link_down(struct xfers *x)
 
 /* ---- life ------------------------------------------------------------- */
 
-static bool name_ok(const char *s)
+bool xfer_name_ok(const char *s)
 {
-	size_t n = strlen(s);
+	size_t n = s ? strlen(s) : 0;
 
 	if (n < 1 || n > XFER_NAME_MAX || !strcmp(s, ".") || !strcmp(s, ".."))
 		return false;
@@ -660,7 +659,7 @@ static struct xfer *xfer_alloc(struct xfers *x, bool upload, const char *job,
 {
 	struct xfer *t;
 
-	if (strlen(job) >= sizeof(t->job) || !name_ok(name) ||
+	if (strlen(job) >= sizeof(t->job) || !xfer_name_ok(name) ||
 	    strlen(path) >= sizeof(t->path)) {
 		LOGE("cannot transfer '%s' for job '%s': bad name or path",
 		     name, job);

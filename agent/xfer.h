@@ -52,6 +52,12 @@ void xfers_free(struct xfers *x);
 void xfers_link_up(struct xfers *x, struct link *l);
 void xfers_link_down(struct xfers *x);
 
+#define XFER_NAME_MAX 128
+
+/* A file name a transfer may carry (PROTOCOL.md §3.3): 1..XFER_NAME_MAX
+ * of [A-Za-z0-9._-], not "." or "..". false for NULL. */
+bool xfer_name_ok(const char *s);
+
 /* Streams with odd ids are the agent's (PROTOCOL.md §3). */
 static inline bool xfers_owns(uint32_t stream) { return stream & 1u; }
 /* stream.accept, and stream.credit / stream.close for an odd id. */
