@@ -2232,19 +2232,12 @@ class ComSim:
     def log_dir(self, customer, system):
         return os.path.join(self.logs_dir, dir_name(customer), dir_name(system))
 
-    @staticmethod
-    def read_log(d, name):
-        """The sidecar of one stored log, None if there is no such log."""
-        if check_upload_name(name) is not None:
-            return None
-        try:
-            with open(os.path.join(d, name + SIDECAR)) as f:
-                meta = json.load(f)
-        except (OSError, ValueError):
-            return None
-        if not isinstance(meta, dict) or meta.get("name") != name or \
-                not isinstance(meta.get("day"), str) or \
-                not os.path.isfile(os.path.join(d, name)):
+    @classmethod
+    def read_log(cls, d, name):
+        """The sidecar of one stored log, None if there is no such log:
+        a stored file's sidecar (as for backups) that names its day."""
+        meta = cls.read_backup(d, name)
+        if meta is None or not isinstance(meta.get("day"), str):
             return None
         return meta
 
