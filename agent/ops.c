@@ -351,13 +351,6 @@ static err_t make_dir(const char *path)
 	return ERR_IO;
 }
 
-static bool join(char *out, size_t cap, const char *dir, const char *name)
-{
-	int w = snprintf(out, cap, "%s/%s", dir, name);
-
-	return w >= 0 && (size_t)w < cap;
-}
-
 /* ---- hashing a file without holding the loop ------------------------- */
 
 static void hash_step(lws_sorted_usec_list_t *sul)
@@ -520,8 +513,8 @@ static void start_backup(struct run *r)
 	snprintf(r->name, sizeof(r->name), "backup-%s-%s.tar.gz",
 		 cstr(o, CONF_SYSTEM_SYSTEM_NAME), stamp);
 	if (make_dir(cstr(o, CONF_JOBS_WORK_DIR)) != ERR_OK ||
-	    !join(r->file, sizeof(r->file), cstr(o, CONF_JOBS_WORK_DIR),
-		  r->name)) {
+	    !state_path(cstr(o, CONF_JOBS_WORK_DIR), r->name, r->file,
+			sizeof(r->file))) {
 		end(r, JOB_FAILED, "space", "no work directory %s",
 		    cstr(o, CONF_JOBS_WORK_DIR));
 		return;
@@ -588,7 +581,8 @@ static void start_restore(struct run *r)
 
 	snprintf(fn, sizeof(fn), "restore-%s", r->name);
 	if (make_dir(cstr(o, CONF_JOBS_WORK_DIR)) != ERR_OK ||
-	    !join(r->file, sizeof(r->file), cstr(o, CONF_JOBS_WORK_DIR), fn)) {
+	    !state_path(cstr(o, CONF_JOBS_WORK_DIR), fn, r->file,
+			sizeof(r->file))) {
 		end(r, JOB_FAILED, "space", "no work directory %s",
 		    cstr(o, CONF_JOBS_WORK_DIR));
 		return;
@@ -606,7 +600,7 @@ static void start_restore(struct run *r)
 static bool staged_path(const struct ops *o, const char *name, char *out,
 			size_t cap)
 {
-	return join(out, cap, cstr(o, CONF_JOBS_STAGING_DIR), name);
+	return state_path(cstr(o, CONF_JOBS_STAGING_DIR), name, out, cap);
 }
 
 /* The component's staged file has its size: worth hashing (path out). */
@@ -650,7 +644,7 @@ static void clean_staging(const struct ops *o, const struct manifest *m)
 	while ((de = readdir(d))) {
 		if (de->d_name[0] == '.' || (m && wanted(m, de->d_name)))
 			continue;
-		if (join(path, sizeof(path), dir, de->d_name) &&
+		if (state_path(dir, de->d_name, path, sizeof(path)) &&
 		    unlink(path) == 0)
 			LOGI("staging: removed %s", de->d_name);
 	}
@@ -1387,7 +1381,7 @@ static void clean_work(const struct ops *o)
 		bool part = n > 5 && !strcmp(de->d_name + n - 5, ".part");
 
 		if (de->d_name[0] == '.' ||
-		    !join(path, sizeof(path), dir, de->d_name) ||
+		    !state_path(dir, de->d_name, path, sizeof(path)) ||
 		    lstat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
 		    (part && now - st.st_mtime < PART_MAX_AGE_S))
 			continue;
