@@ -937,9 +937,9 @@ static void apply_staged(struct run *r)
 	char mpath[STATE_PATH_MAX + 1];
 	const char *args[3];
 
-	/* transfer_upgrade has it written already; an upgrade of a release
-	 * staged by an older agent may not. */
-	if (write_staged(r) != ERR_OK ||
+	/* transfer_upgrade staged it just now (r->verified); an upgrade of a
+	 * release staged by an older agent may lack upgrade.json. */
+	if ((!r->verified && write_staged(r) != ERR_OK) ||
 	    !staged_path(o, HOOK_MANIFEST_FILE, mpath, sizeof(mpath))) {
 		end(r, JOB_FAILED, "space", "cannot write the manifest into "
 		    "the staging area %s", cstr(o, CONF_JOBS_STAGING_DIR));
