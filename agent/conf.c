@@ -176,6 +176,14 @@ static const struct key_spec schema[CONF__COUNT] = {
 	 * collected into the store too; empty: none. */
 	[CONF_LOGS_COLLECT_DIRS] = { "logs", "collect_dirs", T_STRING, false,
 				     "", 0, 190, 0, NULL },
+	/* What the phones fetch over HTTP/TFTP (CustomPhoneFiles.tar), and
+	 * the SIP trunk templates (CustomTemplates.tar). */
+	[CONF_CUSTOM_PHONE_DIR] = { "custom", "phone_dir", T_PATH, false,
+				    "opt/ipoffice/system/primary", 1, 255, 0,
+				    NULL },
+	[CONF_CUSTOM_TEMPLATE_DIR] = { "custom", "template_dir", T_PATH, false,
+				       "opt/ipoffice/system/primary/templates",
+				       1, 255, 0, NULL },
 };
 
 /* The keys of a [tunnel NAME] section. */

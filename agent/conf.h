@@ -91,6 +91,9 @@ enum conf_key {
 	CONF_LOGS_FILE_MAX,
 	CONF_LOGS_MESSAGE_MAX,
 	CONF_LOGS_COLLECT_DIRS,
+	/* [custom]: where COM's custom files are installed. */
+	CONF_CUSTOM_PHONE_DIR,
+	CONF_CUSTOM_TEMPLATE_DIR,
 	CONF__COUNT
 };
 

@@ -5,6 +5,7 @@
  * any refusal, so a bad tar leaves dest_dir as it was.
  */
 #include "customtar.h"
+#include "digest.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -106,15 +107,14 @@ static bool name_ok(const char *name)
 	return utf8_ok((const unsigned char *)name, n);
 }
 
-/* The files phones and templates are known to use: the specials file,
- * images (screen savers, backgrounds), XML templates, and .txt .cfg .bin
- * .tar .wav (settings, firmware, language/ring files). Anything else is
- * accepted but warned about, so COM can show a likely mistake. */
+/* What the custom tars are meant to hold (guide ch. 15-16): the specials
+ * file, the images it names (screen savers, backgrounds) and XML SIP
+ * templates. Anything else is accepted but warned about, so COM can show
+ * a likely mistake (the reference system silently extracts it). */
 static bool name_known(const char *name)
 {
 	static const char *const ext[] = {
 		".png", ".jpg", ".jpeg", ".bmp", ".gif", ".xml",
-		".txt", ".cfg", ".bin", ".tar", ".wav",
 	};
 	size_t n = strlen(name);
 
@@ -134,15 +134,16 @@ static void warn(struct customtar_result *res, const char *qname)
 	if (res->warnings < CUSTOMTAR_WARN_KEEP)
 		err_say(res->warning[res->warnings],
 			sizeof(res->warning[0]),
-			"member '%s': not a known phone file type", qname);
+			"member '%s': not a phone file or template type",
+			qname);
 	res->warnings++;
 }
 
 /* Copies the member's data to a new file name; the bytes read must be
  * exactly the header's size (a truncated tar is refused). */
 static err_t write_member(struct ctx *c, struct archive *a, unsigned idx,
-			  int64_t size, const char *qname, char *why,
-			  size_t whylen)
+			  int64_t size, const char *qname, struct digest *dg,
+			  char *why, size_t whylen)
 {
 	const char *name = c->names[idx];
 	char *buf = NULL;
@@ -204,12 +205,22 @@ static err_t write_member(struct ctx *c, struct archive *a, unsigned idx,
 			}
 			off += w;
 		}
+		if (dg)
+			(void)digest_update(dg, buf, (size_t)n);
 		got += n;
 	}
 	if (got != size) {
 		err_say(why, whylen, "member '%s': truncated (%lld of %lld "
 			"bytes)", qname, (long long)got, (long long)size);
 		e = ERR_INVAL;
+		goto out;
+	}
+	/* On disk before the caller moves it into place: a power cut after
+	 * that must not leave an empty file where the old one was. */
+	if (fsync(fd) != 0) {
+		err_say(why, whylen, "member '%s': fsync: %s", qname,
+			strerror(errno));
+		e = ERR_IO;
 		goto out;
 	}
 out:
@@ -296,6 +307,7 @@ err_t customtar_extract(const char *tar_path, const char *dest_dir,
 	struct ctx c = { .dirfd = -1 };
 	struct archive *a = NULL;
 	struct archive_entry *ent;
+	struct digest *dg = NULL;
 	struct stat st;
 	char qname[CUSTOMTAR_NAME_MAX * 2 + 1];
 	unsigned members = 0;
@@ -337,7 +349,9 @@ err_t customtar_extract(const char *tar_path, const char *dest_dir,
 	c.names = calloc(lim->max_members, sizeof(*c.names));
 	c.created = calloc(lim->max_members, sizeof(*c.created));
 	a = archive_read_new();
-	if (!c.names || !c.created || !a) {
+	if (lim->on_file)
+		dg = digest_new();
+	if (!c.names || !c.created || !a || (lim->on_file && !dg)) {
 		err_say(why, whylen, "out of memory");
 		e = ERR_NOMEM;
 		goto out;
@@ -380,10 +394,19 @@ err_t customtar_extract(const char *tar_path, const char *dest_dir,
 			continue;
 		memcpy(c.names[c.nnames], name, strlen(name) + 1);
 		c.nnames++;
+		if (dg)
+			digest_reset(dg);
 		e = write_member(&c, a, c.nnames - 1, archive_entry_size(ent),
-				 qname, why, whylen);
+				 qname, dg, why, whylen);
 		if (e != ERR_OK)
 			goto out;
+		if (lim->on_file) {
+			char hex[DIGEST_HEX_LEN + 1];
+
+			digest_hex(dg, hex);
+			lim->on_file(lim->arg, name,
+				     (uint64_t)archive_entry_size(ent), hex);
+		}
 		total += (uint64_t)archive_entry_size(ent);
 		res->files++;
 		if (!name_known(name))
@@ -406,5 +429,6 @@ out:
 		close(c.dirfd);
 	free(c.names);
 	free(c.created);
+	digest_free(dg);
 	return e;
 }

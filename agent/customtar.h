@@ -11,7 +11,8 @@
  * FIFOs, other directories, duplicate names and 46xxsettings.txt (the
  * system generates it; any case) are refused, as is anything over a cap.
  *
- * Files are created through an O_DIRECTORY fd of dest_dir with
+ * Files are written with fsync (they are moved into place afterwards, and
+ * a power cut must not leave an empty file), created through an O_DIRECTORY fd of dest_dir with
  * O_EXCL|O_NOFOLLOW, so nothing planted in dest_dir can redirect a write; a
  * name already there (an earlier level's file) is unlinked first, never
  * followed. On any refusal every file this call created is removed again
@@ -37,6 +38,11 @@ struct customtar_limits {
 	uint64_t max_total;	/* unpacked bytes of all members, e.g. 64 MiB */
 	uint64_t max_file;	/* bytes of one member, e.g. 10 MiB */
 	uint64_t max_tar;	/* bytes of the tar file itself, e.g. 10 MiB */
+	/* Optional: called for each file written (and fsync'd), with its
+	 * size and lower-case hex SHA-256. A later refusal still undoes it. */
+	void (*on_file)(void *arg, const char *name, uint64_t size,
+			const char *sha256);
+	void *arg;
 };
 
 struct customtar_result {

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "conf.h"
+#include "custom.h"
 #include "dispatch.h"
 #include "job.h"
 #include "log.h"
@@ -37,6 +38,7 @@ struct dispatch {
 	struct xfers *xfers;
 	struct logs *logs;
 	struct ops *ops;
+	struct custom *custom;
 	struct jobs *jobs;		/* the journal, owned by the caller */
 	struct link *link;		/* while it is up */
 	bool xfer_turn;			/* the next data frame: a transfer's */
@@ -65,6 +67,14 @@ static void send_status(struct dispatch *d, struct link *l)
 	proto_w_str(d->w, "version", d->version);
 	proto_w_str(d->w, "operation", ops_current(d->ops));
 	proto_w_int(d->w, "uptime", (int64_t)(time(NULL) - d->started));
+	proto_w_str(d->w, "customdata", custom_data_state(d->custom));
+	if (*custom_data_message(d->custom))
+		proto_w_str(d->w, "customdata_message",
+			    custom_data_message(d->custom));
+	proto_w_str(d->w, "custom_refresh", custom_refresh_state(d->custom));
+	if (*custom_refresh_message(d->custom))
+		proto_w_str(d->w, "custom_refresh_message",
+			    custom_refresh_message(d->custom));
 	send_built(d, l);
 }
 
@@ -128,6 +138,7 @@ static void on_up(void *arg, struct link *l)
 			send_job_state(d, l, 0, r);
 	}
 	xfers_link_up(d->xfers, l);
+	custom_link_up(d->custom, l);
 }
 
 /* ops: a job changed. Sent now if the link is up; a final state that does
@@ -147,6 +158,27 @@ static void on_busy(void *arg)
 
 	if (d->link)
 		send_status(d, d->link);
+}
+
+/* custom: the status fields changed. */
+static void on_custom_changed(void *arg)
+{
+	on_busy(arg);
+}
+
+/* custom: CustomData.xml is settled; the first refresh is due. If
+ * another operation runs, the next link asks again. */
+static void on_first_refresh(void *arg)
+{
+	struct dispatch *d = arg;
+	char id[JOB_ID_MAX + 1], why[160];
+
+	if (ops_refresh_local(d->ops, false, true, id, sizeof(id), why,
+			      sizeof(why)) == ERR_OK)
+		LOGI("first connect: custom-files refresh %s started", id);
+	else
+		LOGI("first connect: the custom-files refresh waits for the "
+		     "next link: %s", why);
 }
 
 /* An answer that cannot be journaled (no valid id, or the journal cannot
@@ -209,7 +241,11 @@ static void on_message(void *arg, struct link *l, const struct proto_msg *m)
 	struct dispatch *d = arg;
 	const char *type = proto_type(m);
 
-	if (!strcmp(type, "ack")) {
+	if (custom_on_message(d->custom, m)) {
+		/* custom.files, or COM's error answering custom.list */
+	} else if (!strcmp(type, "error") || !strcmp(type, "unsupported")) {
+		/* the link logged it; never answered */
+	} else if (!strcmp(type, "ack")) {
 		on_ack(d, m);
 	} else if (!strcmp(type, "job")) {
 		on_job(d, l, m);
@@ -271,14 +307,17 @@ static void on_down(void *arg, struct link *l)
 	d->link = NULL;
 	streams_link_down(d->streams);
 	xfers_link_down(d->xfers);
+	custom_link_down(d->custom);
 }
 
 struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
-			      const struct settings *s, struct jobs *jobs,
+			      struct settings *s, struct jobs *jobs,
 			      const char *version)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
 	struct ops_cbs cbs = { .changed = on_job_changed, .busy = on_busy };
+	struct custom_cbs ccbs = { .first_refresh = on_first_refresh,
+				   .changed = on_custom_changed };
 
 	if (!d)
 		return NULL;
@@ -292,12 +331,16 @@ struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
 	if (d->xfers)
 		d->logs = logs_new(ctx, c, s, d->xfers);
 	if (d->logs)
-		d->ops = ops_new(ctx, c, s, jobs, d->xfers, d->logs, &cbs, d);
+		d->custom = custom_new(ctx, c, s, d->xfers, &ccbs, d);
+	if (d->custom)
+		d->ops = ops_new(ctx, c, s, jobs, d->xfers, d->logs, d->custom,
+				 &cbs, d);
 	if (!d->w || !d->streams || !d->ops) {
 		dispatch_free(d);
 		return NULL;
 	}
 	logs_start(d->logs);
+	custom_start(d->custom);
 	ops_start(d->ops);
 	return d;
 }
@@ -306,6 +349,7 @@ void dispatch_shutdown(struct dispatch *d)
 {
 	if (!d)
 		return;
+	custom_shutdown(d->custom);
 	ops_shutdown(d->ops);
 	logs_shutdown(d->logs);
 	xfers_shutdown(d->xfers);
@@ -317,6 +361,7 @@ void dispatch_free(struct dispatch *d)
 	if (!d)
 		return;
 	ops_free(d->ops);
+	custom_free(d->custom);
 	logs_free(d->logs);
 	xfers_free(d->xfers);
 	streams_free(d->streams);
@@ -332,6 +377,11 @@ struct ops *dispatch_ops(const struct dispatch *d)
 struct logs *dispatch_logs(const struct dispatch *d)
 {
 	return d->logs;
+}
+
+struct custom *dispatch_custom(const struct dispatch *d)
+{
+	return d->custom;
 }
 
 const struct streams *dispatch_streams(const struct dispatch *d)

@@ -12,15 +12,17 @@
 #include "link.h"
 
 struct conf;
+struct custom;
 struct dispatch;
 
 struct jobs;
 struct settings;
 struct streams;
 
-/* jobs: the job journal; it must outlive d. */
+/* jobs: the job journal, s: the settings (CustomData.xml changes them);
+ * both must outlive d. */
 struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
-			      const struct settings *s, struct jobs *jobs,
+			      struct settings *s, struct jobs *jobs,
 			      const char *version);
 /* Cancels timers; before the lws context is destroyed. */
 void dispatch_shutdown(struct dispatch *d);
@@ -29,6 +31,7 @@ void dispatch_free(struct dispatch *d);
 const struct streams *dispatch_streams(const struct dispatch *d);
 struct ops *dispatch_ops(const struct dispatch *d);
 struct logs *dispatch_logs(const struct dispatch *d);
+struct custom *dispatch_custom(const struct dispatch *d);
 /* The handler to give link_new(); d must outlive the link. */
 struct link_handler dispatch_handler(struct dispatch *d);
 

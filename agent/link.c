@@ -552,6 +552,10 @@ static void on_control(struct link *l, const char *buf, size_t len)
 		     (long long)proto_re(m), type,
 		     what ? what : (proto_str(m, "what") ?
 				    proto_str(m, "what") : "(no detail)"));
+		/* The handler may be waiting for that answer; it never
+		 * answers these. */
+		if (l->h.message)
+			l->h.message(l->h.arg, l, m);
 	} else if (!strcmp(type, "welcome") || !strcmp(type, "refused")) {
 		send_problem(l, "error", proto_id(m), "code", "unexpected",
 			     "handshake message on an open link");

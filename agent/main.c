@@ -15,11 +15,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <time.h>
 
 #include <libwebsockets.h>
 
 #include "conf.h"
 #include "ctl.h"
+#include "custom.h"
 #include "dispatch.h"
 #include "hook.h"
 #include "job.h"
@@ -50,7 +52,7 @@ static struct lws_context *g_ctx;
 
 struct opts {
 	const char *config;
-	bool json, daemon, help;
+	bool json, daemon, help, prune;
 };
 
 static const char usage_main[] =
@@ -65,6 +67,9 @@ static const char usage_main[] =
 	"  status         show the running agent's connection state\n"
 	"  settings       show or change the remote-operation settings\n"
 	"  jobs           list the running agent's recent jobs\n"
+	"  refresh-custom-files\n"
+	"                 fetch COM's custom phone files and SIP templates now\n"
+	"  custom-files   list the custom files the agent installed\n"
 	"  logs           read the agent's own log, or list the PBX's stored logs\n"
 	"  version        print the version\n"
 	"  help [COMMAND] show help for a command\n"
@@ -151,11 +156,40 @@ static const char usage_logs[] =
 	"      --system        list the PBX's log files in the log store with\n"
 	"                      their upload state (asks the running agent)\n";
 
+static const char usage_refresh[] =
+	"Usage: comagent refresh-custom-files [-c FILE] [--prune]\n"
+	"\n"
+	"Asks the running agent to refresh the custom files now, as COM's\n"
+	"\"refresh custom files\" does: CustomPhoneFiles.tar and\n"
+	"CustomTemplates.tar from the provider, reseller and this system's\n"
+	"folders on COM, in that order, a later folder's file replacing an\n"
+	"earlier one's. Shows each step (per file) and a summary; a refused tar\n"
+	"leaves the installed files as they were. CustomData.xml is never\n"
+	"loaded again (only at the first connect). Exits 0 when the refresh\n"
+	"succeeded, 1 otherwise (also when the agent is not running or busy).\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	"      --prune         also remove files an earlier refresh installed\n"
+	"                      that no folder ships any more\n";
+
+static const char usage_custom[] =
+	"Usage: comagent custom-files [-c FILE] [--json] [--prune]\n"
+	"\n"
+	"Lists the custom files the agent installed (from its manifest; the\n"
+	"agent need not run): part (phones, templates), the folder it came from\n"
+	"(provider, reseller, system), size, SHA-256 and name. Files the last\n"
+	"refresh no longer shipped are marked; --prune asks the running agent to\n"
+	"remove those (only while they are still the files it installed) first.\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	"      --json          one JSON object instead of text\n"
+	"      --prune         remove the files no longer shipped, then list\n";
+
 static const char usage_version[] =
 	"Usage: comagent version\n\nPrints the agent's version.\n";
 
 static int parse_opts(int argc, char **argv, struct opts *o, bool allow_json,
-		      bool allow_daemon)
+		      bool allow_daemon, bool allow_prune)
 {
 	o->config = DEFAULT_CONFIG;
 	for (int i = 0; i < argc; i++) {
@@ -174,6 +208,8 @@ static int parse_opts(int argc, char **argv, struct opts *o, bool allow_json,
 		} else if (allow_daemon &&
 			   (!strcmp(a, "-d") || !strcmp(a, "--daemon"))) {
 			o->daemon = true;
+		} else if (allow_prune && !strcmp(a, "--prune")) {
+			o->prune = true;
 		} else {
 			fprintf(stderr, "comagent: unknown option '%s'\n", a);
 			return -1;
@@ -309,6 +345,21 @@ struct app {
 	char version[64];
 };
 
+/* One job for the CLI that follows it: "STATE\tPROGRESS\tPHASE\tREASON\t
+ * MESSAGE\n" (messages hold no tabs: they are sanitised names and our
+ * words), or "error: no such job\n". */
+static size_t job_line(const struct jobs *j, const char *id, char *buf,
+		       size_t cap)
+{
+	const struct job_rec *r = jobs_find(j, id);
+	int n = r ? snprintf(buf, cap, "%s\t%d\t%s\t%s\t%s\n",
+			     job_state_name(r->state), r->progress, r->phase,
+			     r->reason, r->message)
+		  : snprintf(buf, cap, "error: no such job\n");
+
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 {
 	struct app *a = arg;
@@ -319,6 +370,7 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 		.operation = ops_current(dispatch_ops(a->dispatch)),
 		.next_auto_backup = ops_next_auto(dispatch_ops(a->dispatch)),
 		.logs = dispatch_logs(a->dispatch),
+		.custom = dispatch_custom(a->dispatch),
 	};
 	int n;
 
@@ -330,7 +382,39 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 		return status_render_jobs(a->jobs, req[5] == 'j', buf, cap);
 	if (!strcmp(req, "logs list"))
 		return logs_list(dispatch_logs(a->dispatch), buf, cap);
-	if (!strcmp(req, "settings reload")) {
+	if (!strncmp(req, "job ", 4))
+		return job_line(a->jobs, req + 4, buf, cap);
+	if (!strncmp(req, "custom-steps ", 13)) {
+		char *end;
+		unsigned long from;
+
+		errno = 0;
+		from = strtoul(req + 13, &end, 10);
+		if (errno || *end || end == req + 13 || from > UINT32_MAX)
+			n = snprintf(buf, cap, "error: bad step number\n");
+		else
+			return custom_steps(dispatch_custom(a->dispatch),
+					    (unsigned)from, buf, cap);
+		return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+	}
+	if (!strcmp(req, "refresh-custom") ||
+	    !strcmp(req, "refresh-custom prune")) {
+		char id[JOB_ID_MAX + 1], why[200];
+
+		if (ops_refresh_local(dispatch_ops(a->dispatch), req[14] != '\0',
+				      false, id, sizeof(id), why,
+				      sizeof(why)) == ERR_OK)
+			n = snprintf(buf, cap, "ok %s\n", id);
+		else
+			n = snprintf(buf, cap, "error: %s\n", why);
+	} else if (!strcmp(req, "custom-prune")) {
+		char msg[256];
+
+		n = snprintf(buf, cap, "%s%s\n",
+			     custom_prune(dispatch_custom(a->dispatch), msg,
+					  sizeof(msg)) == ERR_OK ? "ok " :
+			     "error: ", msg);
+	} else if (!strcmp(req, "settings reload")) {
 		err_t e = settings_reload(a->settings);
 
 		LOGI("remote-operation settings reloaded%s",
@@ -617,6 +701,172 @@ static int cmd_jobs(const struct opts *o)
 	return e == ERR_OK ? EXIT_OK : EXIT_FAIL;
 }
 
+/* Asks the daemon for one line; true with it in out (NUL-terminated, no
+ * newline) if it answered. */
+static bool ask(const char *sock, const char *req, char *out, size_t cap)
+{
+	FILE *f = fmemopen(out, cap, "w");
+	err_t e;
+
+	if (!f)
+		return false;
+	e = ctl_request(sock, req, f, false);
+	fclose(f);
+	out[cap - 1] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	return e == ERR_OK;
+}
+
+#define STEPS_BUF 4096
+
+/* Prints the refresh steps after *seen ("N\tTEXT" lines) and moves it. */
+static bool show_steps(const char *sock, unsigned *seen, bool print)
+{
+	char req[48], buf[STEPS_BUF];
+	FILE *f = fmemopen(buf, sizeof(buf), "w");
+	err_t e;
+
+	if (!f)
+		return false;
+	snprintf(req, sizeof(req), "custom-steps %u", *seen);
+	e = ctl_request(sock, req, f, false);
+	fclose(f);
+	buf[sizeof(buf) - 1] = '\0';
+	if (e != ERR_OK)
+		return false;
+	for (char *p = buf, *nl; *p && (nl = strchr(p, '\n')); p = nl + 1) {
+		char *tab = strchr(p, '\t');
+		unsigned long n;
+
+		*nl = '\0';
+		if (!tab || tab > nl)
+			continue;
+		n = strtoul(p, NULL, 10);
+		if (n > *seen && n <= UINT32_MAX)
+			*seen = (unsigned)n;
+		if (print)
+			printf("  %s\n", tab + 1);
+	}
+	fflush(stdout);
+	return true;
+}
+
+/* Starts a refresh in the daemon and follows its job until it ends,
+ * printing each new step. The job goes on if this is interrupted. */
+static int cmd_refresh(const struct opts *o)
+{
+	struct conf *c = NULL;
+	char line[512], req[96], id[80];
+	unsigned seen = 0;
+	const char *sock;
+	struct sigaction sa;
+	err_t e = conf_load(o->config, stderr, &c);
+	int rc = EXIT_FAIL;
+
+	if (e != ERR_OK)
+		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	sock = conf_str(c, CONF_SYSTEM_CONTROL_SOCKET);
+	/* Only the steps of this refresh: those after the ones kept now. */
+	if (!show_steps(sock, &seen, false))
+		goto out;
+	if (!ask(sock, o->prune ? "refresh-custom prune" : "refresh-custom",
+		 line, sizeof(line)))
+		goto out;
+	if (strncmp(line, "ok ", 3)) {
+		fprintf(stderr, "comagent: no refresh: %s\n",
+			!strncmp(line, "error: ", 7) ? line + 7 : line);
+		goto out;
+	}
+	if (strlen(line + 3) >= sizeof(id)) {
+		fprintf(stderr, "comagent: odd answer: %s\n", line);
+		goto out;
+	}
+	memcpy(id, line + 3, strlen(line + 3) + 1);
+	printf("custom-files refresh %s started\n", id);
+	fflush(stdout);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	snprintf(req, sizeof(req), "job %s", id);
+	while (!g_stop) {
+		char *f[5] = { line };
+		int nf = 1;
+
+		if (!ask(sock, req, line, sizeof(line)))
+			goto out;
+		for (char *p = line; *p && nf < 5; p++)
+			if (*p == '\t') {
+				*p = '\0';
+				f[nf++] = p + 1;
+			}
+		if (nf < 5) {
+			fprintf(stderr, "comagent: %s\n", line);
+			goto out;
+		}
+		(void)show_steps(sock, &seen, true);
+		if (!strcmp(f[0], "succeeded")) {
+			printf("succeeded: %s\n", f[4]);
+			rc = EXIT_OK;
+			goto out;
+		}
+		if (!strcmp(f[0], "failed") || !strcmp(f[0], "rejected")) {
+			printf("%s (%s): %s\n", f[0], f[3], f[4]);
+			goto out;
+		}
+		/* A person watches: a few lines a second is enough. */
+		nanosleep(&(struct timespec){ 0, 200 * 1000 * 1000 }, NULL);
+	}
+	fprintf(stderr, "comagent: stopped following; the refresh goes on "
+		"(comagent jobs shows it)\n");
+out:
+	conf_free(c);
+	return rc;
+}
+
+static int cmd_custom(const struct opts *o)
+{
+	struct conf *c = NULL;
+	char line[512];
+	char *buf;
+	size_t n;
+	err_t e = conf_load(o->config, stderr, &c);
+	int rc = EXIT_OK;
+
+	if (e != ERR_OK)
+		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	if (o->prune) {
+		if (!ask(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET),
+			 "custom-prune", line, sizeof(line))) {
+			conf_free(c);
+			return EXIT_FAIL;
+		}
+		if (strncmp(line, "ok ", 3)) {
+			fprintf(stderr, "comagent: no prune: %s\n",
+				!strncmp(line, "error: ", 7) ? line + 7 : line);
+			conf_free(c);
+			return EXIT_FAIL;
+		}
+		fprintf(o->json ? stderr : stdout, "prune: %s\n", line + 3);
+	}
+	buf = malloc(CTL_REPLY_MAX * 4);
+	if (!buf) {
+		conf_free(c);
+		return EXIT_FAIL;
+	}
+	n = custom_render_manifest(conf_str(c, CONF_SYSTEM_STATE_DIR), o->json,
+				   buf, CTL_REPLY_MAX * 4, &e);
+	if (e != ERR_OK) {
+		fprintf(stderr, "comagent: %.*s", (int)n, buf);
+		rc = EXIT_FAIL;
+	} else {
+		fwrite(buf, 1, n, stdout);
+	}
+	free(buf);
+	conf_free(c);
+	return rc;
+}
+
 __attribute__((format(printf, 1, 2)))
 static int logs_usage_error(const char *fmt, ...)
 {
@@ -834,7 +1084,7 @@ struct command {
 	const char *name;
 	const char *usage;
 	int (*fn)(const struct opts *o);
-	bool json, daemon;
+	bool json, daemon, prune;
 };
 
 static int cmd_version(const struct opts *o)
@@ -845,11 +1095,14 @@ static int cmd_version(const struct opts *o)
 }
 
 static const struct command commands[] = {
-	{ "run", usage_run, cmd_run, false, true },
-	{ "check-config", usage_check, cmd_check, false, false },
-	{ "status", usage_status, cmd_status, true, false },
-	{ "jobs", usage_jobs, cmd_jobs, true, false },
-	{ "version", usage_version, cmd_version, false, false },
+	{ "run", usage_run, cmd_run, false, true, false },
+	{ "check-config", usage_check, cmd_check, false, false, false },
+	{ "status", usage_status, cmd_status, true, false, false },
+	{ "jobs", usage_jobs, cmd_jobs, true, false, false },
+	{ "refresh-custom-files", usage_refresh, cmd_refresh, false, false,
+	  true },
+	{ "custom-files", usage_custom, cmd_custom, true, false, true },
+	{ "version", usage_version, cmd_version, false, false, false },
 };
 
 static const struct command *find_command(const char *name)
@@ -900,7 +1153,8 @@ int main(int argc, char **argv)
 			usage_main);
 		return EXIT_USAGE;
 	}
-	if (parse_opts(argc - 2, argv + 2, &o, cmd->json, cmd->daemon) != 0) {
+	if (parse_opts(argc - 2, argv + 2, &o, cmd->json, cmd->daemon,
+		       cmd->prune) != 0) {
 		fputs(cmd->usage, stderr);
 		return EXIT_USAGE;
 	}

@@ -11,6 +11,8 @@
  *   transfer_upgrade  transfer, then upgrade
  *   restart           journal "running/restart" → hook reboot → (the agent
  *                     is stopped by the reboot) → ops_start() settles it
+ *   refresh_custom    the custom module's refresh (list → downloads →
+ *                     extract → install), COM's or the agent's own
  *
  * Checks that need nothing but the message and the disk (arguments,
  * settings, busy, the manifest's signature, downgrade) are made before the
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "custom.h"
 #include "daily.h"
 #include "digest.h"
 #include "hook.h"
@@ -66,13 +69,13 @@
 #define HASH_SLICE (1024u * 1024u)
 
 enum op { OP_BACKUP, OP_RESTORE, OP_TRANSFER, OP_UPGRADE, OP_TRANSFER_UPGRADE,
-	  OP_FETCH_LOGS };
+	  OP_FETCH_LOGS, OP_REFRESH_CUSTOM };
 
 static const char *const op_names[] = {
 	[OP_BACKUP] = "backup", [OP_RESTORE] = "restore",
 	[OP_TRANSFER] = "transfer", [OP_UPGRADE] = "upgrade",
 	[OP_TRANSFER_UPGRADE] = "transfer_upgrade",
-	[OP_FETCH_LOGS] = "fetch_logs",
+	[OP_FETCH_LOGS] = "fetch_logs", [OP_REFRESH_CUSTOM] = "refresh_custom",
 };
 #define NOPS (sizeof(op_names) / sizeof(op_names[0]))
 
@@ -109,6 +112,9 @@ struct run {
 	bool allow_downgrade, phones;
 	size_t comp;			/* the component being downloaded */
 	uint64_t staged;		/* bytes of components done before it */
+	/* refresh_custom */
+	bool prune;
+	bool first;			/* the first connect's refresh */
 };
 
 struct ops {
@@ -121,7 +127,11 @@ struct ops {
 	void *arg;
 	struct run *run;		/* backup, restore, upgrade: one */
 	struct run *side;		/* fetch_logs: beside them, one */
+	/* refresh_custom: beside them too (it touches only the custom
+	 * files, under its own journal), one */
+	struct run *refresh;
 	struct logs *logs;
+	struct custom *custom;
 	struct daily *daily;		/* the automatic backup's planner */
 	char auto_state[STATE_PATH_MAX + 1];
 };
@@ -252,6 +262,8 @@ static void end(struct run *r, enum job_state st, const char *reason,
 		logs_fetch_cancel(o->logs);
 		o->side = NULL;
 	}
+	if (o->refresh == r)
+		o->refresh = NULL;
 	if (o->run == r) {
 		o->run = NULL;
 		if (o->cbs.busy)
@@ -588,7 +600,7 @@ static void start_restore(struct run *r)
 		return;
 	}
 	report(r, "download", 0, "downloading %s", r->name);
-	if (xfer_download(o->xfers, r->rec.id, r->name, r->file,
+	if (xfer_download(o->xfers, r->rec.id, NULL, NULL, r->name, r->file,
 			  XFER_SIZE_UNKNOWN, r->sha, &cbs, r, &r->xfer) !=
 	    ERR_OK)
 		end(r, JOB_FAILED, "transfer", "cannot start the download of "
@@ -729,7 +741,7 @@ static void stage_download(struct run *r)
 	const struct manifest_component *c = manifest_at(r->mf, r->comp);
 
 	if (!staged_path(o, c->name, path, sizeof(path)) ||
-	    xfer_download(o->xfers, r->rec.id, c->name, path, c->size,
+	    xfer_download(o->xfers, r->rec.id, NULL, NULL, c->name, path, c->size,
 			  c->sha256, &cbs, r, &r->xfer) != ERR_OK) {
 		end(r, JOB_FAILED, "transfer", "cannot start the download of "
 		    "%s", c->name);
@@ -995,7 +1007,8 @@ static bool read_elements(struct run *r, const struct proto_msg *m,
 		snprintf(why, cap, "args.vmpro: must be none, config or full");
 		return false;
 	}
-	snprintf(r->vmpro, sizeof(r->vmpro), "%s", v ? v : "none");
+	snprintf(r->vmpro, sizeof(r->vmpro), "%s",
+		 v ? v : custom_vmpro(r->o->custom));
 	return true;
 }
 
@@ -1108,6 +1121,18 @@ static const char *check_args(struct run *r, const struct proto_msg *m,
 		return NULL;
 	case OP_FETCH_LOGS:
 		return NULL;
+	case OP_REFRESH_CUSTOM: {
+		int64_t n;
+
+		/* Absent is false; anything but a boolean is refused. */
+		if (proto_str(m, "args.prune") ||
+		    proto_int(m, "args.prune", &n)) {
+			snprintf(why, cap, "args.prune: must be true or false");
+			return "invalid";
+		}
+		(void)proto_bool(m, "args.prune", &r->prune);
+		return NULL;
+	}
 	case OP_TRANSFER:
 	case OP_TRANSFER_UPGRADE:
 	case OP_UPGRADE:
@@ -1185,12 +1210,44 @@ static void start_fetch(struct run *r)
 		    "agent's log)" : "another log upload waits");
 }
 
+static void refresh_progress(void *arg, const char *phase, int pct,
+			     const char *text)
+{
+	report(arg, phase, pct, "%s", text);
+}
+
+static void refresh_done(void *arg, const char *reason, const char *text)
+{
+	struct run *r = arg;
+
+	if (r->first)
+		custom_first_refreshed(r->o->custom);
+	end(r, reason ? JOB_FAILED : JOB_SUCCEEDED, reason, "%s", text);
+}
+
+static void start_refresh(struct run *r)
+{
+	struct custom_refresh_cbs cbs = { .progress = refresh_progress,
+					  .done = refresh_done };
+
+	report(r, "list", 0, "starting a custom-files refresh");
+	if (custom_refresh(r->o->custom, r->rec.local ? "" : r->rec.id,
+			   r->prune, &cbs, r) != ERR_OK)
+		end(r, JOB_FAILED, "space", "cannot start the refresh (see "
+		    "the agent's log)");
+}
+
 static void start(struct run *r)
 {
 	struct ops *o = r->o;
 
 	if (r->op == OP_FETCH_LOGS) {
 		start_fetch(r);
+		return;
+	}
+	if (r->op == OP_REFRESH_CUSTOM) {
+		r->o->refresh = r;
+		start_refresh(r);
 		return;
 	}
 	o->run = r;
@@ -1210,6 +1267,7 @@ static void start(struct run *r)
 	case OP_UPGRADE:
 		start_upgrade_apply(r);
 		break;
+	case OP_REFRESH_CUSTOM:
 	case OP_FETCH_LOGS:
 		break;
 	}
@@ -1261,6 +1319,15 @@ bool ops_job(struct ops *o, const struct proto_msg *m)
 			reason = "not_allowed";
 			snprintf(why, sizeof(why), "log transfer is off on this "
 				 "system (setting logtransfer)");
+		}
+	} else if (k == OP_REFRESH_CUSTOM) {
+		r->op = OP_REFRESH_CUSTOM;
+		if (o->refresh) {
+			reason = "busy";
+			snprintf(why, sizeof(why), "a custom-files refresh "
+				 "runs: %s", o->refresh->rec.id);
+		} else {
+			reason = check_args(r, m, why, sizeof(why));
 		}
 	} else if (o->run) {
 		reason = "busy";
@@ -1328,13 +1395,49 @@ static void auto_run(void *arg, const char *day)
 		return;
 	r->op = OP_BACKUP;
 	r->rec.local = true;
-	snprintf(r->vmpro, sizeof(r->vmpro), "none");
+	snprintf(r->vmpro, sizeof(r->vmpro), "%s", custom_vmpro(o->custom));
 	r->rec.state = JOB_ACCEPTED;
 	if (save(r) != ERR_OK) {
 		run_free(r);
 		return;
 	}
 	start(r);
+}
+
+err_t ops_refresh_local(struct ops *o, bool prune, bool first, char *id,
+			size_t idcap, char *why, size_t whycap)
+{
+	char base[JOB_ID_MAX + 1];
+	struct run *r;
+
+	if (o->refresh) {
+		snprintf(why, whycap, "a custom-files refresh runs: %s",
+			 o->refresh->rec.id);
+		return ERR_STATE;
+	}
+	snprintf(base, sizeof(base), "%s-%lld", first ? "first-refresh" :
+		 "refresh", (long long)now_wall(o));
+	snprintf(id, idcap, "%s", base);
+	for (int i = 2; jobs_find(o->jobs, id) && i < 100; i++)
+		snprintf(id, idcap, "%s-%d", base, i);
+	r = run_new(o, id, "refresh_custom");
+	if (!r) {
+		snprintf(why, whycap, "out of memory");
+		return ERR_NOMEM;
+	}
+	r->op = OP_REFRESH_CUSTOM;
+	r->rec.local = true;
+	r->prune = prune;
+	r->first = first;
+	r->rec.state = JOB_ACCEPTED;
+	if (save(r) != ERR_OK) {
+		run_free(r);
+		snprintf(why, whycap, "the job journal cannot take it (see the "
+			 "agent's log)");
+		return ERR_IO;
+	}
+	start(r);
+	return ERR_OK;
 }
 
 time_t ops_next_auto(const struct ops *o)
@@ -1461,7 +1564,7 @@ void ops_start(struct ops *o)
 
 struct ops *ops_new(struct lws_context *ctx, const struct conf *c,
 		    const struct settings *s, struct jobs *jobs,
-		    struct xfers *x, struct logs *logs,
+		    struct xfers *x, struct logs *logs, struct custom *custom,
 		    const struct ops_cbs *cbs, void *arg)
 {
 	struct ops *o = calloc(1, sizeof(*o));
@@ -1474,6 +1577,7 @@ struct ops *ops_new(struct lws_context *ctx, const struct conf *c,
 	o->jobs = jobs;
 	o->xfers = x;
 	o->logs = logs;
+	o->custom = custom;
 	o->cbs = *cbs;
 	o->arg = arg;
 	if (!state_path(conf_str(c, CONF_SYSTEM_STATE_DIR), AUTO_STATE,
@@ -1517,6 +1621,9 @@ void ops_shutdown(struct ops *o)
 		run_free(o->side);
 		o->side = NULL;
 	}
+	/* The custom module (shut down first) dropped the refresh. */
+	run_free(o->refresh);
+	o->refresh = NULL;
 }
 
 void ops_free(struct ops *o)
@@ -1525,5 +1632,6 @@ void ops_free(struct ops *o)
 		return;
 	run_free(o->run);
 	run_free(o->side);
+	run_free(o->refresh);
 	free(o);
 }

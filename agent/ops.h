@@ -1,7 +1,8 @@
 /*
  * ops — the job engine: runs COM's backup, restore, transfer, upgrade and
  * transfer_upgrade jobs and the automatic daily backup, one at a time
- * (PROTOCOL.md §2.6), and fetch_logs beside them (the logs module does the
+ * (PROTOCOL.md §2.6), and beside them fetch_logs and refresh_custom (the
+ * logs and custom modules do the work) (the logs module does the
  * work).
  *
  * Each operation is a chain of steps — a platform hook (scripts/HOOKS.md),
@@ -24,6 +25,7 @@
 #include "err.h"
 
 struct conf;
+struct custom;
 struct job_rec;
 struct jobs;
 struct logs;
@@ -42,7 +44,7 @@ struct ops_cbs {
 /* Everything given must outlive the engine. */
 struct ops *ops_new(struct lws_context *ctx, const struct conf *c,
 		    const struct settings *s, struct jobs *jobs,
-		    struct xfers *x, struct logs *logs,
+		    struct xfers *x, struct logs *logs, struct custom *custom,
 		    const struct ops_cbs *cbs, void *arg);
 /* Settles jobs that restarted the system and plans the automatic backup.
  * Once the event loop can run. */
@@ -58,6 +60,15 @@ void ops_free(struct ops *o);
  * not take it (logged there); nothing was sent or started, and the caller
  * answers. */
 bool ops_job(struct ops *o, const struct proto_msg *m);
+
+/*
+ * A custom-files refresh of the agent's own (a technician's, or the first
+ * connect's when first): a local job, id "refresh-<time>" or
+ * "first-refresh-<time>" into id. It runs beside the other operations;
+ * ERR_STATE (why says which) when a refresh runs already.
+ */
+err_t ops_refresh_local(struct ops *o, bool prune, bool first, char *id,
+			size_t idcap, char *why, size_t whycap);
 
 /* "idle" or the op in progress ("backup", ...). */
 const char *ops_current(const struct ops *o);

@@ -260,17 +260,20 @@ size_t settings_render(const struct settings *s, char *buf, size_t cap)
 	return render(s ? s->on : none, buf, cap);
 }
 
-err_t settings_set(struct settings *s, enum setting k, bool on)
+err_t settings_apply(struct settings *s, const bool present[SET__COUNT],
+		     const bool value[SET__COUNT])
 {
 	bool next[SET__COUNT];
 	char text[SETTINGS_TEXT_MAX];
 	size_t n;
 	err_t e;
 
-	if (!s || !key_ok(k))
+	if (!s || !present || !value)
 		return ERR_INVAL;
 	memcpy(next, s->on, sizeof(next));
-	next[k] = on;
+	for (int k = 0; k < SET__COUNT; k++)
+		if (present[k])
+			next[k] = value[k];
 	n = render(next, text, sizeof(text));
 	if (n >= sizeof(text)) {	/* cannot happen: a test checks */
 		LOGE("settings text longer than %d bytes", SETTINGS_TEXT_MAX);
@@ -280,6 +283,17 @@ err_t settings_set(struct settings *s, enum setting k, bool on)
 	if (e == ERR_OK)
 		memcpy(s->on, next, sizeof(next));
 	return e;
+}
+
+err_t settings_set(struct settings *s, enum setting k, bool on)
+{
+	bool present[SET__COUNT] = { false }, value[SET__COUNT] = { false };
+
+	if (!key_ok(k))
+		return ERR_INVAL;
+	present[k] = true;
+	value[k] = on;
+	return settings_apply(s, present, value);
 }
 
 err_t settings_reload(struct settings *s)

@@ -74,6 +74,11 @@ bool settings_get(const struct settings *s, enum setting k);
  */
 err_t settings_set(struct settings *s, enum setting k, bool on);
 
+/* Several at once (CustomData.xml): those with present[k] set to
+ * value[k], persisted in one atomic write; on failure nothing changes. */
+err_t settings_apply(struct settings *s, const bool present[SET__COUNT],
+		     const bool value[SET__COUNT]);
+
 /*
  * Re-reads the file (after the CLI changed it), with settings_load()'s
  * rules and results. Only when the file cannot be read at all (ERR_IO) the

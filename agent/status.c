@@ -18,6 +18,7 @@
 #include "proto.h"
 #include "settings.h"
 #include "status.h"
+#include "custom.h"
 #include "stream.h"
 
 #include "../platform/platform.h"
@@ -97,6 +98,17 @@ static size_t render_json(const struct status_src *src,
 	else
 		proto_w_null(w, "next_auto_backup");
 	json_settings(src->settings, w);
+	if (src->custom) {
+		proto_w_obj(w, "custom");
+		proto_w_str(w, "customdata", custom_data_state(src->custom));
+		proto_w_str(w, "customdata_message",
+			    custom_data_message(src->custom));
+		proto_w_str(w, "refresh", custom_refresh_state(src->custom));
+		proto_w_str(w, "refresh_message",
+			    custom_refresh_message(src->custom));
+		proto_w_str(w, "vmpro", custom_vmpro(src->custom));
+		proto_w_end(w);
+	}
 	if (src->logs)
 		logs_describe(src->logs, w);
 	streams_describe(src->streams, w);
@@ -185,6 +197,17 @@ static size_t render_text(const struct status_src *src,
 		line(&t, "Auto backup:", "off");
 	}
 	text_settings(&t, src->settings);
+	if (src->custom) {
+		const struct custom *cu = src->custom;
+
+		line(&t, "CustomData:", "%s%s%s", custom_data_state(cu),
+		     *custom_data_message(cu) ? " - " : "",
+		     custom_data_message(cu));
+		line(&t, "Custom files:", "last refresh %s%s%s",
+		     custom_refresh_state(cu),
+		     *custom_refresh_message(cu) ? " - " : "",
+		     custom_refresh_message(cu));
+	}
 	if (src->logs && t.len + 1 < t.cap)
 		t.len += logs_format(src->logs, t.p + t.len, t.cap - t.len);
 	line(&t, "Tunnels:", "%u open", streams_count(src->streams));

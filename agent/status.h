@@ -15,6 +15,8 @@ struct logs;
 struct settings;
 struct streams;
 
+struct custom;
+
 struct status_src {
 	const struct conf *conf;
 	const struct link *link;
@@ -24,6 +26,7 @@ struct status_src {
 	const char *operation;		/* "idle" or the op in progress */
 	time_t next_auto_backup;	/* 0: none planned */
 	const struct logs *logs;	/* the syslog store; may be NULL */
+	const struct custom *custom;	/* custom files; may be NULL */
 };
 
 /* Renders into buf (cap bytes, always NUL-terminated); returns the length. */

@@ -78,7 +78,8 @@ struct xfer {
 	unsigned corrupt;		/* upload: COM's "corrupt" verdicts */
 	unsigned reopens;		/* COM's transient closes in a row */
 	bool flow;			/* ending for COM's flow violation */
-	char content[8];		/* upload: "backup" or "log" */
+	char content[8];		/* "backup", "log"; download: "custom" or "" */
+	char level[10];			/* download of a custom file: its level */
 	uint64_t reported;		/* pos at the last progress call */
 	struct xfer_cbs cbs;
 	void *arg;
@@ -230,6 +231,10 @@ static void open_stream(struct xfer *t)
 		proto_w_int(x->w, "size", (int64_t)t->size);
 		proto_w_str(x->w, "sha256", t->sha);
 	} else {
+		if (t->content[0])
+			proto_w_str(x->w, "content", t->content);
+		if (t->level[0])
+			proto_w_str(x->w, "level", t->level);
 		proto_w_int(x->w, "offset", (int64_t)t->pos);
 	}
 	if (send_built(x) != ERR_OK) {
@@ -717,19 +722,24 @@ err_t xfer_upload(struct xfers *x, const char *job, const char *name,
 	return ERR_OK;
 }
 
-err_t xfer_download(struct xfers *x, const char *job, const char *name,
-		    const char *path, uint64_t size, const char *sha256,
+err_t xfer_download(struct xfers *x, const char *job, const char *content,
+		    const char *level, const char *name, const char *path,
+		    uint64_t size, const char *sha256,
 		    const struct xfer_cbs *cbs, void *arg, struct xfer **out)
 {
 	struct xfer *t;
 	struct stat st;
 
 	*out = NULL;
-	if (sha256 && !digest_hex_valid(sha256))
+	if ((sha256 && !digest_hex_valid(sha256)) ||
+	    (content && strlen(content) >= sizeof(t->content)) ||
+	    (level && strlen(level) >= sizeof(t->level)))
 		return ERR_INVAL;
 	t = xfer_alloc(x, false, job, name, path, cbs, arg);
 	if (!t)
 		return ERR_INVAL;
+	snprintf(t->content, sizeof(t->content), "%s", content ? content : "");
+	snprintf(t->level, sizeof(t->level), "%s", level ? level : "");
 	t->dg = digest_new();
 	if (!xfer_part_path(path, sha256, t->part, sizeof(t->part)) || !t->dg)
 		goto fail;

@@ -81,7 +81,9 @@ err_t xfer_upload(struct xfers *x, const char *job, const char *name,
 #define XFER_SIZE_UNKNOWN UINT64_MAX
 
 /*
- * Downloads name of job job into path, through the partial file
+ * Downloads name of job job into path; content and level (NULL: not
+ * sent) say which of COM's files it is when the job does not (a custom
+ * file: "custom" and its level, PROTOCOL.md §3.5), through the partial file
  * xfer_part_path() names (kept across links and restarts, so a later
  * download of the same file resumes).
  * size and sha256 are what the job says the file must be; size
@@ -89,8 +91,9 @@ err_t xfer_upload(struct xfers *x, const char *job, const char *name,
  * (not used by the job engine). ERR_IO (logged)
  * when the partial file cannot be opened.
  */
-err_t xfer_download(struct xfers *x, const char *job, const char *name,
-		    const char *path, uint64_t size, const char *sha256,
+err_t xfer_download(struct xfers *x, const char *job, const char *content,
+		    const char *level, const char *name, const char *path,
+		    uint64_t size, const char *sha256,
 		    const struct xfer_cbs *cbs, void *arg, struct xfer **out);
 
 /* The partial file of a download to path: "PATH.<16 hex of sha256>.part",

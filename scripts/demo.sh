@@ -4,7 +4,9 @@
 # the agent, a backup job (the platform hook archives the configuration, the
 # agent uploads it, COM stores it) and a remote-support tunnel (curl through
 # COM's proxy to an HTTPS service on this "PBX"), the PBX's syslog reaching
-# COM through "fetch new logs", then stops everything, exits 0.
+# COM through "fetch new logs", COM's custom files (CustomData.xml applied at
+# the first connect, a three-folder refresh started by a technician on the
+# box, the manifest of what was installed), then stops everything, exits 0.
 #
 #   scripts/demo.sh PATH/TO/comagent
 set -euo pipefail
@@ -119,12 +121,27 @@ echo "11.1.3.0" > "$tmp/root/etc/ipoffice-version"
 printf '<config system="pbx-hq"/>\n' > "$tmp/root/etc/ipoffice/config.xml"
 head -c 200000 /dev/urandom > "$tmp/root/var/lib/ipoffice/users.db"
 
+step "COM's custom files: CustomData.xml and phone-file / template tars (provider and system folders)"
+cf() { "$py" "$comsim" ctl --dir "$tmp/com" custom_file "$1" >/dev/null; }
+cf '{"level":"provider","name":"CustomData.xml","content_b64":"'"$(printf '%s' \
+  '<customdata version="1"><security><centralmgmt>1</centralmgmt><logtransfer>1</logtransfer><remoteupgrade>0</remoteupgrade></security><vmpro><backupconfig>1</backupconfig></vmpro></customdata>' | base64 -w0)"'"}'
+cf '{"level":"provider","name":"CustomPhoneFiles.tar","files":{"46xxspecials.txt":"SET SCREENSAVERON 240\n","provider-logo.png":"PNG(provider)"}}'
+cf '{"level":"provider","name":"CustomTemplates.tar","files":{"SIP-provider.xml":"<template/>"}}'
+cf '{"level":"system","customer":"C1001","system":"pbx-hq","name":"CustomPhoneFiles.tar","files":{"provider-logo.png":"PNG(this system overrides it)"}}'
+echo "provider: CustomData.xml, CustomPhoneFiles.tar, CustomTemplates.tar; system pbx-hq: CustomPhoneFiles.tar"
+
 step "Starting comagent"
 "$bin" run -c "$ini" 2>"$tmp/agent.log" &
 agent_pid=$!
 connected() { "$bin" status -c "$ini" --json 2>/dev/null | grep -q '"code":"connected"'; }
 wait_for "the agent to connect" 20 connected
 sed 's/^/  agent log | /' "$tmp/agent.log"
+
+step "First connect: CustomData.xml applied once, then a first refresh of the custom files"
+custom_done() { "$bin" status -c "$ini" --json 2>/dev/null | grep -q '"refresh":"succeeded"'; }
+wait_for "the first custom-files refresh" 20 custom_done
+"$bin" status -c "$ini" | grep -E '^(Settings on|CustomData|Custom files):'
+"$bin" custom-files -c "$ini"
 
 step "comagent status"
 "$bin" status -c "$ini"
@@ -210,6 +227,11 @@ for m in logs:
         print("    | " + line)
 ' "$top/tests/comsim" "$tmp/com"
 "$bin" logs -c "$ini" --system | sed 's/^/  agent: /'
+
+step "A technician refreshes the custom files on the box (COM's admin changed the system folder)"
+cf '{"level":"system","customer":"C1001","system":"pbx-hq","name":"CustomPhoneFiles.tar","files":{"provider-logo.png":"PNG(new)","46xxspecials.txt":"SET SCREENSAVERON 120\n"}}'
+"$bin" refresh-custom-files -c "$ini"
+"$bin" custom-files -c "$ini"
 
 step "Stopping the agent (SIGTERM) and the simulator"
 kill -TERM "$agent_pid"

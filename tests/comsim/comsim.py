@@ -11,7 +11,8 @@
                   tunnels | proxy_account JSON | backups C S | uploads C S |
                   today [DATE|real] | upload_fault JSON | jobs C S |
                   library [JSON] | signing_keys [new] | download_fault JSON |
-                  logs C S [FROM [TO]] | log_retention [DAYS]
+                  logs C S [FROM [TO]] | log_retention [DAYS] |
+                  custom_files C S | custom_file JSON | custom_list_fault JSON
 
 Agent uploads (PROTOCOL.md 3.3) are stored under DIR/backups/<customer>/
 <system>/ and COM's backup retention (retention.py) is applied to them;
@@ -21,10 +22,25 @@ Downloads (3.4) serve those backups to restore jobs and the software library
 (library.py: DIR/library/, signing keys in DIR/pki/) to transfer jobs.
 Jobs may be scheduled (POST /job "at"), paused, resumed, stopped; GET /jobs
 is their history.
-COM's custom-files folder tree (guide ch. 18: provider / reseller / customer
-system, each with CustomPhoneFiles.tar, CustomTemplates.tar, CustomData.xml)
-lives under DIR/custom/; admin POST /custom_files, /custom_files/delete,
-GET /custom_files?customer=&system=.
+COM's custom files (3.5, guide ch. 18) live under DIR/custom/: provider/,
+resellers/<R>/ and customers/<C>/<S>/, the folders of the levels provider,
+reseller (the customer record's "reseller") and system, each with
+CustomPhoneFiles.tar, CustomTemplates.tar, CustomData.xml (10 MiB each).
+Admin: POST /custom_files {level, reseller | customer + system, name,
+content_b64 | files {member: text}}, POST /custom_files/delete {level, ...,
+name}, GET /custom_files?customer=&system= (the levels that apply, their
+files).  An agent's custom.list is answered custom.files (per level
+phones/templates {size, sha256}, levels without a tar left out; customdata
+{level, size, sha256}: the system's, else the reseller's, else the
+provider's); POST /custom_list_fault {customer, system, mode: error |
+silent | none, count?} answers it with error "unavailable" or not at all,
+until mode none or for the next `count` lists.  Downloads with
+"content":"custom" and "level" serve those files, job "" or a
+refresh_custom job; POST /job {"op":"refresh_custom","prune":true} issues
+a refresh.  Events custom_list (n: how many lists so far) and
+custom_download (level, name, offset, job).
+The last status message of each agent (customdata, custom_refresh, ...) is
+in GET /agents as "status".
 
 Python 3 asyncio + websockets 10.4 (legacy API); stdlib otherwise.  The test
 PKI is made with the `openssl` command.  See README.md in this folder.
@@ -86,10 +102,14 @@ PROXY_HEAD_MAX = 8192            # request header block limit
 PROXY_REALM = "COM remote support"
 PAC_PATH = "/com/remoteproxy/proxy.pac"
 CAPTURE_MAX = 1 << 20            # admin streams keep this much agent data
-# custom files (guide ch. 18): levels, file names, size cap per file
-CUSTOM_LEVELS = ("provider", "reseller", "customer")
+# custom files (guide ch. 18, PROTOCOL.md 3.5): levels, file names, size
+# cap per file; the keys of a custom.files answer for the two tars
+CUSTOM_LEVELS = ("provider", "reseller", "system")
 CUSTOM_NAMES = ("CustomPhoneFiles.tar", "CustomTemplates.tar", "CustomData.xml")
+CUSTOM_TARS = (("phones", "CustomPhoneFiles.tar"), ("templates", "CustomTemplates.tar"))
+CUSTOM_DATA = "CustomData.xml"
 CUSTOM_MAX = 10 << 20
+CUSTOM_LIST_FAULTS = ("error", "silent", "none")   # POST /custom_list_fault mode
 
 DEFAULT_PROXY_ACCOUNTS = [{"user": "reseller1", "password": "proxypw"}]
 
@@ -423,6 +443,9 @@ class AgentRec:
         self.welcomes = 0
         self.last_hello = None
         self.link = None         # current (welcomed) Link
+        self.status = None       # the fields of the last status message
+        self.status_at = None
+        self.custom_lists = 0    # custom.list messages received
 
     def json(self):
         link = self.link
@@ -433,7 +456,9 @@ class AgentRec:
                 "peer": link.peer if link else None,
                 "hellos": self.hellos, "welcomes": self.welcomes,
                 "last_hello": self.last_hello,
-                "stalled": bool(connected and link.stalled)}
+                "stalled": bool(connected and link.stalled),
+                "status": self.status, "status_at": self.status_at,
+                "custom_lists": self.custom_lists}
 
 
 # ---------------------------------------------------------------- proxy names
@@ -902,7 +927,8 @@ class Upload:
 
 class Download:
     """A stream the agent opened to fetch a file (PROTOCOL.md section 3.4): a
-    stored backup for a restore job, a library component for a transfer.
+    stored backup for a restore job, a library component for a transfer, a
+    custom file (3.5).
     pump() reads the file a frame at a time and sends it within the agent's
     credit through the link's SendGate, as Tunnel.pump does."""
 
@@ -913,7 +939,7 @@ class Download:
         self.link = link
         self.sid = sid
         self.hdr = sid.to_bytes(4, "big")
-        self.info = info                 # job, op, name, source, release
+        self.info = info                 # job, op, name, source, release[, level]
         self.f = f                       # the open file, at offset
         self.size = size
         self.sha256 = sha256
@@ -935,12 +961,15 @@ class Download:
         self.data_logged = False
 
     def json(self):
-        return {"stream": self.sid, "link": self.link.num, "job": self.info["job"],
-                "op": self.info["op"], "name": self.info["name"],
-                "source": self.info["source"], "size": self.size,
-                "sha256": self.sha256, "offset": self.offset, "pos": self.pos,
-                "sent": self.sent, "send_credit": self.send_credit,
-                "age": round(time.monotonic() - self.t0, 3)}
+        d = {"stream": self.sid, "link": self.link.num, "job": self.info["job"],
+             "op": self.info["op"], "name": self.info["name"],
+             "source": self.info["source"], "size": self.size,
+             "sha256": self.sha256, "offset": self.offset, "pos": self.pos,
+             "sent": self.sent, "send_credit": self.send_credit,
+             "age": round(time.monotonic() - self.t0, 3)}
+        if "level" in self.info:          # a custom file (PROTOCOL.md 3.5)
+            d["level"] = self.info["level"]
+        return d
 
     def agent_data(self, payload):
         """The agent has nothing to send on a download: counted, dropped,
@@ -1266,6 +1295,7 @@ class ComSim:
         self.sched_task = None
         # downloads (PROTOCOL.md 3.4) and the software library
         self.download_faults = {}    # (customer, system) -> {"drop_after", "corrupt"}
+        self.custom_list_faults = {}  # (customer, system) -> {"mode", "count"?}
         self.library = library.Library(self.dir)
         recs = DEFAULT_CUSTOMERS
         accounts = DEFAULT_PROXY_ACCOUNTS
@@ -1318,7 +1348,8 @@ class ComSim:
         self.customers[(r["customer"], r["system"])] = r
         return r
 
-    # -- custom files (guide ch. 18): provider / reseller / customer folders
+    # -- custom files (guide ch. 18, PROTOCOL.md 3.5): provider / reseller /
+    # system folders
     def custom_check_id(self, what, v):
         if not isinstance(v, str) or not v:
             return "%s (non-empty string) required" % what
@@ -1328,7 +1359,9 @@ class ComSim:
         return None
 
     def custom_folder(self, body):
-        """(folder, error) for the level addressed by body."""
+        """(folder, error) for the level addressed by body: provider;
+        reseller + reseller; system + customer + system (the folder is
+        custom/customers/<customer>/<system>)."""
         level = body.get("level")
         if level not in CUSTOM_LEVELS:
             return None, "level must be one of %s, not %r" % (
@@ -1347,6 +1380,41 @@ class ComSim:
                 return None, err
         return os.path.join(self.custom_dir, "customers", body["customer"],
                             body["system"]), None
+
+    def custom_levels(self, customer, system, rec):
+        """[(level, folder, ids)] of the folders that apply to a system,
+        provider first; the reseller's only when its record names one."""
+        bodies = [{"level": "provider"}]
+        if (rec or {}).get("reseller"):
+            bodies.append({"level": "reseller", "reseller": rec["reseller"]})
+        bodies.append({"level": "system", "customer": customer, "system": system})
+        out = []
+        for b in bodies:
+            folder, err = self.custom_folder(b)
+            if err is None:
+                out.append((b["level"], folder,
+                            {k: v for k, v in b.items() if k != "level"}))
+        return out
+
+    def custom_listing(self, customer, system, rec):
+        """The body of a custom.files answer (PROTOCOL.md 3.5): per level its
+        tars (levels with neither left out), and the CustomData.xml of the
+        most specific level that has one."""
+        out, data = {}, None
+        for level, folder, _ in self.custom_levels(customer, system, rec):
+            lv = {}
+            for key, name in CUSTOM_TARS:
+                e = self.custom_entry(folder, name)
+                if e:
+                    lv[key] = {"size": e["size"], "sha256": e["sha256"]}
+            if lv:
+                out[level] = lv
+            e = self.custom_entry(folder, CUSTOM_DATA)
+            if e:
+                data = {"level": level, "size": e["size"], "sha256": e["sha256"]}
+        if data:
+            out["customdata"] = data
+        return out
 
     @staticmethod
     def custom_tar(files):
@@ -1375,6 +1443,10 @@ class ComSim:
                 "sha256": hashlib.sha256(data).hexdigest()}
 
     def admin_custom(self, method, path, params, body):
+        """GET/POST /custom_files, POST /custom_files/delete, GET/POST
+        /custom_list_fault."""
+        if path == "/custom_list_fault":
+            return self.admin_custom_list_fault(method, body)
         if method == "GET" and path == "/custom_files":
             c, s = params.get("customer"), params.get("system")
             if not c or not s:
@@ -1382,22 +1454,10 @@ class ComSim:
             rec = self.customers.get((c, s))
             if rec is None:
                 return 404, {"error": "no customer record %s/%s" % (c, s)}
-            levels = [{"level": "provider",
-                       "folder": os.path.join(self.custom_dir, "provider")}]
-            r = rec.get("reseller")
-            if r and not self.custom_check_id("reseller", r):
-                levels.append({"level": "reseller", "reseller": r,
-                               "folder": os.path.join(self.custom_dir,
-                                                      "resellers", r)})
-            if not self.custom_check_id("customer", c) and \
-                    not self.custom_check_id("system", s):
-                levels.append({"level": "customer", "customer": c, "system": s,
-                               "folder": os.path.join(self.custom_dir,
-                                                      "customers", c, s)})
-            for lv in levels:
-                folder = lv.pop("folder")
-                lv["files"] = [e for e in (self.custom_entry(folder, n)
-                                           for n in CUSTOM_NAMES) if e]
+            levels = [dict({"level": level}, **ids,
+                           files=[e for e in (self.custom_entry(folder, n)
+                                              for n in CUSTOM_NAMES) if e])
+                      for level, folder, ids in self.custom_levels(c, s, rec)]
             return 200, {"customer": c, "system": s, "levels": levels}
         if method != "POST":
             return 404, {"error": "no such endpoint: %s %s" % (method, path)}
@@ -1454,6 +1514,65 @@ class ComSim:
                    system=body.get("system"), action="store",
                    level=body["level"], name=name, size=len(data))
         return 200, dict(self.custom_entry(folder, name), level=body["level"])
+
+    def admin_custom_list_fault(self, method, body):
+        """POST /custom_list_fault {customer, system, mode, count?}: the
+        system's custom.list is answered with `error` (mode error) or not at
+        all (silent) until mode none clears it, or for the next `count`
+        lists only.  GET: the faults set."""
+        if method == "GET":
+            return 200, [dict(v, customer=c, system=s)
+                         for (c, s), v in self.custom_list_faults.items()]
+        if method != "POST":
+            return 404, {"error": "no such endpoint: %s /custom_list_fault" % method}
+        c, s = body.get("customer"), body.get("system")
+        if not isinstance(c, str) or not isinstance(s, str):
+            return 400, {"error": "customer and system required"}
+        mode, count = body.get("mode"), body.get("count")
+        if mode not in CUSTOM_LIST_FAULTS:
+            return 400, {"error": "mode must be one of %s, not %s"
+                         % ("/".join(CUSTOM_LIST_FAULTS), json.dumps(mode))}
+        if count is not None and (not _is_int(count) or count < 1):
+            return 400, {"error": "count must be an integer >= 1 or null"}
+        if mode == "none":
+            if count is not None:
+                return 400, {"error": "count is for modes error and silent"}
+            cur = {}
+            self.custom_list_faults.pop((c, s), None)
+        else:
+            cur = {"mode": mode}
+            if count is not None:
+                cur["count"] = count
+            self.custom_list_faults[(c, s)] = cur
+        self.event("custom_list_fault", customer=c, system=s, action="set", **cur)
+        return 200, dict(cur, customer=c, system=s)
+
+    async def on_custom_list(self, link, msg):
+        """custom.list (PROTOCOL.md 3.5): custom.files with what the three
+        folders hold for the link's system; error / nothing under a fault."""
+        key = (link.customer, link.system)
+        a = self.agent(*key)
+        a.custom_lists += 1
+        fault = self.custom_list_faults.get(key)
+        mode = fault["mode"] if fault else None
+        if fault and "count" in fault:
+            fault["count"] -= 1
+            if fault["count"] <= 0:
+                del self.custom_list_faults[key]
+                self.event("custom_list_fault", link, action="expired", mode=mode)
+        ans = listing = None
+        if mode == "error":
+            ans = {"type": "error", "re": msg["id"], "code": "unavailable",
+                   "message": "custom files unavailable"}
+        elif mode is None:
+            rec = self.customers.get(key, link.record)
+            listing = self.custom_listing(link.customer, link.system, rec)
+            ans = dict({"type": "custom.files", "re": msg["id"]}, **listing)
+        self.event("custom_list", link, re=msg["id"], n=a.custom_lists,
+                   answer=ans["type"] if ans else "silent", fault=mode,
+                   files=listing)
+        if ans is not None:
+            await self.reply(link, ans)
 
     def upsert_account(self, acct):
         if not isinstance(acct, dict):
@@ -2332,7 +2451,7 @@ class ComSim:
         is_upload = kind == "upload"
         bulk = kind in ("upload", "download")
         ctx = {}
-        for k in ("job", "name", "size", "offset", "content"):
+        for k in ("job", "name", "size", "offset", "content", "level"):
             v = msg.get(k)
             if isinstance(v, (str, int)) and not isinstance(v, bool):
                 ctx[k] = v
@@ -2455,18 +2574,33 @@ class ComSim:
 
     async def open_download(self, link, msg, refuse):
         """stream.open kind download (PROTOCOL.md 3.4): find the file by the
-        job's op, answer stream.accept with size, sha256 and offset, and
-        start sending."""
+        job's op (or, "content":"custom", by level and name: 3.5), answer
+        stream.accept with size, sha256 and offset, and start sending."""
         mid, sid = msg["id"], msg["stream"]
         job, name, offset = msg.get("job"), msg.get("name"), msg.get("offset")
+        content = msg.get("content")
+        custom = content == "custom"
+        if content is not None and not custom:
+            return await refuse('content %s: a download\'s content is "custom" '
+                                'or absent' % json.dumps(content))
         if "job" not in msg:
-            return await refuse("job missing (the restore or transfer job)")
+            return await refuse("job missing (the restore or transfer job)"
+                                if not custom else
+                                'job missing (the refresh_custom job, or "")')
         if not isinstance(job, str):
             return await refuse("job must be a string")
-        if not job:
+        if custom:
+            level = msg.get("level")
+            if level not in CUSTOM_LEVELS:
+                return await refuse("level must be one of %s, not %s" % (
+                    ", ".join(CUSTOM_LEVELS), json.dumps(level)))
+            if name not in CUSTOM_NAMES:
+                return await refuse("name must be one of %s, not %s" % (
+                    ", ".join(CUSTOM_NAMES), json.dumps(name)))
+        elif not job:
             return await refuse('job "": a download belongs to a restore, '
                                 'transfer or transfer_upgrade job')
-        why = check_upload_name(name)
+        why = None if custom else check_upload_name(name)
         if why:
             return await refuse(why)
         if "offset" not in msg:
@@ -2480,13 +2614,35 @@ class ComSim:
             self.violation(link, sid, "window %d above 2^31-1 in stream.open" % window)
             return await refuse("window above 2^31-1", "flow")
         c, s = link.customer, link.system
-        j = self.sent_job(c, s, job)
-        if j is None:
+        j = self.sent_job(c, s, job) if job else None
+        if job and j is None:
             return await refuse("no such job: %s" % job)
-        op = j.get("op")
-        args = j.get("args") if isinstance(j.get("args"), dict) else {}
+        op = j.get("op") if j else ""
+        args = j.get("args") if j and isinstance(j.get("args"), dict) else {}
         release = None
-        if op == "restore":
+        extra = {}                # event fields of a custom download
+        if custom:
+            source, extra = "custom", {"level": level}
+            if job and op != "refresh_custom":
+                return await refuse('job %s (%s) does not fetch custom files: a '
+                                    'custom file belongs to a refresh_custom job '
+                                    'or to job ""'
+                                    % (job, op if isinstance(op, str) else "no op"))
+            rec = self.customers.get((c, s), link.record)
+            if level == "reseller" and not rec.get("reseller"):
+                return await refuse("no reseller for %s/%s: it has no reseller "
+                                    "level" % (c, s))
+            folder, err = self.custom_folder({"level": level, "customer": c,
+                                              "system": s,
+                                              "reseller": rec.get("reseller")})
+            if err:
+                return await refuse("no %s folder for %s/%s: %s"
+                                    % (level, c, s, err))
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                return await refuse("no %s at the %s level" % (name, level))
+            sha = None            # hashed below, from the file opened
+        elif op == "restore":
             source = "backup"
             path = os.path.join(self.backup_dir(c, s), name)
             meta = self.read_backup(self.backup_dir(c, s), name)
@@ -2518,19 +2674,29 @@ class ComSim:
         try:
             f = open(path, "rb")
         except OSError as e:
+            if custom and isinstance(e, FileNotFoundError):   # deleted meanwhile
+                return await refuse("no %s at the %s level" % (name, level))
             return await refuse("%s cannot be read: %s" % (name, e.strerror))
         size = os.fstat(f.fileno()).st_size
+        if sha is None:
+            # a custom file (<= 10 MiB) is hashed as it is served: the one
+            # opened, even if the admin API replaces it meanwhile
+            sha = hashlib.sha256(f.read()).hexdigest()
         asked = offset
         if offset > size:
             offset = 0
         f.seek(offset)
-        info = {"job": job, "op": op, "name": name, "source": source,
-                "release": release}
+        info = dict({"job": job, "op": op, "name": name, "source": source,
+                     "release": release}, **extra)
         d = Download(self, link, sid, info, f, size, sha, offset, window)
         link.streams[sid] = d
         self.event("download_open", link, stream=sid, job=job, op=op, name=name,
                    source=source, release=release, size=size, sha256=sha,
-                   offset=offset, asked_offset=asked, window=window)
+                   offset=offset, asked_offset=asked, window=window, **extra)
+        if custom:
+            self.event("custom_download", link, stream=sid, level=level, name=name,
+                       offset=offset, asked_offset=asked, job=job, size=size,
+                       sha256=sha)
         await self.reply(link, {"type": "stream.accept", "re": mid, "stream": sid,
                                 "window": d.window, "size": size, "sha256": sha,
                                 "offset": offset})
@@ -2800,7 +2966,12 @@ class ComSim:
         if t in ("ack", "error", "unsupported"):
             return
         if t == "status":
+            a = self.agent(link.customer, link.system)
+            a.status = {k: v for k, v in msg.items() if k not in ("type", "id")}
+            a.status_at = time.time()
             await self.reply(link, {"type": "ack", "re": mid})
+        elif t == "custom.list":
+            await self.on_custom_list(link, msg)
         elif t == "job.state":
             self.job_state(link, msg)
             if msg.get("state") in FINAL_JOB_STATES and \
@@ -3204,7 +3375,7 @@ class ComSim:
         if path in ("/backups", "/backups/file", "/uploads", "/today",
                     "/upload_fault", "/download_fault"):
             return self.admin_backups(method, path, params, body)
-        if path in ("/custom_files", "/custom_files/delete"):
+        if path in ("/custom_files", "/custom_files/delete", "/custom_list_fault"):
             return self.admin_custom(method, path, params, body)
         if path in ("/logs", "/logs/file", "/logs/delete", "/log_retention"):
             return self.admin_logs(method, path, params, body)
@@ -3567,6 +3738,14 @@ class ComSim:
         for k in ("allow_downgrade", "restart_phones"):
             if k in body:
                 args[k] = body[k]
+        if "prune" in body:
+            # refresh_custom (PROTOCOL.md 2.6, 3.5); a broken prune can still
+            # be sent through args
+            if op != "refresh_custom":
+                return 400, {"error": "prune is for refresh_custom jobs"}
+            if not isinstance(body["prune"], bool):
+                return 400, {"error": "prune must be true or false"}
+            args["prune"] = body["prune"]
         if "backup" in body:
             if op != "restore":
                 return 400, {"error": "backup is for restore jobs"}
@@ -4017,6 +4196,35 @@ class SimProcess:
         return self.admin("POST", "/download_fault",
                           dict(kw, customer=customer, system=system))
 
+    def custom_file(self, level, name, data=None, files=None, **ids):
+        """POST /custom_files: bytes `data`, or `files` {member: text} for a
+        tar; ids: reseller= (level reseller), customer= and system= (level
+        system).  Returns {"name", "size", "sha256", "level"}."""
+        body = dict(ids, level=level, name=name)
+        if files is not None:
+            body["files"] = files
+        else:
+            body["content_b64"] = base64.b64encode(data).decode()
+        return self.admin("POST", "/custom_files", body)
+
+    def delete_custom_file(self, level, name, **ids):
+        """POST /custom_files/delete: (status, answer)."""
+        return self.admin_status("POST", "/custom_files/delete",
+                                 dict(ids, level=level, name=name))
+
+    def custom_files(self, customer, system):
+        """GET /custom_files: the levels that apply to a system and their files."""
+        return self.admin("GET", "/custom_files?" + self._q(customer=customer,
+                                                             system=system))
+
+    def custom_list_fault(self, customer, system, mode, count=None):
+        """POST /custom_list_fault (mode error, silent or none; count: for
+        that many custom.list messages only)."""
+        body = {"customer": customer, "system": system, "mode": mode}
+        if count is not None:
+            body["count"] = count
+        return self.admin("POST", "/custom_list_fault", body)
+
     def add_release(self, release, components, profile="linux"):
         """POST /library: components [{"name", "size"} or {"name",
         "content_b64"}] (or {"name": bytes}); returns the manifest object."""
@@ -4222,9 +4430,16 @@ def ctl(args):
         else:
             need(2)
             req = ("POST", "/today", {"date": None if a[1] == "real" else a[1]})
-    elif cmd in ("upload_fault", "download_fault"):
+    elif cmd in ("upload_fault", "download_fault", "custom_list_fault"):
         need(2)
         req = ("POST", "/" + cmd, json.loads(a[1]))
+    elif cmd == "custom_files":
+        need(3)
+        req = ("GET", "/custom_files?" + urllib.parse.urlencode(
+            {"customer": a[1], "system": a[2]}), None)
+    elif cmd == "custom_file":
+        need(2)
+        req = ("POST", "/custom_files", json.loads(a[1]))
     elif cmd == "jobs":
         need(3)
         req = ("GET", "/jobs?" + urllib.parse.urlencode(
@@ -4261,7 +4476,8 @@ def ctl(args):
                  "backups C S | uploads C S | today [DATE|real] | "
                  "upload_fault JSON | download_fault JSON | jobs C S | "
                  "pause|resume|stop JOB | library [JSON] | signing_keys [new] | "
-                 "logs C S [FROM [TO]] | log_retention [DAYS]")
+                 "logs C S [FROM [TO]] | log_retention [DAYS] | "
+                 "custom_files C S | custom_file JSON | custom_list_fault JSON")
     status, body = admin_call(info["admin_port"], *req)
     print(json.dumps(body, indent=2))
     return 0 if status == 200 else 1

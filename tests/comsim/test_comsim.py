@@ -579,7 +579,8 @@ def test_events_since_and_agents(sim):
     a = sim.agent("C1001", "pbx-hq")
     assert a == {"customer": "C1001", "system": "pbx-hq", "connected": False,
                  "session": None, "peer": None, "hellos": 0, "welcomes": 0,
-                 "last_hello": None, "stalled": False}
+                 "last_hello": None, "stalled": False, "status": None,
+                 "status_at": None, "custom_lists": 0}
     last = sim.last_seq()
 
     async def go():
@@ -3148,7 +3149,7 @@ def test_job_history(sim):
     run(again())
 
 
-# ---- custom files (guide ch. 18): provider / reseller / customer tree
+# ---- custom files (guide ch. 18): provider / reseller / system tree
 
 import io as _io  # noqa: E402
 import tarfile as _tarfile  # noqa: E402
@@ -3168,9 +3169,9 @@ def test_custom_files_store_list_delete(sim):
                  {"level": "reseller", "reseller": "R7",
                   "name": "CustomPhoneFiles.tar",
                   "files": {"a.txt": "alpha", "dir/b.cfg": "beta\n"}},
-                 {"level": "customer", "customer": "C1001", "system": "pbx-hq",
+                 {"level": "system", "customer": "C1001", "system": "pbx-hq",
                   "name": "CustomData.xml", "content_b64": _b64(xml)},
-                 {"level": "customer", "customer": "C1001", "system": "pbx-hq",
+                 {"level": "system", "customer": "C1001", "system": "pbx-hq",
                   "name": "CustomPhoneFiles.tar", "content_b64": _b64(b"T" * 10)}):
         r = sim.admin("POST", "/custom_files", body)
         assert r["name"] == body["name"] and r["level"] == body["level"]
@@ -3203,7 +3204,7 @@ def test_custom_files_store_list_delete(sim):
 
     lst = sim.admin("GET", "/custom_files?customer=C1001&system=pbx-hq")
     assert [lv["level"] for lv in lst["levels"]] == ["provider", "reseller",
-                                                     "customer"]
+                                                     "system"]
     prov, res, cust = lst["levels"]
     assert res["reseller"] == "R7"
     assert prov["files"] == [{"name": "CustomTemplates.tar", "size": 1024,
@@ -3214,21 +3215,21 @@ def test_custom_files_store_list_delete(sim):
     assert cust["files"][1] == {"name": "CustomData.xml", "size": len(xml),
                                 "sha256": hashlib.sha256(xml).hexdigest()}
 
-    # the other system of the customer: no reseller, no customer files
+    # the other system of the customer: no reseller, no system files
     other = sim.admin("GET", "/custom_files?customer=C1001&system=pbx-b")
-    assert [lv["level"] for lv in other["levels"]] == ["provider", "customer"]
+    assert [lv["level"] for lv in other["levels"]] == ["provider", "system"]
     assert other["levels"][1]["files"] == []
     assert len(other["levels"][0]["files"]) == 1
 
     # delete
     sim.admin("POST", "/custom_files/delete", {
-        "level": "customer", "customer": "C1001", "system": "pbx-hq",
+        "level": "system", "customer": "C1001", "system": "pbx-hq",
         "name": "CustomData.xml"})
     lst = sim.admin("GET", "/custom_files?customer=C1001&system=pbx-hq")
     assert [f["name"] for f in lst["levels"][2]["files"]] == \
         ["CustomPhoneFiles.tar"]
     st, body = sim.admin_status("POST", "/custom_files/delete", {
-        "level": "customer", "customer": "C1001", "system": "pbx-hq",
+        "level": "system", "customer": "C1001", "system": "pbx-hq",
         "name": "CustomData.xml"})
     assert st == 404 and "error" in body
     sim.admin("POST", "/custom_files/delete", {
@@ -3242,14 +3243,15 @@ def test_custom_files_bad_requests(sim):
           "content_b64": _b64(b"<x/>")}
     cases = [
         (dict(ok, level="distributor"), "level"),
+        (dict(ok, level="customer"), "level"),      # the level is "system" now
         (dict(ok, level=None), "level"),
         (dict(ok, name="Custom.tar"), "name"),
         (dict(ok, name="../CustomData.xml"), "name"),
-        ({"level": "customer", "system": "pbx-hq", "name": "CustomData.xml",
+        ({"level": "system", "system": "pbx-hq", "name": "CustomData.xml",
           "content_b64": _b64(b"<x/>")}, "customer"),
-        ({"level": "customer", "customer": "C1001", "name": "CustomData.xml",
+        ({"level": "system", "customer": "C1001", "name": "CustomData.xml",
           "content_b64": _b64(b"<x/>")}, "system"),
-        ({"level": "customer", "customer": "..", "system": "s",
+        ({"level": "system", "customer": "..", "system": "s",
           "name": "CustomData.xml", "content_b64": _b64(b"<x/>")}, "customer"),
         (dict(ok, level="reseller"), "reseller"),
         (dict(ok, level="reseller", reseller="a/b"), "reseller"),
@@ -3285,3 +3287,496 @@ def test_custom_files_bad_requests(sim):
                              dict(CUSTOMERS[0], reseller=5))
     assert st == 400 and "reseller" in r["error"]
     assert not os.path.exists(os.path.join(sim.dir, "custom", "customers"))
+
+
+# ---- custom files for the agent (PROTOCOL.md 3.5): custom.list, downloads
+
+PHONES, TEMPLATES, DATA = comsim.CUSTOM_NAMES
+
+
+def entry(data):
+    return {"size": len(data), "sha256": sha(data)}
+
+
+async def custom_list(ag, timeout=5):
+    """custom.list; returns comsim's answer (custom.files or error)."""
+    m = await ag.send({"type": "custom.list"})
+    ans = await await_until(lambda: [x for x in ag.msgs if x.get("re") == m["id"]],
+                            timeout, "the answer to custom.list %d" % m["id"])
+    assert len(ans) == 1
+    return m["id"], ans[0]
+
+
+async def custom_list_silent(ag):
+    """custom.list that comsim does not answer: the status sent after it is
+    acked, and nothing came for the list before (one reader per link)."""
+    m = await ag.send({"type": "custom.list"})
+    st = await ag.send({"type": "status", "operation": "idle"})
+    await await_until(lambda: [x for x in ag.msgs if x.get("re") == st["id"]],
+                      what="the ack of the status after a silent list")
+    assert not [x for x in ag.msgs if x.get("re") == m["id"]]
+    return m["id"]
+
+
+async def cdownload(ag, level, name, job="", offset=0, **extra):
+    """A custom-file download: (accept or refusal, bytes, final stream.close)."""
+    st, ans = await ag.dopen(job, name, offset, content="custom", level=level,
+                             **extra)
+    if st.accept is None:
+        return ans, b"", None
+    fin = await ag.finish(st)
+    return ans, bytes(st.data), fin
+
+
+def hq_with_reseller(sim, reseller="R7"):
+    sim.admin("POST", "/customers", dict(CUSTOMERS[0], reseller=reseller))
+
+
+def test_custom_list_levels(sim):
+    hq_with_reseller(sim)
+    ids = {"customer": "C1001", "system": "pbx-hq"}
+    p_ph, p_tp = os.urandom(4000), os.urandom(3000)
+    s_ph, r_tp = os.urandom(2000), os.urandom(1000)
+    xml = {lv: b'<customdata version="1"><!-- %s --></customdata>' % lv.encode()
+           for lv in comsim.CUSTOM_LEVELS}
+
+    async def go():
+        ag = await DownAgent(sim).start()
+        b = await DownAgent(sim, system="pbx-b").start()      # no reseller
+        # nothing anywhere: an empty custom.files
+        mid, ans = await custom_list(ag)
+        assert ans == {"type": "custom.files", "id": ans["id"], "re": mid}
+        # provider: both tars; reseller: only CustomData.xml (so no key);
+        # system: the phone files
+        await athread(sim.custom_file, "provider", PHONES, p_ph)
+        await athread(sim.custom_file, "provider", TEMPLATES, p_tp)
+        await athread(sim.custom_file, "reseller", DATA, xml["reseller"],
+                      reseller="R7")
+        await athread(sim.custom_file, "system", PHONES, s_ph, **ids)
+        mid, ans = await custom_list(ag)
+        assert ans == {"type": "custom.files", "id": ans["id"], "re": mid,
+                       "provider": {"phones": entry(p_ph), "templates": entry(p_tp)},
+                       "system": {"phones": entry(s_ph)},
+                       "customdata": dict(entry(xml["reseller"]), level="reseller")}
+        # customdata precedence: system, else reseller, else provider
+        await athread(sim.custom_file, "provider", DATA, xml["provider"])
+        _, ans = await custom_list(ag)
+        assert ans["customdata"]["level"] == "reseller"
+        await athread(sim.custom_file, "system", DATA, xml["system"], **ids)
+        _, ans = await custom_list(ag)
+        assert ans["customdata"] == dict(entry(xml["system"]), level="system")
+        await athread(sim.delete_custom_file, "system", DATA, **ids)
+        await athread(sim.delete_custom_file, "reseller", DATA, reseller="R7")
+        _, ans = await custom_list(ag)
+        assert ans["customdata"] == dict(entry(xml["provider"]), level="provider")
+        # a reseller tar: the reseller level appears
+        await athread(sim.custom_file, "reseller", TEMPLATES, r_tp, reseller="R7")
+        _, ans = await custom_list(ag)
+        assert set(ans) == {"type", "id", "re", "provider", "reseller", "system",
+                            "customdata"}
+        assert ans["reseller"] == {"templates": entry(r_tp)}
+        # pbx-b has no reseller: R7's files are not its; no system files
+        await athread(sim.custom_file, "reseller", DATA, xml["reseller"],
+                      reseller="R7")
+        mid, ans = await custom_list(b)
+        assert ans == {"type": "custom.files", "id": ans["id"], "re": mid,
+                       "provider": {"phones": entry(p_ph), "templates": entry(p_tp)},
+                       "customdata": dict(entry(xml["provider"]), level="provider")}
+        # the record's reseller is read at list time
+        await athread(sim.admin, "POST", "/customers",
+                      dict(CUSTOMERS[1], reseller="R7"))
+        _, ans = await custom_list(b)
+        assert ans["reseller"] == {"templates": entry(r_tp)}
+        assert ans["customdata"]["level"] == "reseller"
+        # everything gone: empty again
+        for lv, name, kw in (("provider", PHONES, {}), ("provider", TEMPLATES, {}),
+                             ("provider", DATA, {}), ("reseller", TEMPLATES,
+                                                      {"reseller": "R7"}),
+                             ("reseller", DATA, {"reseller": "R7"}),
+                             ("system", PHONES, ids)):
+            st, _ = await athread(sim.delete_custom_file, lv, name, **kw)
+            assert st == 200
+        mid, ans = await custom_list(ag)
+        assert ans == {"type": "custom.files", "id": ans["id"], "re": mid}
+        await ag.stop()
+        await b.stop()
+    run(go())
+    ev = sim.events("custom_list", system="pbx-hq")
+    assert [e["n"] for e in ev] == list(range(1, 8))
+    assert all(e["answer"] == "custom.files" and e["fault"] is None for e in ev)
+    assert ev[1]["files"]["system"] == {"phones": entry(s_ph)}
+    assert sim.agent("C1001", "pbx-hq")["custom_lists"] == 7
+    assert sim.agent("C1001", "pbx-b")["custom_lists"] == 2
+    assert not sim.events(("stream_violation", "internal_error"))
+
+
+def test_custom_list_fault(sim):
+    sim.custom_file("provider", PHONES, b"phones")
+    hq = {"customer": "C1001", "system": "pbx-hq"}
+    unavailable = {"type": "error", "code": "unavailable",
+                   "message": "custom files unavailable"}
+
+    async def go():
+        ag = await DownAgent(sim).start()
+        other = await DownAgent(sim, system="pbx-b").start()
+        # error: persistent until cleared, for this system only
+        r = await athread(sim.custom_list_fault, "C1001", "pbx-hq", "error")
+        assert r == dict(hq, mode="error")
+        for _ in range(2):
+            mid, ans = await custom_list(ag)
+            assert ans == dict(unavailable, id=ans["id"], re=mid)
+        _, ans = await custom_list(other)
+        assert ans["type"] == "custom.files"
+        assert await athread(sim.admin, "GET", "/custom_list_fault") == \
+            [dict(hq, mode="error")]
+        r = await athread(sim.custom_list_fault, "C1001", "pbx-hq", "none")
+        assert r == hq
+        _, ans = await custom_list(ag)
+        assert ans["type"] == "custom.files" and ans["provider"]["phones"]
+        # silent, persistent
+        await athread(sim.custom_list_fault, "C1001", "pbx-hq", "silent")
+        await custom_list_silent(ag)
+        await custom_list_silent(ag)
+        await athread(sim.custom_list_fault, "C1001", "pbx-hq", "none")
+        _, ans = await custom_list(ag)
+        assert ans["type"] == "custom.files"
+        # count: that many lists, then it clears itself
+        r = await athread(sim.custom_list_fault, "C1001", "pbx-hq", "error", 2)
+        assert r == dict(hq, mode="error", count=2)
+        for _ in range(2):
+            _, ans = await custom_list(ag)
+            assert ans["type"] == "error"
+        _, ans = await custom_list(ag)
+        assert ans["type"] == "custom.files"
+        assert await athread(sim.admin, "GET", "/custom_list_fault") == []
+        await athread(sim.custom_list_fault, "C1001", "pbx-hq", "silent", 1)
+        await custom_list_silent(ag)
+        _, ans = await custom_list(ag)
+        assert ans["type"] == "custom.files"
+        # a fault survives a reconnect (it belongs to the system)
+        await athread(sim.custom_list_fault, "C1001", "pbx-hq", "error")
+        await ag.stop()
+        ag = await DownAgent(sim).start()
+        _, ans = await custom_list(ag)
+        assert ans["type"] == "error"
+        await athread(sim.custom_list_fault, "C1001", "pbx-hq", "none")
+        await ag.stop()
+        await other.stop()
+    run(go())
+    ev = sim.events("custom_list", system="pbx-hq")
+    assert [(e["answer"], e["fault"]) for e in ev] == [
+        ("error", "error"), ("error", "error"), ("custom.files", None),
+        ("silent", "silent"), ("silent", "silent"), ("custom.files", None),
+        ("error", "error"), ("error", "error"), ("custom.files", None),
+        ("silent", "silent"), ("custom.files", None), ("error", "error")]
+    assert all(e["files"] is None for e in ev if e["fault"])
+    assert [e["n"] for e in ev] == list(range(1, 13))
+    f = sim.events("custom_list_fault")
+    assert [(e["action"], e.get("mode")) for e in f] == [
+        ("set", "error"), ("set", None), ("set", "silent"), ("set", None),
+        ("set", "error"), ("expired", "error"), ("set", "silent"),
+        ("expired", "silent"), ("set", "error"), ("set", None)]
+    for body, word in (({"system": "pbx-hq", "mode": "error"}, "customer"),
+                       (dict(hq, mode="boom"), "mode"),
+                       (dict(hq), "mode"),
+                       (dict(hq, mode="error", count=0), "count"),
+                       (dict(hq, mode="error", count="2"), "count"),
+                       (dict(hq, mode="error", count=True), "count"),
+                       (dict(hq, mode="none", count=1), "count")):
+        st, r = sim.admin_status("POST", "/custom_list_fault", body)
+        assert st == 400 and word in r["error"], (body, r)
+    assert sim.admin("GET", "/custom_list_fault") == []
+
+
+def test_custom_download(sim):
+    hq_with_reseller(sim)
+    ids = {"customer": "C1001", "system": "pbx-hq"}
+    p_ph = os.urandom(100000)
+    r_tp = os.urandom(20000)
+    s_data = b'<customdata version="1"><vmpro>1</vmpro></customdata>'
+    sim.custom_file("provider", PHONES, p_ph)
+    sim.custom_file("reseller", TEMPLATES, r_tp, reseller="R7")
+    sim.custom_file("system", DATA, s_data, **ids)
+
+    def downloads():
+        return sim.admin("GET", "/downloads?customer=C1001&system=pbx-hq")
+
+    async def go():
+        ag = await DownAgent(sim).start()
+        _, lst = await custom_list(ag)
+        # the agent's own fetch (job ""), each level
+        ans, got, fin = await cdownload(ag, "provider", PHONES)
+        assert ans == {"type": "stream.accept", "id": ans["id"], "re": ans["re"],
+                       "stream": ans["stream"], "window": 65536,
+                       "size": len(p_ph), "sha256": sha(p_ph), "offset": 0}
+        assert {"size": ans["size"], "sha256": ans["sha256"]} == \
+            lst["provider"]["phones"]
+        assert got == p_ph and fin["reason"] == "done"
+        ans, got, fin = await cdownload(ag, "reseller", TEMPLATES)
+        assert got == r_tp and ans["sha256"] == sha(r_tp) and fin["reason"] == "done"
+        ans, got, fin = await cdownload(ag, lst["customdata"]["level"], DATA)
+        assert got == s_data and ans["sha256"] == lst["customdata"]["sha256"]
+        # resume by offset; all held; beyond the file (from 0)
+        ans, got, fin = await cdownload(ag, "provider", PHONES, offset=60000)
+        assert ans["offset"] == 60000 and got == p_ph[60000:]
+        assert fin["reason"] == "done"
+        ans, got, fin = await cdownload(ag, "provider", PHONES, offset=len(p_ph))
+        assert (ans["offset"], got, fin["reason"]) == (len(p_ph), b"", "done")
+        ans, got, fin = await cdownload(ag, "provider", PHONES,
+                                        offset=len(p_ph) + 1)
+        assert ans["offset"] == 0 and got == p_ph
+        # a refresh_custom job COM issued: its downloads name it
+        r = await athread(sim.job, "C1001", "pbx-hq", "refresh_custom",
+                          job="J-RC", prune=True)
+        assert r["status"] == "in progress"
+        await await_until(lambda: job_msg(ag, "J-RC"), what="the refresh job")
+        assert job_msg(ag, "J-RC")[0]["op"] == "refresh_custom"
+        assert job_msg(ag, "J-RC")[0]["args"] == {"prune": True}
+        ans, got, fin = await cdownload(ag, "reseller", TEMPLATES, job="J-RC")
+        assert got == r_tp and fin["reason"] == "done"
+        # /downloads shows the level of a custom download in progress
+        st, ans = await ag.dopen("J-RC", PHONES, content="custom", level="provider",
+                                 window=1000, hold=True)
+        await await_until(lambda: st.got == 1000, what="the window")
+        d = await athread(downloads)
+        assert [(x["source"], x["level"], x["job"], x["op"]) for x in d] == \
+            [("custom", "provider", "J-RC", "refresh_custom")]
+        st.hold = False
+        await ag.grant(st, force=True, n=len(p_ph))
+        fin = await ag.finish(st)
+        assert fin["reason"] == "done" and bytes(st.data) == p_ph
+        assert not ag.binary
+        await ag.stop()
+    run(go())
+    cd = sim.events("custom_download")
+    assert [(e["level"], e["name"], e["offset"], e["job"]) for e in cd] == [
+        ("provider", PHONES, 0, ""), ("reseller", TEMPLATES, 0, ""),
+        ("system", DATA, 0, ""), ("provider", PHONES, 60000, ""),
+        ("provider", PHONES, len(p_ph), ""), ("provider", PHONES, 0, ""),
+        ("reseller", TEMPLATES, 0, "J-RC"), ("provider", PHONES, 0, "J-RC")]
+    assert cd[5]["asked_offset"] == len(p_ph) + 1
+    assert (cd[0]["size"], cd[0]["sha256"]) == (len(p_ph), sha(p_ph))
+    op = sim.events("download_open")
+    assert [(e["source"], e["level"]) for e in op] == \
+        [("custom", e["level"]) for e in cd]
+    done = sim.events("download_done")
+    assert [(e["name"], e["offset"], e["sent"]) for e in done] == [
+        (PHONES, 0, len(p_ph)), (TEMPLATES, 0, len(r_tp)), (DATA, 0, len(s_data)),
+        (PHONES, 60000, len(p_ph) - 60000), (PHONES, len(p_ph), 0),
+        (PHONES, 0, len(p_ph)), (TEMPLATES, 0, len(r_tp)), (PHONES, 0, len(p_ph))]
+    assert not sim.events(("download_refused", "download_interrupted",
+                           "stream_violation"))
+
+
+CUSTOM_REFUSALS = [
+    # (system, job, level, name, extra open fields, message)
+    ("pbx-hq", "", "customer", PHONES, {},
+     'level must be one of provider, reseller, system, not "customer"'),
+    ("pbx-hq", "", None, PHONES, {},
+     "level must be one of provider, reseller, system, not null"),
+    ("pbx-hq", "", "provider", "Custom.tar", {},
+     "name must be one of CustomPhoneFiles.tar, CustomTemplates.tar, "
+     'CustomData.xml, not "Custom.tar"'),
+    ("pbx-hq", "", "provider", None, {},
+     "name must be one of CustomPhoneFiles.tar, CustomTemplates.tar, "
+     "CustomData.xml, not null"),
+    ("pbx-hq", "", "provider", TEMPLATES, {},
+     "no CustomTemplates.tar at the provider level"),
+    ("pbx-hq", "", "reseller", PHONES, {}, "no CustomPhoneFiles.tar at the "
+                                          "reseller level"),
+    ("pbx-hq", "", "system", PHONES, {}, "no CustomPhoneFiles.tar at the "
+                                        "system level"),
+    ("pbx-b", "", "reseller", TEMPLATES, {},
+     "no reseller for C1001/pbx-b: it has no reseller level"),
+    ("pbx-b", "", "system", DATA, {}, "no CustomData.xml at the system level"),
+    ("pbx-hq", "J-none", "provider", PHONES, {}, "no such job: J-none"),
+    ("pbx-hq", "J-other", "provider", PHONES, {}, "no such job: J-other"),
+    ("pbx-hq", "J-later", "provider", PHONES, {}, "no such job: J-later"),
+    ("pbx-hq", "J-B", "provider", PHONES, {},
+     'job J-B (backup) does not fetch custom files: a custom file belongs to '
+     'a refresh_custom job or to job ""'),
+    ("pbx-hq", ..., "provider", PHONES, {},
+     'job missing (the refresh_custom job, or "")'),
+    ("pbx-hq", 7, "provider", PHONES, {}, "job must be a string"),
+    ("pbx-hq", "", "provider", PHONES, {"offset": ...},
+     "offset missing (0 for a new download)"),
+    ("pbx-hq", "", "provider", PHONES, {"offset": -5},
+     "offset must be an integer >= 0"),
+    ("pbx-hq", "", "provider", PHONES, {"content": "phones"},
+     'content "phones": a download\'s content is "custom" or absent'),
+]
+
+
+def test_custom_download_refused(sim):
+    hq_with_reseller(sim)
+    sim.custom_file("provider", PHONES, b"p" * 100)
+    sim.custom_file("reseller", TEMPLATES, b"r" * 10, reseller="R7")
+    sim.custom_file("system", DATA, b"<customdata/>", customer="C1001",
+                    system="pbx-hq")
+
+    async def go():
+        ags = {"pbx-hq": await DownAgent(sim).start(),
+               "pbx-b": await DownAgent(sim, system="pbx-b").start()}
+        send_job(sim, "J-other", op="refresh_custom", system="pbx-b")
+        send_job(sim, "J-B", op="backup")
+        sim.job("C1001", "pbx-hq", "refresh_custom", job="J-later",
+                at=time.time() + 3600)
+        await await_until(lambda: job_msg(ags["pbx-hq"], "J-B"), what="J-B")
+        for system, job, level, name, extra, message in CUSTOM_REFUSALS:
+            ag = ags[system]
+            kw = dict({"content": "custom", "level": level}, **extra)
+            st, ans = await ag.dopen(job, name, **{"offset": 0, **kw})
+            assert ans["type"] == "stream.close", (job, level, name, ans)
+            assert (ans["stream"], ans["reason"], ans["message"]) == \
+                (st.sid, "refused", message), (job, level, name)
+            assert ans["re"] == ag.next_id - 1
+        # without a level (or content) it is an ordinary download
+        st, ans = await ags["pbx-hq"].dopen("", PHONES)
+        assert ans["message"] == ('job "": a download belongs to a restore, '
+                                  'transfer or transfer_upgrade job')
+        # the same files that are there download
+        ans, got, fin = await cdownload(ags["pbx-hq"], "reseller", TEMPLATES)
+        assert got == b"r" * 10 and fin["reason"] == "done"
+        ans, got, fin = await cdownload(ags["pbx-b"], "provider", PHONES)
+        assert got == b"p" * 100 and fin["reason"] == "done"
+        for ag in ags.values():
+            assert not ag.binary
+            await ag.stop()
+    run(go())
+    ev = sim.events("download_refused")
+    assert [e["message"] for e in ev] == [r[5] for r in CUSTOM_REFUSALS] + [
+        'job "": a download belongs to a restore, transfer or transfer_upgrade job']
+    assert (ev[4]["level"], ev[4]["name"], ev[4]["content"], ev[4]["job"]) == \
+        ("provider", TEMPLATES, "custom", "")
+    assert [(e["level"], e["system"]) for e in sim.events("custom_download")] == \
+        [("reseller", "pbx-hq"), ("provider", "pbx-b")]
+
+
+def test_custom_download_faults(sim):
+    data = os.urandom(90000)
+    sim.custom_file("provider", PHONES, data)
+    sim.custom_file("provider", TEMPLATES, b"t" * 5000)
+
+    async def first():
+        ag = await DownAgent(sim).start()
+        await athread(sim.download_fault, "C1001", "pbx-hq", drop_after=40000)
+        ans, got, fin = await cdownload(ag, "provider", PHONES)
+        assert ans["offset"] == 0 and fin is None
+        await asyncio.wait_for(ag.closed.wait(), 5)
+        assert ag.ws.close_code == 1001
+        return got
+    part = run(first())
+    assert part == data[:40000]
+    it = wait_until(lambda: sim.events("download_interrupted"), what="interrupted")
+    assert [(e["by"], e["reason"], e["sent"], e["name"]) for e in it] == \
+        [("link", "link_lost", 40000, PHONES)]
+
+    async def second():
+        ag = await DownAgent(sim).start()
+        # resumed on the next link, then the next file (the agent's order)
+        ans, got, fin = await cdownload(ag, "provider", PHONES, offset=len(part))
+        assert ans["offset"] == 40000 and fin["reason"] == "done"
+        assert part + got == data
+        # corrupt: one byte flipped, once; the accept still has the right hash
+        await athread(sim.download_fault, "C1001", "pbx-hq", corrupt=True)
+        ans, got, fin = await cdownload(ag, "provider", TEMPLATES)
+        assert ans["sha256"] == sha(b"t" * 5000) and fin["reason"] == "done"
+        assert len(got) == 5000 and sha(got) != ans["sha256"]
+        ans, got, fin = await cdownload(ag, "provider", TEMPLATES)
+        assert got == b"t" * 5000
+        await ag.stop()
+    run(second())
+    assert [(e["name"], e["offset"]) for e in sim.events("custom_download")] == \
+        [(PHONES, 0), (PHONES, 40000), (TEMPLATES, 0), (TEMPLATES, 0)]
+    assert [e["action"] for e in sim.events("download_fault")] == \
+        ["set", "drop", "set", "corrupt"]
+
+
+def test_refresh_custom_job(sim):
+    async def go():
+        ag = await DownAgent(sim).start()
+        for jid, kw in (("J-1", {}), ("J-2", {"prune": True}),
+                        ("J-3", {"prune": False}),
+                        ("J-4", {"args": {"prune": "yes"}})):   # broken, as asked
+            r = await athread(sim.job, "C1001", "pbx-hq", "refresh_custom",
+                              job=jid, **kw)
+            assert r["status"] == "in progress"
+        r = await athread(sim.job, "C1001", "pbx-hq", "refresh_custom",
+                          job="J-5", prune=True, at=time.time() + 3600)
+        assert r["status"] == "scheduled"
+        await await_until(lambda: job_msg(ag, "J-4"), what="the jobs")
+        assert [(m["op"], m["args"]) for j in ("J-1", "J-2", "J-3", "J-4")
+                for m in job_msg(ag, j)] == [
+            ("refresh_custom", {}), ("refresh_custom", {"prune": True}),
+            ("refresh_custom", {"prune": False}),
+            ("refresh_custom", {"prune": "yes"})]
+        for st in ({"job": "J-1", "state": "accepted"},
+                   {"job": "J-1", "state": "running", "progress": 10,
+                    "phase": "list", "message": "asking COM"},
+                   {"job": "J-1", "state": "running", "progress": 50,
+                    "phase": "download", "message": "CustomPhoneFiles.tar"},
+                   {"job": "J-1", "state": "failed", "reason": "refused",
+                    "message": "provider CustomPhoneFiles.tar: 46xxsettings.txt "
+                               "is generated by the system"},
+                   {"job": "J-2", "state": "rejected", "reason": "busy",
+                    "message": "refresh_custom J-1 runs"},
+                   {"job": "J-3", "state": "accepted"},
+                   {"job": "J-3", "state": "succeeded",
+                    "message": "3 phone files, 1 template"},
+                   {"job": "J-4", "state": "rejected", "reason": "invalid",
+                    "message": "prune must be true or false"}):
+            await ag.send(dict(st, type="job.state"))
+        await await_until(lambda: len([m for m in ag.msgs if m["type"] == "ack"]) >= 4,
+                          what="acks of the final states")
+        await ag.stop()
+    run(go())
+    h = {j["job"]: j for j in sim.jobs("C1001", "pbx-hq")}
+    assert [(j, h[j]["op"], h[j]["status"], h[j]["reason"]) for j in sorted(h)] == [
+        ("J-1", "refresh_custom", "failed", "refused"),
+        ("J-2", "refresh_custom", "rejected", "busy"),
+        ("J-3", "refresh_custom", "completed", None),
+        ("J-4", "refresh_custom", "rejected", "invalid"),
+        ("J-5", "refresh_custom", "scheduled", None)]
+    assert [(s["state"], s["phase"]) for s in h["J-1"]["states"]] == [
+        ("accepted", None), ("running", "list"), ("running", "download"),
+        ("failed", None)]
+    assert h["J-1"]["message"].startswith("provider CustomPhoneFiles.tar")
+    assert h["J-2"]["args"] == {"prune": True} and h["J-5"]["args"] == {"prune": True}
+    for body, word in (({"op": "backup", "prune": True}, "prune is for refresh_custom"),
+                       ({"op": "refresh_custom", "prune": 1}, "prune must be true"),
+                       ({"op": "refresh_custom", "prune": None}, "prune must be true")):
+        st, r = sim.admin_status("POST", "/job", dict(body, customer="C1001",
+                                                      system="pbx-hq"))
+        assert st == 400 and word in r["error"], (body, r)
+
+
+def test_status_kept(sim):
+    first = {"customer": "C1001", "system": "pbx-hq", "profile": "linux",
+             "version": "11.1.3.0", "operation": "idle", "uptime": 5,
+             "customdata": "rejected",
+             "customdata_message": "CustomData.xml line 3: unknown tag <foo>",
+             "custom_refresh": "running", "custom_refresh_message": ""}
+    second = dict(first, operation="refresh_custom", uptime=9,
+                  custom_refresh="failed",
+                  custom_refresh_message="provider CustomTemplates.tar: refused")
+    del second["customdata_message"]
+
+    async def go():
+        ag = await DownAgent(sim).start()
+        assert (await athread(sim.agent, "C1001", "pbx-hq"))["status"] is None
+        for st in (first, second):
+            m = await ag.send(dict(st, type="status"))
+            await await_until(lambda: [x for x in ag.msgs if x.get("re") == m["id"]
+                                       and x["type"] == "ack"], what="the ack")
+            a = await athread(sim.agent, "C1001", "pbx-hq")
+            assert a["status"] == st        # the last one, whole
+            assert a["status_at"] > time.time() - 30
+        # a malformed status is not kept
+        await ag.send({"type": "status", "customdata": "x" * 5000})
+        await await_until(lambda: [x for x in ag.msgs if x["type"] == "error"],
+                          what="the error")
+        await ag.stop()
+    run(go())
+    a = sim.agent("C1001", "pbx-hq")
+    assert not a["connected"] and a["status"] == second     # kept after the link
+    assert sim.agent("C1001", "pbx-b")["status"] is None

@@ -114,7 +114,7 @@ def test_backup_not_allowed_and_unknown_op(comsim, agent):
     m = wait_final(comsim, jid)
     assert (m["state"], m["reason"]) == ("rejected", "not_allowed"), m
     assert "remoteupgrade" in m["message"]
-    jid = job(comsim, "refresh_custom")
+    jid = job(comsim, "frobnicate")
     m = wait_final(comsim, jid)
     assert (m["state"], m["reason"]) == ("rejected", "unsupported"), m
     assert comsim.backups(C, S) == []

@@ -283,8 +283,8 @@ def test_job_rejected(comsim, agent):
     a = agent(sim)
     a.wait_connected(15)
     seq = sim.last_seq()
-    # refresh_custom is not implemented yet: rejected, unsupported
-    j = sim.admin("POST", "/job", {"customer": C, "system": S, "op": "refresh_custom"})["job"]
+    # an op this agent does not know: rejected, unsupported
+    j = sim.admin("POST", "/job", {"customer": C, "system": S, "op": "frobnicate"})["job"]
     m = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j, seq,
                          what="job.state for %s" % j)
     assert m["state"] == "rejected" and m["reason"] == "unsupported"
@@ -299,7 +299,7 @@ def test_job_rejected(comsim, agent):
     assert m["state"] == "rejected" and m["reason"] == "invalid"
     # a job id seen before is answered with the recorded state, not run again
     seq = sim.last_seq()
-    sim.admin("POST", "/job", {"customer": C, "system": S, "op": "refresh_custom", "job": j})
+    sim.admin("POST", "/job", {"customer": C, "system": S, "op": "frobnicate", "job": j})
     m = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j, seq,
                          what="job.state for the repeated %s" % j)
     assert m["state"] == "rejected" and m["reason"] == "unsupported"
@@ -443,7 +443,7 @@ def test_welcome_unknown_fields(comsim, agent):
     sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == j, seq,
                      what="job.state")
     seq = sim.last_seq()
-    r = sim.send({"type": "job", "job": "J-extra", "op": "refresh_custom", "args": {},
+    r = sim.send({"type": "job", "job": "J-extra", "op": "frobnicate", "args": {},
                   "unknown_field": [1, {"x": 2}]})
     m = sim.wait_message(lambda m: m["type"] == "job.state" and m.get("job") == "J-extra",
                          seq, what="job.state for a job with unknown fields")

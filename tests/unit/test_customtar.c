@@ -164,7 +164,9 @@ static void test_good_tar(void **state)
 	assert_string_equal(why, "");
 	assert_int_equal(res.files, 4);
 	assert_int_equal(res.bytes, 8 + 3 + 4);
-	assert_int_equal(res.warnings, 0);
+	assert_int_equal(res.warnings, 1);
+	assert_string_equal(res.warning[0],
+		"member 'empty.cfg': not a phone file or template type");
 	assert_string_equal(dir_entries(f->dest),
 			    "46xxspecials.txt empty.cfg logo.png t.xml ");
 	snprintf(p, sizeof(p), "%s/46xxspecials.txt", f->dest);
@@ -192,13 +194,15 @@ static void test_warnings_for_odd_names(void **state)
 	assert_int_equal(customtar_extract(f->tar, f->dest, &LIM, &res, why,
 					   sizeof(why)), ERR_OK);
 	assert_int_equal(res.files, 5);
-	assert_int_equal(res.warnings, 3);
+	assert_int_equal(res.warnings, 4);
 	assert_string_equal(res.warning[0],
-		"member 'readme.doc': not a known phone file type");
+		"member 'a.TXT': not a phone file or template type");
 	assert_string_equal(res.warning[1],
-		"member 'run.sh': not a known phone file type");
+		"member 'readme.doc': not a phone file or template type");
 	assert_string_equal(res.warning[2],
-		"member 'noext': not a known phone file type");
+		"member 'run.sh': not a phone file or template type");
+	assert_string_equal(res.warning[3],
+		"member 'noext': not a phone file or template type");
 }
 
 static void test_bad_names(void **state)
