@@ -976,13 +976,23 @@ size_t custom_steps(const struct custom *c, unsigned from, char *buf,
 	size_t len = 0;
 	unsigned first = c->nsteps > STEPS_KEPT ? c->nsteps - STEPS_KEPT : 0;
 
+	int w;
+
 	if (cap == 0)
 		return 0;
 	buf[0] = '\0';
+	/* A first line even when there is nothing new: an empty answer would
+	 * look like a failure to the client. */
+	w = snprintf(buf, cap, "steps %u\n", c->nsteps);
+	if (w < 0 || (size_t)w >= cap) {
+		buf[0] = '\0';
+		return 0;
+	}
+	len = (size_t)w;
 	/* Steps are numbered from 1; from is the last one the caller saw. */
 	for (unsigned i = from > first ? from : first; i < c->nsteps; i++) {
-		int w = snprintf(buf + len, cap - len, "%u\t%s\n", i + 1,
-				 c->steps[i % STEPS_KEPT]);
+		w = snprintf(buf + len, cap - len, "%u\t%s\n", i + 1,
+			     c->steps[i % STEPS_KEPT]);
 
 		if (w < 0 || (size_t)w >= cap - len) {
 			buf[len] = '\0';

@@ -96,8 +96,8 @@ void custom_first_refreshed(struct custom *c);
  * was done or why not. */
 err_t custom_prune(struct custom *c, char *msg, size_t cap);
 
-/* The refreshes' per-file steps after step number from (0: all kept),
- * as "N\tTEXT\n" lines into buf; returns the length. */
+/* "steps TOTAL\n", then the refreshes' per-file steps after step number
+ * from (0: all kept) as "N\tTEXT\n" lines, into buf; returns the length. */
 size_t custom_steps(const struct custom *c, unsigned from, char *buf,
 		    size_t cap);
 

@@ -47,7 +47,9 @@ wait_for() {
 
 step "Starting the COM simulator (test CA, WSS on an ephemeral loopback port)"
 mkdir -p "$tmp/com" "$tmp/root"
-"$py" "$comsim" serve --dir "$tmp/com" --port 0 2>"$tmp/comsim.log" &
+# The customer record names a reseller: custom files come from three folders.
+printf '%s\n' '[{"customer":"C1001","system":"pbx-hq","user":"COMAdmin","password":"pw","state":"ok","reseller":"R-demo"}]' > "$tmp/customers.json"
+"$py" "$comsim" serve --dir "$tmp/com" --port 0 --customers "$tmp/customers.json" 2>"$tmp/comsim.log" &
 sim_pid=$!
 wait_for "comsim to listen" 20 test -s "$tmp/com/comsim.json"
 jget() { "$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$@"; }
@@ -121,14 +123,16 @@ echo "11.1.3.0" > "$tmp/root/etc/ipoffice-version"
 printf '<config system="pbx-hq"/>\n' > "$tmp/root/etc/ipoffice/config.xml"
 head -c 200000 /dev/urandom > "$tmp/root/var/lib/ipoffice/users.db"
 
-step "COM's custom files: CustomData.xml and phone-file / template tars (provider and system folders)"
+step "COM's custom files: CustomData.xml and phone-file / template tars (provider, reseller, system folders)"
 cf() { "$py" "$comsim" ctl --dir "$tmp/com" custom_file "$1" >/dev/null; }
 cf '{"level":"provider","name":"CustomData.xml","content_b64":"'"$(printf '%s' \
-  '<customdata version="1"><security><centralmgmt>1</centralmgmt><logtransfer>1</logtransfer><remoteupgrade>0</remoteupgrade></security><vmpro><backupconfig>1</backupconfig></vmpro></customdata>' | base64 -w0)"'"}'
+  '<customdata version="1"><security><centralmgmt>0</centralmgmt><logtransfer>1</logtransfer><remoteupgrade>0</remoteupgrade></security><vmpro><backupconfig>1</backupconfig></vmpro></customdata>' | base64 -w0)"'"}'
 cf '{"level":"provider","name":"CustomPhoneFiles.tar","files":{"46xxspecials.txt":"SET SCREENSAVERON 240\n","provider-logo.png":"PNG(provider)"}}'
 cf '{"level":"provider","name":"CustomTemplates.tar","files":{"SIP-provider.xml":"<template/>"}}'
+cf '{"level":"reseller","reseller":"R-demo","name":"CustomTemplates.tar","files":{"SIP-reseller.xml":"<template/>"}}'
 cf '{"level":"system","customer":"C1001","system":"pbx-hq","name":"CustomPhoneFiles.tar","files":{"provider-logo.png":"PNG(this system overrides it)"}}'
-echo "provider: CustomData.xml, CustomPhoneFiles.tar, CustomTemplates.tar; system pbx-hq: CustomPhoneFiles.tar"
+echo "provider: CustomData.xml, CustomPhoneFiles.tar, CustomTemplates.tar; reseller R-demo: CustomTemplates.tar;"
+echo "system pbx-hq: CustomPhoneFiles.tar"
 
 step "Starting comagent"
 "$bin" run -c "$ini" 2>"$tmp/agent.log" &
