@@ -798,35 +798,6 @@ static void save_state(struct collect *c, bool final)
 	c->retry_at.tv_sec += COLLECT_RETRY_S;
 }
 
-/* A number of exactly the field's digits (base 10 or 16), at most max. */
-static bool parse_num(const char *f, size_t n, int base, uint64_t max,
-		      uint64_t *out)
-{
-	char tmp[24];
-	char *endp;
-	unsigned long long v;
-
-	if (n == 0 || n >= sizeof(tmp))
-		return false;
-	/* strtoull() alone would take spaces, a sign and "0x". */
-	for (size_t i = 0; i < n; i++) {
-		char ch = f[i];
-
-		if (!(ch >= '0' && ch <= '9') &&
-		    !(base == 16 && ((ch >= 'a' && ch <= 'f') ||
-				     (ch >= 'A' && ch <= 'F'))))
-			return false;
-	}
-	memcpy(tmp, f, n);
-	tmp[n] = '\0';
-	errno = 0;
-	v = strtoull(tmp, &endp, base);
-	if (errno || *endp || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
 /* "INO OFFSET SKIP HEADLEN HEAD PATH" in [p, end). */
 static bool parse_line(const char *p, const char *end, struct saved *s)
 {
@@ -835,20 +806,21 @@ static bool parse_line(const char *p, const char *end, struct saved *s)
 	uint64_t v;
 
 	memset(s, 0, sizeof(*s));
-	if (!state_field(&p, end, &f, &n) || !parse_num(f, n, 10, UINT64_MAX,
-						  &s->ino))
+	if (!state_field(&p, end, &f, &n) ||
+	    !state_number(f, n, 10, UINT64_MAX, &s->ino))
 		return false;
-	if (!state_field(&p, end, &f, &n) || !parse_num(f, n, 10, OFF_LIMIT,
-						  &s->off))
+	if (!state_field(&p, end, &f, &n) ||
+	    !state_number(f, n, 10, OFF_LIMIT, &s->off))
 		return false;
-	if (!state_field(&p, end, &f, &n) || !parse_num(f, n, 10, 1, &v))
+	if (!state_field(&p, end, &f, &n) || !state_number(f, n, 10, 1, &v))
 		return false;
 	s->skip = v == 1;
-	if (!state_field(&p, end, &f, &n) || !parse_num(f, n, 10, HEAD_MAX, &v))
+	if (!state_field(&p, end, &f, &n) ||
+	    !state_number(f, n, 10, HEAD_MAX, &v))
 		return false;
 	s->head_len = (unsigned)v;
 	if (!state_field(&p, end, &f, &n) || n != 16 ||
-	    !parse_num(f, n, 16, UINT64_MAX, &s->head))
+	    !state_number(f, n, 16, UINT64_MAX, &s->head))
 		return false;
 	n = (size_t)(end - p);
 	if (n == 0 || n >= sizeof(s->path) || *p != '/' || memchr(p, '\0', n))

@@ -60,7 +60,8 @@
 
 enum part { P_PHONES, P_TEMPLATES, P__N };
 enum level { L_PROVIDER, L_RESELLER, L_SYSTEM, L__N };
-enum est { E_SHIP, E_STALE, E_DROP };
+/* E_LOST: staged but not moved into place (never written out). */
+enum est { E_SHIP, E_STALE, E_DROP, E_LOST };
 
 static const char *const part_key[P__N] = { "phones", "templates" };
 static const char *const part_file[P__N] = { "CustomPhoneFiles.tar",
@@ -279,22 +280,6 @@ static void set_free(struct manifest_set *s)
 	s->n = 0;
 }
 
-static bool number(const char *s, size_t n, uint64_t max, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (n == 0 || n > 20)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9' ||
-		    v > (max - (uint64_t)(s[i] - '0')) / 10)
-			return false;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	*out = v;
-	return true;
-}
-
 /* One line into *e; false if malformed. */
 static bool parse_line(const char *p, const char *end, struct entry *e)
 {
@@ -316,7 +301,7 @@ static bool parse_line(const char *p, const char *end, struct entry *e)
 		return false;
 	e->level = (unsigned char)k;
 	if (!state_field(&p, end, &f, &n) ||
-	    !number(f, n, CUSTOM_TAR_MAX, &e->size))
+	    !state_number(f, n, 10, CUSTOM_TAR_MAX, &e->size))
 		return false;
 	if (!state_field(&p, end, &f, &n) || n != DIGEST_HEX_LEN)
 		return false;
@@ -400,7 +385,7 @@ static err_t set_write(const char *path, const struct manifest_set *s,
 	for (size_t i = 0; i < s->n; i++) {
 		const struct entry *x = &s->e[i];
 
-		if (x->st == E_DROP && !with_drop)
+		if (x->st == E_LOST || (x->st == E_DROP && !with_drop))
 			continue;
 		w = snprintf(buf + len, MANIFEST_MAX_BYTES - len,
 			     "%s %s %s %llu %s %s\n", est_name[x->st],
@@ -467,7 +452,7 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 		    rename(src, dst) != 0) {
 			LOGE("cannot install %s into %s: %s", x->name,
 			     target_dir(c, x->part), strerror(errno));
-			x->st = E_DROP;	/* not ours: out of the manifest */
+			x->st = E_LOST;	/* not installed: out of the manifest */
 			bad++;
 			continue;
 		}
@@ -881,6 +866,9 @@ static void first_listed(struct custom *c, const struct listing *ls,
 
 /* ---- refresh ---------------------------------------------------------- */
 
+static bool tar_path(const struct refresh *r, int l, int p, char *out,
+		     size_t cap);
+
 static void refresh_end_cb(lws_sorted_usec_list_t *sul)
 {
 	struct refresh *r = lws_container_of(sul, struct refresh, sul_end);
@@ -924,12 +912,9 @@ static void refresh_end(struct refresh *r, const char *reason,
 	/* Downloaded tars are not needed again; partial ones stay (xfer). */
 	for (int l = 0; l < L__N; l++)
 		for (int p = 0; p < P__N; p++) {
-			char name[64], path[STATE_PATH_MAX + 1];
+			char path[STATE_PATH_MAX + 1];
 
-			snprintf(name, sizeof(name), "custom-%s-%s",
-				 level_name[l], part_file[p]);
-			if (state_path(conf_str(r->c->conf, CONF_JOBS_WORK_DIR),
-				       name, path, sizeof(path)))
+			if (tar_path(r, l, p, path, sizeof(path)))
 				(void)unlink(path);
 		}
 	lws_sul_schedule(r->c->ctx, 0, &r->sul_end, refresh_end_cb, 1);
@@ -1132,6 +1117,24 @@ static void extract_part(struct refresh *r, enum part p,
 		     "extracted %s (%s): %u files, %llu bytes", part_file[p],
 		     level_name[l], res.files, (unsigned long long)res.bytes);
 	}
+	/* A name the target directory holds as something a rename cannot
+	 * replace (a directory: the templates folder inside the phone-file
+	 * one, say) would fail half-way through the install: refused now. */
+	for (size_t i = 0; i < r->nent; i++) {
+		char dst[STATE_PATH_MAX + 1];
+		struct stat st;
+
+		if (r->ent[i].part != p ||
+		    !path_in(target_dir(c, p), r->ent[i].name, dst,
+			     sizeof(dst)) ||
+		    lstat(dst, &st) != 0 || S_ISREG(st.st_mode) ||
+		    S_ISLNK(st.st_mode))
+			continue;
+		refuse_part(r, p, stage, "member '%s': %s holds something "
+			    "other than a file of that name", r->ent[i].name,
+			    target_dir(c, p));
+		return;
+	}
 	if (p != P_TEMPLATES)
 		return;
 	/* Templates installed afterwards: the new ones and, without a
@@ -1222,8 +1225,9 @@ static void install(struct refresh *r)
 			snprintf(parts[p], sizeof(parts[p]), "%s refused",
 				 part_label[p]);
 		else
-			snprintf(parts[p], sizeof(parts[p]), "%u %s", count[p],
-				 part_label[p]);
+			snprintf(parts[p], sizeof(parts[p]), "%u %.*s", count[p],
+				 (int)strlen(part_label[p]) - (count[p] == 1),
+				 part_label[p]);	/* "1 template" */
 	if (r->refused[P_PHONES][0] || r->refused[P_TEMPLATES][0]) {
 		refresh_end(r, "refused", "%s; %s, %s", r->refused[P_PHONES][0]
 			    ? r->refused[P_PHONES] : r->refused[P_TEMPLATES],

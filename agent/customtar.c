@@ -89,14 +89,16 @@ static bool utf8_ok(const unsigned char *s, size_t n)
 }
 
 /* Flat phone files and templates: one path component, nothing a shell,
- * a web server or a phone could misread. */
+ * a web server or a phone could misread, not hidden. */
 static bool name_ok(const char *name)
 {
 	size_t n = strlen(name);
 
 	if (n < 1 || n > CUSTOMTAR_NAME_MAX)
 		return false;
-	if (!strcmp(name, ".") || !strcmp(name, ".."))
+	/* No hidden names either (".", ".." included): phones never ask
+	 * for one, and the agent's staging directories are hidden. */
+	if (name[0] == '.')
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)name[i];

@@ -8,7 +8,7 @@
  * plain names is accepted: no '/', no "." or "..", no control characters,
  * valid UTF-8, 1..CUSTOMTAR_NAME_MAX bytes (a leading "./" is stripped; a
  * bare "./" directory entry is skipped). Symlinks, hardlinks, devices,
- * FIFOs, other directories, duplicate names and 46xxsettings.txt (the
+ * FIFOs, other directories, hidden names (a leading '.'), duplicate names and 46xxsettings.txt (the
  * system generates it; any case) are refused, as is anything over a cap.
  *
  * Files are written with fsync (they are moved into place afterwards, and

@@ -17,6 +17,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -220,6 +221,34 @@ err_t state_read(const char *path, char *buf, size_t cap, size_t *len)
 	else if (e && why[0])
 		LOGE("%s", why);
 	return e;
+}
+
+bool state_number(const char *f, size_t n, int base, uint64_t max,
+		  uint64_t *out)
+{
+	char tmp[24];
+	char *endp;
+	unsigned long long v;
+
+	if (n == 0 || n >= sizeof(tmp))
+		return false;
+	/* strtoull() alone would take spaces, a sign and "0x". */
+	for (size_t i = 0; i < n; i++) {
+		char ch = f[i];
+
+		if (!(ch >= '0' && ch <= '9') &&
+		    !(base == 16 && ((ch >= 'a' && ch <= 'f') ||
+				     (ch >= 'A' && ch <= 'F'))))
+			return false;
+	}
+	memcpy(tmp, f, n);
+	tmp[n] = '\0';
+	errno = 0;
+	v = strtoull(tmp, &endp, base);
+	if (errno || *endp || v > max)
+		return false;
+	*out = v;
+	return true;
 }
 
 bool state_field(const char **p, const char *end, const char **f,

@@ -11,6 +11,7 @@
 #define COMAGENT_STATE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -35,6 +36,10 @@
 bool state_field(const char **p, const char *end, const char **f,
 		 size_t *flen);
 
+/* A field of digits (base 10 or 16, no sign, space or "0x") as a number
+ * of at most max into *out; false otherwise. */
+bool state_number(const char *f, size_t n, int base, uint64_t max,
+		  uint64_t *out);
 /* DIR "/" NAME into path (cap bytes); false if it does not fit. */
 bool state_path(const char *dir, const char *name, char *path, size_t cap);
 

@@ -505,3 +505,44 @@ def test_refresh_job_arguments_and_busy(comsim, agent):
     m = wait_final(sim, job(sim, prune="yes"))
     assert m["state"] == "rejected" and m["reason"] == "invalid", m
     assert "args.prune" in m["message"]
+
+
+def test_refresh_resumes_after_a_dropped_link(comsim, agent):
+    sim = sim_with_reseller(comsim)
+    a = agent(sim)
+    first_done(a)
+    big = os.urandom(300000).hex()
+    put(sim, "reseller", PHONES, files={"big.png": big})
+    sim.download_fault(C, S, drop_after=100000)
+    since = len(sim.events())
+    m = wait_final(sim, job(sim), timeout=60)
+    assert m["state"] == "succeeded", m
+    assert tree(a.root, PHONE_DIR) == {"big.png": big.encode()}
+    offs = [e["offset"] for e in sim.events("custom_download", since)]
+    assert len(offs) == 2 and offs[0] == 0 and offs[1] >= 100000, offs
+
+
+def test_a_name_the_target_holds_as_a_directory_is_refused(comsim, agent):
+    sim = sim_with_reseller(comsim)
+    put(sim, "provider", TEMPLATES, files={"t.xml": "<t/>"})
+    a = agent(sim)
+    first_done(a)
+    assert os.path.isdir(os.path.join(a.root, TEMPLATE_DIR))
+    # The templates folder sits inside the phone-file folder.
+    put(sim, "system", PHONES, files={"templates": "not a folder", "a.png": "A"})
+    m = wait_final(sim, job(sim))
+    assert m["state"] == "failed" and m["reason"] == "refused", m
+    assert "member 'templates'" in m["message"], m
+    assert tree(a.root, PHONE_DIR) == {}
+    assert tree(a.root, TEMPLATE_DIR) == {"t.xml": b"<t/>"}
+
+
+def test_unexpected_names_are_installed_with_a_warning(comsim, agent):
+    sim = sim_with_reseller(comsim)
+    a = agent(sim)
+    first_done(a)
+    put(sim, "provider", PHONES, files={"46xxspecials.txt": "x\n", "notes.doc": "?"})
+    m = wait_final(sim, job(sim))
+    assert m["state"] == "succeeded", m
+    assert "1 warning" in m["message"] and "notes.doc" in m["message"], m
+    assert sorted(tree(a.root, PHONE_DIR)) == ["46xxspecials.txt", "notes.doc"]

@@ -209,7 +209,8 @@ static void test_bad_names(void **state)
 {
 	struct fx *f = *state;
 	const char *bad[] = { "../escape", "/abs", "a/b", "..", "a\nb.txt",
-			      "x\x01.txt", "caf\xe9.txt", "del\x7f.txt" };
+			      "x\x01.txt", "caf\xe9.txt", "del\x7f.txt",
+			      ".comagent-phones" };
 	const char *want[] = { "member '../escape': not a plain file name",
 			       "member '/abs': not a plain file name",
 			       "member 'a/b': not a plain file name",
@@ -217,7 +218,8 @@ static void test_bad_names(void **state)
 			       "member 'a?b.txt': not a plain file name",
 			       "member 'x?.txt': not a plain file name",
 			       "member 'caf?.txt': not a plain file name",
-			       "member 'del?.txt': not a plain file name" };
+			       "member 'del?.txt': not a plain file name",
+			       "member '.comagent-phones': not a plain file name" };
 
 	for (size_t i = 0; i < N(bad); i++) {
 		const struct mem m[] = { OK_FIRST,

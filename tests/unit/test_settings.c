@@ -202,6 +202,30 @@ static void test_set_persist_reload(void **state)
 	settings_free(b);
 }
 
+/* CustomData.xml: only the named ones change, in one write. */
+static void test_apply_several(void **state)
+{
+	struct settings *s = NULL;
+	bool present[SET__COUNT] = { false }, value[SET__COUNT] = { false };
+
+	(void)state;
+	assert_int_equal(settings_load(dir, &s), ERR_OK);
+	assert_int_equal(settings_set(s, SET_LOGTRANSFER, true), ERR_OK);
+	present[SET_CENTRALMGMT] = value[SET_CENTRALMGMT] = true;
+	present[SET_REMOTEACCESS] = value[SET_REMOTEACCESS] = true;
+	present[SET_LOGTRANSFER] = true;	/* to 0 */
+	assert_int_equal(settings_apply(s, present, value), ERR_OK);
+	assert_int_equal(on_set(s), BIT(SET_CENTRALMGMT) |
+			 BIT(SET_REMOTEACCESS));
+	assert_string_equal(file_text(), "centralmgmt=1\nlogtransfer=0\n"
+			    "remoteupgrade=0\nremoteaccess=1\n"
+			    "externalremoteaccess=0\ncentralcert=0\n");
+	assert_int_equal(settings_apply(s, NULL, value), ERR_INVAL);
+	assert_int_equal(settings_apply(NULL, present, value), ERR_INVAL);
+	logged_is("");
+	settings_free(s);
+}
+
 static void test_trailing_slash_and_comments(void **state)
 {
 	struct settings *s = NULL;
@@ -424,6 +448,7 @@ int main(void)
 		T(test_names_lookup),
 		T(test_render),
 		T(test_set_persist_reload),
+		T(test_apply_several),
 		T(test_trailing_slash_and_comments),
 		T(test_malformed),
 		T(test_malformed_bytes),
