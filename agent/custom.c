@@ -445,8 +445,17 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 						sizeof(src)) ||
 		    lstat(src, &st) != 0)
 			continue;	/* not staged, or already moved */
-		if (!S_ISREG(st.st_mode) ||
-		    !path_in(target_dir(c, x->part), x->name, dst,
+		/* Only the very file the journal names: a staging directory
+		 * can hold another refresh's files by the time a journal is
+		 * replayed. */
+		if (!still_ours(src, x)) {
+			LOGE("%s: not the file the install journal names; "
+			     "left out", src);
+			x->st = E_LOST;
+			bad++;
+			continue;
+		}
+		if (!path_in(target_dir(c, x->part), x->name, dst,
 			     sizeof(dst)) ||
 		    make_dirs(target_dir(c, x->part), 0755) != ERR_OK ||
 		    rename(src, dst) != 0) {
@@ -482,8 +491,12 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 			continue;
 		}
 		LOGI("removed %s (no folder ships it any more)", dst);
+		touched[x->part] = true;
 		gone++;
 	}
+	for (int p = 0; p < P__N; p++)
+		if (touched[p])
+			fsync_dir(target_dir(c, (enum part)p));
 	if (!state_file(c, CUSTOM_MANIFEST, path, sizeof(path)))
 		return ERR_INVAL;
 	e = set_write(path, s, false);
@@ -506,13 +519,42 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 	return ERR_OK;
 }
 
+/* A journal an earlier install left (its last steps failed): carried out
+ * now, before anything new touches the staging directories. ERR_OK when
+ * there is none (any more). */
+static err_t finish_journal(struct custom *c)
+{
+	char path[STATE_PATH_MAX + 1], why[256] = "";
+	struct manifest_set s;
+	err_t e;
+
+	if (!state_file(c, PENDING_FILE, path, sizeof(path)))
+		return ERR_INVAL;
+	if (access(path, F_OK) != 0)
+		return ERR_OK;
+	e = set_load(path, &s, why, sizeof(why));
+	if (e != ERR_OK) {
+		LOGE("%s", why);
+		return e;
+	}
+	LOGI("finishing an earlier custom-files install first");
+	e = apply_journal(c, &s, NULL, NULL, NULL);
+	set_free(&s);
+	return e;
+}
+
 /* Writes the journal, then carries it out. */
 static err_t commit(struct custom *c, struct manifest_set *s, unsigned *moved,
 		    unsigned *failed, unsigned *dropped)
 {
-	char path[STATE_PATH_MAX + 1];
+	char path[STATE_PATH_MAX + 1], stage[STATE_PATH_MAX + 1];
 	err_t e;
 
+	/* The staged files' names are on disk before the journal that
+	 * will move them (their data was synced as they were written). */
+	for (int p = 0; p < P__N; p++)
+		if (staging_dir(c, (enum part)p, stage, sizeof(stage)))
+			fsync_dir(stage);
 	if (!state_file(c, PENDING_FILE, path, sizeof(path)))
 		return ERR_INVAL;
 	e = set_write(path, s, true);
@@ -530,8 +572,13 @@ static void save_flag(struct custom *c)
 	int n = snprintf(text, sizeof(text), "%s\n%d\n%s\n", c->data_state,
 			 c->first_refreshed, c->data_msg);
 
-	if (state_file(c, FLAG_FILE, path, sizeof(path)))
-		(void)state_write(path, text, (size_t)n);
+	/* Kept in memory either way, so not applied again while the agent
+	 * runs; a restart would find it pending. */
+	if (!state_file(c, FLAG_FILE, path, sizeof(path)) ||
+	    state_write(path, text, (size_t)n) != ERR_OK)
+		LOGE("the first connect's outcome (CustomData.xml %s) could not "
+		     "be recorded: after a restart it would be fetched again",
+		     c->data_state);
 }
 
 static void save_refresh(struct custom *c)
@@ -815,6 +862,13 @@ static void cd_done(void *arg, const char *reason, const char *why)
 
 	xfer_free(c->cd_xfer);
 	c->cd_xfer = NULL;
+	if (reason && !strcmp(reason, "corrupt")) {
+		/* COM's bytes are not what its list said, twice: the file's
+		 * fault, so final like any other bad file. */
+		data_settled(c, "rejected", "CustomData.xml (%s folder): %s",
+			     c->cd_level, why);
+		return;
+	}
 	if (reason) {
 		/* Not the file's fault (or not known to be): next link. */
 		data_settled(c, "pending", "fetching CustomData.xml failed "
@@ -1050,6 +1104,7 @@ static void refuse_part(struct refresh *r, enum part p, const char *stage,
 	snprintf(r->c->steps[r->c->nsteps++ % STEPS_KEPT], STEP_MAX,
 		 "%s refused: %s", part_label[p], r->refused[p]);
 	forget_part(r, p);
+	r->overflow = false;
 	if (stage)
 		wipe_dir(stage);
 }
@@ -1074,8 +1129,7 @@ static void extract_part(struct refresh *r, enum part p,
 	wipe_dir(stage);
 	if (r->refused[p][0])
 		return;
-	if (make_dirs(target_dir(c, p), 0755) != ERR_OK ||
-	    make_dirs(stage, 0700) != ERR_OK) {
+	if (make_dirs(stage, 0700) != ERR_OK) {
 		refuse_part(r, p, stage, "cannot create %s (see the agent's "
 			    "log)", stage);
 		return;
@@ -1175,6 +1229,13 @@ static void install(struct refresh *r)
 			    "files cannot be read: %s", why);
 		return;
 	}
+	/* Both targets first: one may live inside the other (templates in
+	 * the phone-file folder), and the name checks must see it. */
+	for (int p = 0; p < P__N; p++)
+		if (make_dirs(target_dir(c, (enum part)p), 0755) != ERR_OK)
+			refuse_part(r, (enum part)p, NULL, "cannot create %s "
+				    "(see the agent's log)",
+				    target_dir(c, (enum part)p));
 	for (int p = 0; p < P__N; p++)
 		extract_part(r, (enum part)p, &old);
 	next.e = calloc(CUSTOM_FILES_MAX, sizeof(*next.e));
@@ -1199,10 +1260,24 @@ static void install(struct refresh *r)
 			x.st = E_STALE;
 		if (r->prune && x.st == E_STALE)
 			x.st = E_DROP;
-		if (next.n < CUSTOM_FILES_MAX)
-			next.e[next.n++] = x;
+		if (next.n + r->nent >= CUSTOM_FILES_MAX) {
+			/* Nothing is cut off silently: no install at all. */
+			char stage[STATE_PATH_MAX + 1];
+
+			for (int p = 0; p < P__N; p++)
+				if (staging_dir(c, (enum part)p, stage,
+						sizeof(stage)))
+					wipe_dir(stage);
+			set_free(&old);
+			set_free(&next);
+			refresh_end(r, "refused", "more than %d custom files "
+				    "would be installed; prune the ones no "
+				    "folder ships any more", CUSTOM_FILES_MAX);
+			return;
+		}
+		next.e[next.n++] = x;
 	}
-	for (size_t k = 0; k < r->nent && next.n < CUSTOM_FILES_MAX; k++) {
+	for (size_t k = 0; k < r->nent; k++) {
 		next.e[next.n++] = r->ent[k];
 		count[r->ent[k].part]++;
 	}
@@ -1380,6 +1455,11 @@ err_t custom_refresh(struct custom *c, const char *job, bool prune,
 
 	if (c->r)
 		return ERR_STATE;
+	if (finish_journal(c) != ERR_OK) {
+		LOGE("an earlier custom-files install cannot be finished (see "
+		     "above); no refresh until it can");
+		return ERR_STATE;
+	}
 	r = calloc(1, sizeof(*r));
 	if (r)
 		r->ent = calloc(CUSTOM_FILES_MAX, sizeof(*r->ent));
@@ -1442,6 +1522,11 @@ err_t custom_prune(struct custom *c, char *msg, size_t cap)
 
 	if (c->r) {
 		snprintf(msg, cap, "a custom-files refresh runs");
+		return ERR_STATE;
+	}
+	if (finish_journal(c) != ERR_OK) {
+		snprintf(msg, cap, "an earlier install cannot be finished (see "
+			 "the agent's log)");
 		return ERR_STATE;
 	}
 	if (!state_file(c, CUSTOM_MANIFEST, path, sizeof(path)))
@@ -1524,14 +1609,14 @@ void custom_start(struct custom *c)
 
 	if (!state_file(c, PENDING_FILE, path, sizeof(path)))
 		return;
-	e = set_load(path, &s, why, sizeof(why));
-	if (e == ERR_OK && access(path, F_OK) == 0) {
+	if (access(path, F_OK) == 0) {
 		LOGI("finishing the custom-files install a restart cut short");
-		(void)apply_journal(c, &s, NULL, NULL, NULL);
-		set_free(&s);
-		return;
-	}
-	if (e != ERR_OK) {
+		e = set_load(path, &s, why, sizeof(why));
+		if (e == ERR_OK) {
+			(void)apply_journal(c, &s, NULL, NULL, NULL);
+			set_free(&s);
+			return;
+		}
 		/* state_write makes this impossible short of a damaged disk:
 		 * the install is abandoned, what is in place stays. */
 		LOGE("%s; the custom-files install it records is abandoned",

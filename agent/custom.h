@@ -36,7 +36,7 @@ struct settings;
 struct xfers;
 
 #define CUSTOM_TAR_MAX	(10u * 1024u * 1024u)	/* bytes of one tar */
-#define CUSTOM_MEMBERS_MAX 500			/* members of one tar */
+#define CUSTOM_MEMBERS_MAX 1000			/* members of one tar */
 #define CUSTOM_FILES_MAX 1024			/* files in the manifest */
 #define CUSTOM_TEMPLATES_MAX 4			/* SIP templates installed */
 #define CUSTOM_MANIFEST "custom-files"		/* in STATE_DIR */
