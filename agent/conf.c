@@ -144,11 +144,10 @@ static const struct key_spec schema[CONF__COUNT] = {
 	 * the system under root: an absolute default. */
 	[CONF_JOBS_HOOKS_DIR] = { "jobs", "hooks_dir", T_PATH, false,
 				  "/usr/libexec/comagent", 1, 255, 0, NULL },
-	[CONF_JOBS_WORK_DIR] = { "jobs", "work_dir", T_PATH, false,
-				 "var/lib/comagent/work", 1, 255, 0, NULL },
+	[CONF_JOBS_WORK_DIR] = { "jobs", "work_dir", T_PATH, false, NULL, 1,
+				 255, F_PLATFORM, NULL },
 	[CONF_JOBS_STAGING_DIR] = { "jobs", "staging_dir", T_PATH, false,
-				    "var/lib/comagent/staging", 1, 255, 0,
-				    NULL },
+				    NULL, 1, 255, F_PLATFORM, NULL },
 	[CONF_JOBS_BACKUP_DIRS] = { "jobs", "backup_dirs", T_STRING, false,
 				    "etc/ipoffice var/lib/ipoffice", 1, 190, 0,
 				    NULL },
@@ -161,8 +160,8 @@ static const struct key_spec schema[CONF__COUNT] = {
 	/* Where the PBX sends its syslog (UDP and TCP); empty: no intake. */
 	[CONF_LOGS_SYSLOG] = { "logs", "syslog", T_HOSTPORT, false,
 			       "127.0.0.1:514", 0, 255, 0, NULL },
-	[CONF_LOGS_STORE_DIR] = { "logs", "store_dir", T_PATH, false,
-				  "var/lib/comagent/logs", 1, 255, 0, NULL },
+	[CONF_LOGS_STORE_DIR] = { "logs", "store_dir", T_PATH, false, NULL,
+				  1, 255, F_PLATFORM, NULL },
 	[CONF_LOGS_MAX_TOTAL] = { "logs", "max_total", T_SIZE, false, NULL,
 				  MIB, 1024 * GIB, F_PLATFORM, NULL },
 	/* 0: no daily cap. */
@@ -179,11 +178,9 @@ static const struct key_spec schema[CONF__COUNT] = {
 	/* What the phones fetch over HTTP/TFTP (CustomPhoneFiles.tar), and
 	 * the SIP trunk templates (CustomTemplates.tar). */
 	[CONF_CUSTOM_PHONE_DIR] = { "custom", "phone_dir", T_PATH, false,
-				    "opt/ipoffice/system/primary", 1, 255, 0,
-				    NULL },
+				    NULL, 1, 255, F_PLATFORM, NULL },
 	[CONF_CUSTOM_TEMPLATE_DIR] = { "custom", "template_dir", T_PATH, false,
-				       "opt/ipoffice/system/primary/templates",
-				       1, 255, 0, NULL },
+				       NULL, 1, 255, F_PLATFORM, NULL },
 };
 
 /* The keys of a [tunnel NAME] section. */
@@ -1300,6 +1297,21 @@ static void apply_platform(struct parse *p)
 		set_val(p, CONF_SYSTEM_CONTROL_SOCKET, pl->control_socket, 0);
 	if (!v[CONF_LOG_FILE].line)
 		set_val(p, CONF_LOG_FILE, pl->log_file, 0);
+	{
+		static const enum conf_key keys[] = {
+			CONF_JOBS_WORK_DIR, CONF_JOBS_STAGING_DIR,
+			CONF_LOGS_STORE_DIR, CONF_CUSTOM_PHONE_DIR,
+			CONF_CUSTOM_TEMPLATE_DIR,
+		};
+		const char *vals[] = {
+			pl->work_dir, pl->staging_dir, pl->logs_store_dir,
+			pl->phone_dir, pl->template_dir,
+		};
+
+		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			if (!v[keys[i]].line)
+				set_val(p, keys[i], vals[i], 0);
+	}
 	if (!v[CONF_LOG_MAX_SIZE].line) {
 		fmt_units(pl->log_max_size, size_units, size, sizeof(size));
 		set_val(p, CONF_LOG_MAX_SIZE, size, pl->log_max_size);
@@ -1428,12 +1440,55 @@ static void check_servers(struct parse *p)
 	}
 }
 
+/* Profiles that keep bulk data on one volume (the IP500 V2's SD card):
+ * every bulk directory must be under it, or a release or the log store
+ * would fill the small flash. A ".." component cannot be judged by its
+ * text, so it is refused there too. */
+static void check_volume(struct parse *p)
+{
+	static const enum conf_key keys[] = {
+		CONF_JOBS_WORK_DIR, CONF_JOBS_STAGING_DIR, CONF_LOGS_STORE_DIR,
+		CONF_CUSTOM_PHONE_DIR, CONF_CUSTOM_TEMPLATE_DIR,
+	};
+	const struct platform_ops *pl = p->c->plat;
+	const struct val *root = &p->c->v[CONF_SYSTEM_ROOT];
+	char vol[PATH_CAP];
+	size_t rlen, n;
+	int w;
+
+	if (!pl || !pl->data_volume || !root->ok)
+		return;
+	rlen = strlen(root->str);
+	w = snprintf(vol, sizeof(vol), "%s%s%s", root->str,
+		     rlen && root->str[rlen - 1] == '/' ? "" : "/",
+		     pl->data_volume);
+	if (w < 0 || (size_t)w >= sizeof(vol))
+		return;
+	n = (size_t)w;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const struct val *v = &p->c->v[keys[i]];
+
+		if (!v->ok)
+			continue;
+		if (strncmp(v->str, vol, n) == 0 &&
+		    (v->str[n] == '/' || v->str[n] == '\0') &&
+		    !strstr(v->str, "/../") &&
+		    !(strlen(v->str) >= 3 &&
+		      !strcmp(v->str + strlen(v->str) - 3, "/..")))
+			continue;
+		report(p, v->line, "%s: %s is not on %s (%s): the %s keeps its "
+		       "bulk data there", schema[keys[i]].key, v->str,
+		       pl->data_volume_label, vol, pl->label);
+	}
+}
+
 static void check_rules(struct parse *p)
 {
 	for (size_t i = 0; i < sizeof(order_rules) / sizeof(order_rules[0]); i++)
 		check_order(p, &order_rules[i]);
 	check_proxy(p);
 	check_servers(p);
+	check_volume(p);
 }
 
 /* Secrets in a file everyone can read are refused, not just warned about. */

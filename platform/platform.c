@@ -3,8 +3,10 @@
  * and the lookup by [system] profile name.
  *
  * Both read the IP Office version from ROOT/etc/ipoffice-version; they
- * differ in the defaults that suit their storage (the IP500 V2 has little
- * flash, so its log is capped at 1 MiB and kept flat under var/log).
+ * differ in the defaults that suit their storage: the IP500 V2 has little
+ * flash, so its log is capped at 1 MiB and kept flat under var/log, and
+ * everything big (transfers, a staged release, the 128 MB log store, the
+ * phone files and templates) lives on its System SD card (/system).
  */
 #include <stdio.h>
 #include <string.h>
@@ -75,6 +77,15 @@ static const struct platform_ops ip500v2 = {
 	.state_dir = "var/lib/comagent",
 	.log_file = "var/log/comagent.log",
 	.control_socket = "run/comagent.sock",
+	/* The System SD card (mounted at /system) holds what the phones
+	 * fetch (primary/) and everything big the agent keeps. */
+	.work_dir = "system/comagent/work",
+	.staging_dir = "system/comagent/staging",
+	.logs_store_dir = "system/comagent/logs",
+	.phone_dir = "system/primary",
+	.template_dir = "system/primary/templates",
+	.data_volume = "system",
+	.data_volume_label = "the System SD card",
 	.read_version = read_version,
 };
 
@@ -90,6 +101,12 @@ static const struct platform_ops linux_se = {
 	.state_dir = "var/lib/comagent",
 	.log_file = "var/log/comagent/comagent.log",
 	.control_socket = "run/comagent.sock",
+	.work_dir = "var/lib/comagent/work",
+	.staging_dir = "var/lib/comagent/staging",
+	.logs_store_dir = "var/lib/comagent/logs",
+	.phone_dir = "opt/ipoffice/system/primary",
+	.template_dir = "opt/ipoffice/system/primary/templates",
+	.data_volume = NULL,
 	.read_version = read_version,
 };
 

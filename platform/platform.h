@@ -27,6 +27,14 @@ struct platform_ops {
 	const char *state_dir;		/* relative to root */
 	const char *log_file;		/* relative to root */
 	const char *control_socket;	/* relative to root */
+	/* Bulk data, relative to root: transfers in progress, a staged
+	 * release, the log store; the custom phone files and templates. */
+	const char *work_dir, *staging_dir, *logs_store_dir;
+	const char *phone_dir, *template_dir;
+	/* Where bulk data must live, relative to root (the IP500 V2's SD
+	 * card: its flash is too small), or NULL for anywhere. */
+	const char *data_volume;
+	const char *data_volume_label;
 	/* Reads the IP Office software version into buf (NUL-terminated). */
 	err_t (*read_version)(const char *root, char *buf, size_t len);
 };

@@ -1090,6 +1090,45 @@ static void test_profile_defaults(void **state)
 			    "/r/run/comagent.sock");
 }
 
+/* Bulk data per profile; on the IP500 V2 it must be on the SD card. */
+static void test_profile_volumes(void **state)
+{
+	struct tc *t = *state;
+
+	assert_int_equal(with(t, "[system]\nprofile = ip500v2\nroot = /r\n"),
+			 ERR_OK);
+	assert_string_equal(conf_str(t->c, CONF_JOBS_STAGING_DIR),
+			    "/r/system/comagent/staging");
+	assert_string_equal(conf_str(t->c, CONF_JOBS_WORK_DIR),
+			    "/r/system/comagent/work");
+	assert_string_equal(conf_str(t->c, CONF_LOGS_STORE_DIR),
+			    "/r/system/comagent/logs");
+	assert_string_equal(conf_str(t->c, CONF_CUSTOM_PHONE_DIR),
+			    "/r/system/primary");
+	assert_string_equal(conf_str(t->c, CONF_CUSTOM_TEMPLATE_DIR),
+			    "/r/system/primary/templates");
+
+	assert_int_equal(with(t, "[system]\nprofile = linux\nroot = /r\n"),
+			 ERR_OK);
+	assert_string_equal(conf_str(t->c, CONF_JOBS_STAGING_DIR),
+			    "/r/var/lib/comagent/staging");
+	assert_string_equal(conf_str(t->c, CONF_CUSTOM_PHONE_DIR),
+			    "/r/opt/ipoffice/system/primary");
+
+	/* On the appliance's flash, or out through "..": refused. */
+	assert_int_equal(with(t, "[system]\nprofile = ip500v2\nroot = /r\n"
+			      "[jobs]\nstaging_dir = /var/staging\n"
+			      "work_dir = system/../var/w\n"
+			      "[custom]\nphone_dir = system/primary\n"), ERR_INVAL);
+	msgs_are(t, "$:14: work_dir: /r/system/../var/w is not on the System "
+		 "SD card (/r/system): the IP500 V2 keeps its bulk data there\n"
+		 "$:13: staging_dir: /var/staging is not on the System SD "
+		 "card (/r/system): the IP500 V2 keeps its bulk data there\n");
+	/* The same paths are fine on a server. */
+	assert_int_equal(with(t, "[system]\nprofile = linux\nroot = /r\n"
+			      "[jobs]\nstaging_dir = /var/staging\n"), ERR_OK);
+}
+
 static void test_platform_tables(void **state)
 {
 	const struct platform_ops *ip = platform_find("ip500v2");
@@ -1720,6 +1759,7 @@ int main(void)
 		T(test_rule_retry),
 		T(test_rule_proxy),
 		T(test_profile_defaults),
+		T(test_profile_volumes),
 		T(test_platform_tables),
 		T(test_world_readable),
 		T(test_io_errors),
