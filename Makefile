@@ -7,6 +7,10 @@
 #   make demo            the agent against the bundled COM simulator
 #   make install DESTDIR=... PREFIX=... HOOKSDIR=...
 #
+#   make TARGET=armhf|armel [all|check-unit|size|install]
+#                        static cross build for the ARM appliance, see
+#                        cross/rules.mk (deps: scripts/cross-deps.sh)
+#
 # Missing Debian packages are installed by scripts/deps.sh; libwebsockets is
 # built on mbedTLS from Debian's source package into build/deps (cached).
 
@@ -21,6 +25,18 @@ CC        ?= cc
 LWS_HOST  := build/deps/host/lws
 DEPS_OK   := build/deps/.apt-ok
 
+# Cross builds: cross/<target>.mk names the toolchain, CPU flags, sysroot.
+TARGET    ?=
+ifneq ($(TARGET),)
+ifeq ($(wildcard cross/$(TARGET).mk),)
+$(error TARGET=$(TARGET): no cross/$(TARGET).mk (known: $(filter-out rules,$(basename $(notdir $(wildcard cross/*.mk))))))
+endif
+include cross/$(TARGET).mk
+endif
+# Our lws prefix's include dir comes first (Debian's OpenSSL lws_config.h
+# must never win).
+LWS_INC   := $(if $(TARGET),$(CROSS_DEPS)/lws,$(LWS_HOST))/include
+
 SRCS      := $(wildcard agent/*.c) $(wildcard platform/*.c)
 LIB_SRCS  := $(filter-out agent/main.c,$(SRCS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -28,7 +44,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 WARN      := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wstrict-prototypes
 BASE_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L \
 	-DCOMAGENT_VERSION=\"$(VERSION)\" $(WARN) -MMD -MP \
-	-I$(LWS_HOST)/include -Iagent -Iplatform
+	-I$(LWS_INC) -Iagent -Iplatform
 LIBS      := $(LWS_HOST)/lib/libwebsockets.a -lmbedtls -lmbedx509 -lmbedcrypto \
 	-linih -lpthread -lz -lexpat -larchive
 
@@ -37,6 +53,27 @@ HOST_CFLAGS := $(BASE_CFLAGS) -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=
 ASAN_CFLAGS := $(BASE_CFLAGS) -DCOMAGENT_TESTING -O1 -g -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=undefined
 
+# Everything the host install and the appliance install have in common.
+define install-data
+	install -D -m 0600 config/comagent.ini.example \
+		$(DESTDIR)/etc/comagent/comagent.ini.example
+	install -d $(DESTDIR)/lib/systemd/system
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' config/comagent.service.in \
+		> $(DESTDIR)/lib/systemd/system/comagent.service
+	chmod 0644 $(DESTDIR)/lib/systemd/system/comagent.service
+	for p in linux ip500v2; do \
+		install -d $(DESTDIR)$(HOOKSDIR)/$$p && \
+		install -m 0755 scripts/$$p/* $(DESTDIR)$(HOOKSDIR)/$$p/ || exit 1; \
+	done
+	install -D -m 0644 scripts/lib/hooklib.sh $(DESTDIR)$(HOOKSDIR)/lib/hooklib.sh
+endef
+
+# V=1 shows the full command lines.
+Q := $(if $(V),,@)
+
+ifneq ($(TARGET),)
+include cross/rules.mk
+else
 .PHONY: all check check-unit check-integration demo install clean deps lws
 all: build/host/comagent
 
@@ -50,8 +87,6 @@ $(LWS_HOST)/lib/libwebsockets.a: scripts/build-lws.sh | $(DEPS_OK)
 	@scripts/build-lws.sh $(LWS_HOST)
 
 # One object tree per variant; every object waits for lws (its headers).
-# V=1 shows the full command lines.
-Q := $(if $(V),,@)
 build/host/obj/%.o: %.c | $(LWS_HOST)/lib/libwebsockets.a
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CC      $<")
@@ -93,17 +128,7 @@ demo: build/host/comagent | $(DEPS_OK)
 
 install: build/host/comagent
 	install -D -s -m 0755 build/host/comagent $(DESTDIR)$(PREFIX)/bin/comagent
-	install -D -m 0600 config/comagent.ini.example \
-		$(DESTDIR)/etc/comagent/comagent.ini.example
-	install -d $(DESTDIR)/lib/systemd/system
-	sed 's|@BINDIR@|$(PREFIX)/bin|g' config/comagent.service.in \
-		> $(DESTDIR)/lib/systemd/system/comagent.service
-	chmod 0644 $(DESTDIR)/lib/systemd/system/comagent.service
-	for p in linux ip500v2; do \
-		install -d $(DESTDIR)$(HOOKSDIR)/$$p && \
-		install -m 0755 scripts/$$p/* $(DESTDIR)$(HOOKSDIR)/$$p/ || exit 1; \
-	done
-	install -D -m 0644 scripts/lib/hooklib.sh $(DESTDIR)$(HOOKSDIR)/lib/hooklib.sh
+	$(install-data)
 
 clean:
 	rm -rf build/host build/asan
@@ -111,3 +136,4 @@ clean:
 .SECONDARY:
 
 -include $(shell find build/host build/asan -name '*.d' 2>/dev/null)
+endif

@@ -186,10 +186,13 @@ static void test_day_format(void **state)
 	use_tz("America/New_York");
 	nightly_day(t, d);
 	assert_string_equal(d, "2026-12-31");
-	/* No 4-digit year: empty rather than a wrong or truncated date. */
+	/* No 4-digit year: empty rather than a wrong or truncated date.
+	 * A 32-bit time_t (Debian's armhf and armel) ends in 2038. */
 	use_tz("UTC");
-	nightly_day(utc(10000, 1, 1, 0, 0, 0), d);
-	assert_string_equal(d, "");
+	if (sizeof(time_t) > 4) {
+		nightly_day(utc(10000, 1, 1, 0, 0, 0), d);
+		assert_string_equal(d, "");
+	}
 }
 
 static void test_rejects_malformed_last_day(void **state)
@@ -247,6 +250,10 @@ static void test_rejects_bad_arguments(void **state)
 	assert_false(p.run);
 	assert_int_equal(p.next, now + NIGHTLY_RETRY_S);
 	assert_string_equal(p.day, "");
+	/* The ends of the calendar; a 32-bit time_t (Debian's armhf and
+	 * armel) cannot hold them. */
+	if (sizeof(time_t) <= 4)
+		return;
 	p.run = true;
 	assert_int_equal(nightly_backup(utc(10000, 1, 1, 2, 30, 0), "", 0,
 					false, &p), ERR_INVAL);
