@@ -444,6 +444,8 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
+#define LWS_FD_LIMIT 1024
+
 static struct lws_context *make_context(const struct conf *c, char *proxy,
 					size_t proxy_cap)
 {
@@ -461,6 +463,11 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
 	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	/* lws sizes its fd tables by the highest fd number it may see; the
+	 * process ulimit can be 1M on servers. The agent holds a few hundred
+	 * descriptors at most (tunnels <= max_streams, hooks, syslog, ctl), and
+	 * the kernel hands out the lowest free number. */
+	info.fd_limit_per_thread = LWS_FD_LIMIT;
 	info.client_ssl_ca_filepath = conf_str(c, CONF_COM_CA_FILE);
 	info.timeout_secs = (unsigned)(conf_num(c, CONF_COM_CONNECT_TIMEOUT) /
 				       1000);

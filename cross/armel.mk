@@ -8,3 +8,5 @@ CPU_FLAGS     := -march=armv5te -mfloat-abi=soft -marm
 CROSS_DEPS    := build/deps/armel
 SYSROOT       := $(CROSS_DEPS)/sysroot
 QEMU          := qemu-arm -L /usr/arm-linux-gnueabi
+# Not the budgeted target (armhf is); a cap that still catches regressions.
+SIZE_LIMIT    := 2097152

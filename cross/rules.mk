@@ -7,6 +7,9 @@
 #   make TARGET=armhf               build/armhf/comagent (+ .stripped, .map)
 #   make TARGET=armhf check-unit    cmocka unit tests, static, under qemu-arm
 #   make TARGET=armhf check-smoke   the integration smoke test under qemu
+#   make TARGET=x86_64 size         also the memory budget: the static agent
+#                                   run natively against comsim (idle RSS,
+#                                   per tunnel, 1000 reconnects)
 #   make TARGET=armhf size          stripped size + per-library breakdown;
 #                                   fails above SIZE_LIMIT bytes
 #   make TARGET=armhf install DESTDIR=...   the appliance's file tree
@@ -118,6 +121,8 @@ size: $(TBUILD)/comagent.stripped $(TBUILD)/comagent
 	@awk -v stripped="$$(stat -c %s $(TBUILD)/comagent.stripped)" \
 		-v limit=$(SIZE_LIMIT) -v name=$(TBUILD)/comagent.stripped \
 		-f cross/mapsize.awk $(TBUILD)/comagent.map
+	$(if $(RSS_BUDGET),$(PYTHON) tests/bench/reconnect.py \
+		--bin $(TBUILD)/comagent.stripped $(RSS_BUDGET))
 
 # The appliance's tree: the stripped static binary, the host install's other
 # files, and the SysV init script when config/comagent.init exists. The init

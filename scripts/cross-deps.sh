@@ -16,13 +16,18 @@
 #      ships no libcmocka.a).
 # Every step is cached by a stamp/result file; a second run does nothing.
 #
-#   cross-deps.sh TARGET          (TARGET = armhf | armel)
+#   cross-deps.sh TARGET          (TARGET = armhf | armel | x86_64)
 set -euo pipefail
 
-target=${1:?usage: cross-deps.sh armhf|armel}
+target=${1:?usage: cross-deps.sh armhf|armel|x86_64}
+# x86_64: the same static build natively, to measure the agent as it will
+# be on the appliance (static, minimal libraries) without an emulator.
 case "$target" in
-  armhf) triplet=arm-linux-gnueabihf ;;
-  armel) triplet=arm-linux-gnueabi ;;
+  armhf) triplet=arm-linux-gnueabihf; debarch=armhf
+         tools=(crossbuild-essential-armhf qemu-user) ;;
+  armel) triplet=arm-linux-gnueabi; debarch=armel
+         tools=(crossbuild-essential-armel qemu-user) ;;
+  x86_64) triplet=x86_64-linux-gnu; debarch=amd64; tools=(build-essential) ;;
   *) echo "cross-deps: unknown target '$target'" >&2; exit 2 ;;
 esac
 
@@ -38,7 +43,7 @@ SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 
 # --- 1. host tools ---------------------------------------------------------
-host_pkgs=(crossbuild-essential-"$target" qemu-user cmake dpkg-dev)
+host_pkgs=("${tools[@]}" cmake dpkg-dev)
 missing=()
 for p in "${host_pkgs[@]}"; do
   st=$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)
@@ -61,18 +66,18 @@ if [[ ! -f "$sysroot/.ok" ]]; then
   rm -rf "$sysroot" "$apt_dir/debs"
   mkdir -p "$apt_dir/sources" "$apt_dir/lists/partial" "$apt_dir/debs" \
            "$apt_dir/cache/archives/partial" "$sysroot"
-  echo "deb [arch=$target] http://deb.debian.org/debian bookworm main" \
-    > "$apt_dir/sources/$target.list"
+  echo "deb [arch=$debarch] http://deb.debian.org/debian bookworm main" \
+    > "$apt_dir/sources/$debarch.list"
   aptopts=(-o Dir::Etc::SourceList=/dev/null
            -o Dir::Etc::SourceParts="$apt_dir/sources"
            -o Dir::State::Lists="$apt_dir/lists"
            -o Dir::Cache="$apt_dir/cache"
-           -o APT::Architectures::="$target"
+           -o APT::Architectures::="$debarch"
            -o APT::Sandbox::User=root)
   echo "cross-deps: downloading ${SYSROOT_PKGS[*]} ($target)" >&2
   apt-get "${aptopts[@]}" update -qq
   (cd "$apt_dir/debs" &&
-     apt-get "${aptopts[@]}" download -qq "${SYSROOT_PKGS[@]/%/:$target}")
+     apt-get "${aptopts[@]}" download -qq "${SYSROOT_PKGS[@]/%/:$debarch}")
   for deb in "$apt_dir"/debs/*.deb; do
     dpkg-deb -x "$deb" "$sysroot"
   done
@@ -150,6 +155,7 @@ if [[ ! -f "$deps/libarchive/lib/libarchive.a" ]]; then
   cmake_build libarchive "$la_src" "$bdir" archive_static -- \
     -DENABLE_ZLIB=ON -DZLIB_INCLUDE_DIR="$sysroot/usr/include" \
     -DZLIB_LIBRARY="$lib/libz.a" -DBUILD_SHARED_LIBS=OFF \
+    -DPOSIX_REGEX_LIB=NONE \
     -DCMAKE_DISABLE_FIND_PACKAGE_LibXml2=ON -DCMAKE_DISABLE_FIND_PACKAGE_EXPAT=ON \
     -DCMAKE_DISABLE_FIND_PACKAGE_ICU=ON "${off[@]}"
   mkdir -p "$deps/libarchive/include" "$deps/libarchive/lib"

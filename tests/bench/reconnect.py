@@ -8,6 +8,11 @@ default; growth over the cycles means a leak that LeakSanitizer cannot see
 (memory still referenced).
 
   /usr/bin/python3 tests/bench/reconnect.py [--cycles N] [--bin PATH]
+      [--max-idle-kib K] [--max-tunnel-kib K] [--max-growth-kib K]
+
+With the --max options it is a budget check (`make TARGET=x86_64 size`):
+it exits 1 when idle RSS, RSS per open tunnel, or RSS/data growth over the
+cycles after the warm-up exceed them.
 """
 import argparse
 import os
@@ -64,7 +69,11 @@ def main():
     ap.add_argument("--cycles", type=int, default=1000)
     ap.add_argument("--tunnels", type=int, default=32)
     ap.add_argument("--bin", default=os.path.join(REPO, "build/host/comagent"))
+    ap.add_argument("--max-idle-kib", type=int)
+    ap.add_argument("--max-tunnel-kib", type=float)
+    ap.add_argument("--max-growth-kib", type=int)
     args = ap.parse_args()
+    over = []
     b = Bench(args.bin)
     try:
         sim = b.start_sim()
@@ -92,8 +101,13 @@ def main():
             assert r.tunnel.recv_exact(1000) == b"x" * 1000
             socks.append(r.tunnel)
         with_t = proc_kib(pid, "VmRSS")
+        per = (with_t - idle) / max(1, len(socks))
         print("%d tunnels open: VmRSS %d KiB (+%.1f KiB per tunnel)"
-              % (len(socks), with_t, (with_t - idle) / max(1, len(socks))))
+              % (len(socks), with_t, per))
+        if args.max_idle_kib is not None and idle > args.max_idle_kib:
+            over.append("idle RSS %d KiB > %d KiB" % (idle, args.max_idle_kib))
+        if args.max_tunnel_kib is not None and per > args.max_tunnel_kib:
+            over.append("%.1f KiB per tunnel > %.1f KiB" % (per, args.max_tunnel_kib))
         for t in socks:
             t.close()
 
@@ -115,8 +129,19 @@ def main():
               "(%+d), VmHWM %d KiB" % (args.cycles, took, r1, r1 - r0, d1,
                                        d1 - d0, proc_kib(pid, "VmHWM")))
         srv.close()
+        if args.max_growth_kib is not None and \
+                max(r1 - r0, d1 - d0) > args.max_growth_kib:
+            over.append("growth over %d reconnects: RSS %+d KiB, data %+d KiB "
+                        "> %d KiB" % (args.cycles - warm, r1 - r0, d1 - d0,
+                                      args.max_growth_kib))
     finally:
         b.stop()
+    for o in over:
+        print("FAIL: " + o)
+    if over:
+        sys.exit(1)
+    if args.max_idle_kib is not None:
+        print("memory budget: OK")
 
 
 if __name__ == "__main__":
