@@ -4,7 +4,7 @@
 # dependencies (lws, libarchive, cmocka) are built for exactly the same CPU.
 TRIPLET       := arm-linux-gnueabi
 CROSS_COMPILE := arm-linux-gnueabi-
-CPU_FLAGS     := -march=armv5te -mfloat-abi=soft -marm
+CPU_FLAGS     := -march=armv5te -mfloat-abi=soft -mthumb -mthumb-interwork
 CROSS_DEPS    := build/deps/armel
 SYSROOT       := $(CROSS_DEPS)/sysroot
 QEMU          := qemu-arm -L /usr/arm-linux-gnueabi
