@@ -196,28 +196,6 @@ static bool staging_dir(const struct custom *c, enum part p, char *out,
 	return path_in(target_dir(c, p), name, out, cap);
 }
 
-/* mkdir -p; the last component with mode. */
-static err_t make_dirs(const char *path, mode_t mode)
-{
-	char buf[STATE_PATH_MAX + 1];
-	size_t n = strlen(path);
-
-	if (n == 0 || n >= sizeof(buf))
-		return ERR_INVAL;
-	memcpy(buf, path, n + 1);
-	for (size_t i = 1; i <= n; i++) {
-		if (buf[i] != '/' && buf[i] != '\0')
-			continue;
-		buf[i] = '\0';
-		if (mkdir(buf, i == n ? mode : 0755) != 0 && errno != EEXIST) {
-			LOGE("cannot create %s: %s", buf, strerror(errno));
-			return ERR_IO;
-		}
-		buf[i] = i == n ? '\0' : '/';
-	}
-	return ERR_OK;
-}
-
 /* Empties and removes a staging directory (flat, regular files only: it
  * is ours); a missing one is fine. */
 static void wipe_dir(const char *dir)
@@ -457,7 +435,7 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 		}
 		if (!path_in(target_dir(c, x->part), x->name, dst,
 			     sizeof(dst)) ||
-		    make_dirs(target_dir(c, x->part), 0755) != ERR_OK ||
+		    state_mkdirs(target_dir(c, x->part), 0755) != ERR_OK ||
 		    rename(src, dst) != 0) {
 			LOGE("cannot install %s into %s: %s", x->name,
 			     target_dir(c, x->part), strerror(errno));
@@ -905,7 +883,7 @@ static void first_listed(struct custom *c, const struct listing *ls,
 	}
 	snprintf(work, sizeof(work), "%s",
 		 conf_str(c->conf, CONF_JOBS_WORK_DIR));
-	if (make_dirs(work, 0700) != ERR_OK ||
+	if (state_mkdirs(work, 0700) != ERR_OK ||
 	    !path_in(work, CUSTOMDATA_FILE, c->cd_path, sizeof(c->cd_path)) ||
 	    xfer_download(c->xfers, "", "custom", c->cd_level, CUSTOMDATA_FILE,
 			  c->cd_path, ls->cd.size, ls->cd.sha, &cbs, c,
@@ -1129,7 +1107,7 @@ static void extract_part(struct refresh *r, enum part p,
 	wipe_dir(stage);
 	if (r->refused[p][0])
 		return;
-	if (make_dirs(stage, 0700) != ERR_OK) {
+	if (state_mkdirs(stage, 0700) != ERR_OK) {
 		refuse_part(r, p, stage, "cannot create %s (see the agent's "
 			    "log)", stage);
 		return;
@@ -1232,7 +1210,7 @@ static void install(struct refresh *r)
 	/* Both targets first: one may live inside the other (templates in
 	 * the phone-file folder), and the name checks must see it. */
 	for (int p = 0; p < P__N; p++)
-		if (make_dirs(target_dir(c, (enum part)p), 0755) != ERR_OK)
+		if (state_mkdirs(target_dir(c, (enum part)p), 0755) != ERR_OK)
 			refuse_part(r, (enum part)p, NULL, "cannot create %s "
 				    "(see the agent's log)",
 				    target_dir(c, (enum part)p));
@@ -1382,7 +1360,7 @@ static void next_download(struct refresh *r)
 					      r->total : 0),
 		     "downloading %s (%s): %llu bytes", part_file[p],
 		     level_name[l], (unsigned long long)f->size);
-		if (make_dirs(conf_str(c->conf, CONF_JOBS_WORK_DIR), 0700) !=
+		if (state_mkdirs(conf_str(c->conf, CONF_JOBS_WORK_DIR), 0700) !=
 		    ERR_OK || !tar_path(r, l, p, path, sizeof(path)) ||
 		    xfer_download(c->xfers, r->job, "custom", level_name[l],
 				  part_file[p], path, f->size, f->sha, &cbs, r,

@@ -1075,23 +1075,6 @@ static err_t check_cfg(const struct logstore_cfg *c, struct logstore_cfg *eff)
 	return ERR_OK;
 }
 
-static err_t make_dir(const char *dir)
-{
-	struct stat st;
-
-	if (mkdir(dir, 0700) == 0)
-		return ERR_OK;
-	if (errno != EEXIST) {
-		LOGE("%s: cannot create: %s", dir, strerror(errno));
-		return ERR_IO;
-	}
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-		LOGE("%s: not a directory", dir);
-		return ERR_IO;
-	}
-	return ERR_OK;
-}
-
 /* Each listed .gz gets its manifest line if that matches, else is hashed
  * again (and is then not known to be uploaded); one that cannot be read is
  * not listed but still counted. */
@@ -1296,7 +1279,7 @@ err_t logstore_open(const struct logstore_cfg *c, time_t now,
 	snprintf(s->dir, sizeof(s->dir), "%s", c->dir);
 	s->cfg.dir = s->dir;
 	s->last_now = now;
-	e = make_dir(s->dir);
+	e = state_mkdirs(s->dir, 0700);
 	if (e != ERR_OK)
 		goto out;
 	e = load_manifest(s, &m, &nm);

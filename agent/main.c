@@ -31,6 +31,7 @@
 #include "logview.h"
 #include "ops.h"
 #include "settings.h"
+#include "state.h"
 #include "status.h"
 #include "stream.h"
 
@@ -235,32 +236,6 @@ static void lws_emit(int level, const char *line)
 		line);
 }
 
-static err_t mkdirs(const char *path, mode_t mode)
-{
-	char buf[4096];
-	size_t n = strlen(path);
-
-	if (n == 0 || n >= sizeof(buf))
-		return ERR_INVAL;
-	memcpy(buf, path, n + 1);
-	for (char *p = buf + 1; ; p++) {
-		if (*p == '/' || *p == '\0') {
-			char c = *p;
-
-			*p = '\0';
-			if (mkdir(buf, mode) != 0 && errno != EEXIST) {
-				LOGE("cannot create directory %s: %s", buf,
-				     strerror(errno));
-				return ERR_IO;
-			}
-			*p = c;
-			if (!c)
-				break;
-		}
-	}
-	return ERR_OK;
-}
-
 static err_t mkparent(const char *file)
 {
 	char dir[4096];
@@ -272,7 +247,7 @@ static err_t mkparent(const char *file)
 		return ERR_INVAL;
 	memcpy(dir, file, (size_t)(slash - file));
 	dir[slash - file] = '\0';
-	return mkdirs(dir, 0750);
+	return state_mkdirs(dir, 0750);
 }
 
 /*
@@ -590,7 +565,7 @@ static int cmd_run(const struct opts *o)
 	lws_set_log_level(LLL_ERR | LLL_WARN |
 			  (log_get_level() >= LOG_LVL_DEBUG ? LLL_NOTICE : 0),
 			  lws_emit);
-	if (mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0750) != ERR_OK ||
+	if (state_mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0750) != ERR_OK ||
 	    mkparent(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET)) != ERR_OK)
 		goto out;
 	app.conf = c;
@@ -1070,7 +1045,7 @@ static int cmd_settings(int argc, char **argv)
 		return rc == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
 	/* The agent may never have run: the state dir may not exist yet. */
 	if (!strcmp(pos[0], "set") &&
-	    mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0750) != ERR_OK) {
+	    state_mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0750) != ERR_OK) {
 		conf_free(c);
 		return EXIT_FAIL;
 	}

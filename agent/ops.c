@@ -355,14 +355,6 @@ static void hook_failed(struct run *r, const char *name, int status,
 	    why);
 }
 
-static err_t make_dir(const char *path)
-{
-	if (mkdir(path, 0700) == 0 || errno == EEXIST)
-		return ERR_OK;
-	LOGE("%s: %s", path, strerror(errno));
-	return ERR_IO;
-}
-
 /* ---- hashing a file without holding the loop ------------------------- */
 
 static void hash_step(lws_sorted_usec_list_t *sul)
@@ -524,7 +516,7 @@ static void start_backup(struct run *r)
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", &tm);
 	snprintf(r->name, sizeof(r->name), "backup-%s-%s.tar.gz",
 		 cstr(o, CONF_SYSTEM_SYSTEM_NAME), stamp);
-	if (make_dir(cstr(o, CONF_JOBS_WORK_DIR)) != ERR_OK ||
+	if (state_mkdirs(cstr(o, CONF_JOBS_WORK_DIR), 0700) != ERR_OK ||
 	    !state_path(cstr(o, CONF_JOBS_WORK_DIR), r->name, r->file,
 			sizeof(r->file))) {
 		end(r, JOB_FAILED, "space", "no work directory %s",
@@ -592,7 +584,7 @@ static void start_restore(struct run *r)
 	char fn[XFER_NAME_MAX + 16];
 
 	snprintf(fn, sizeof(fn), "restore-%s", r->name);
-	if (make_dir(cstr(o, CONF_JOBS_WORK_DIR)) != ERR_OK ||
+	if (state_mkdirs(cstr(o, CONF_JOBS_WORK_DIR), 0700) != ERR_OK ||
 	    !state_path(cstr(o, CONF_JOBS_WORK_DIR), fn, r->file,
 			sizeof(r->file))) {
 		end(r, JOB_FAILED, "space", "no work directory %s",
@@ -844,7 +836,7 @@ static void start_transfer(struct run *r)
 	char path[STATE_PATH_MAX + 1], part[STATE_PATH_MAX + 32];
 	struct stat st;
 
-	if (make_dir(cstr(o, CONF_JOBS_STAGING_DIR)) != ERR_OK) {
+	if (state_mkdirs(cstr(o, CONF_JOBS_STAGING_DIR), 0700) != ERR_OK) {
 		end(r, JOB_FAILED, "space", "no staging directory %s",
 		    cstr(o, CONF_JOBS_STAGING_DIR));
 		return;

@@ -223,6 +223,33 @@ err_t state_read(const char *path, char *buf, size_t cap, size_t *len)
 	return e;
 }
 
+err_t state_mkdirs(const char *path, mode_t mode)
+{
+	char buf[STATE_PATH_MAX + 1];
+	size_t n = path ? strlen(path) : 0;
+	struct stat st;
+
+	if (n == 0 || n >= sizeof(buf))
+		return ERR_INVAL;
+	memcpy(buf, path, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, mode) != 0 && errno != EEXIST) {
+			LOGE("cannot create directory %s: %s", buf,
+			     strerror(errno));
+			return ERR_IO;
+		}
+		buf[i] = i == n ? '\0' : '/';
+	}
+	if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		LOGE("%s: not a directory", path);
+		return ERR_IO;
+	}
+	return ERR_OK;
+}
+
 bool state_number(const char *f, size_t n, int base, uint64_t max,
 		  uint64_t *out)
 {

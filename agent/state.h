@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -40,6 +41,9 @@ bool state_field(const char **p, const char *end, const char **f,
  * of at most max into *out; false otherwise. */
 bool state_number(const char *f, size_t n, int base, uint64_t max,
 		  uint64_t *out);
+/* mkdir -p: every missing component of path is created with mode; the
+ * result must be a directory. Logged here; ERR_IO / ERR_INVAL. */
+err_t state_mkdirs(const char *path, mode_t mode);
 /* DIR "/" NAME into path (cap bytes); false if it does not fit. */
 bool state_path(const char *dir, const char *name, char *path, size_t cap);
 

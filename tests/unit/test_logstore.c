@@ -1106,13 +1106,14 @@ static void test_bad_config(void **state)
 	c.dir = file;
 	assert_int_equal(logstore_open(&c, T0, &s), ERR_IO);
 	assert_null(s);
-	logged_is_at("error logstore: $: not a directory\n", file);
+	logged_is_at("error state: $: not a directory\n", file);
 	char sub[140];
 	snprintf(sub, sizeof(sub), "%s/logs", file);
 	c.dir = sub;
 	assert_int_equal(logstore_open(&c, T0, &s), ERR_IO);
 	assert_null(s);
-	logged_is_at("error logstore: $/logs: cannot create: Not a directory\n",
+	logged_is_at("error state: cannot create directory $/logs: Not a "
+		     "directory\n",
 		     file);
 }
 

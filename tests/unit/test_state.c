@@ -265,6 +265,27 @@ static void test_relative_path(void **state)
 	assert_string_equal(logged(), "");
 }
 
+/* mkdir -p: parents made, an existing tree fine, a file in the way not. */
+static void test_mkdirs(void **state)
+{
+	char deep[192], file_in_way[192];
+	struct stat st;
+
+	(void)state;
+	snprintf(deep, sizeof(deep), "%s/a/b/c", dir);
+	assert_int_equal(state_mkdirs(deep, 0700), ERR_OK);
+	assert_int_equal(stat(deep, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0700);
+	assert_int_equal(state_mkdirs(deep, 0700), ERR_OK);
+	assert_int_equal(state_write(path, "x", 1), ERR_OK);
+	assert_int_equal(state_mkdirs(path, 0700), ERR_IO);
+	snprintf(file_in_way, sizeof(file_in_way), "%s/sub", path);
+	assert_int_equal(state_mkdirs(file_in_way, 0700), ERR_IO);
+	assert_int_equal(state_mkdirs("", 0700), ERR_INVAL);
+	assert_int_equal(state_mkdirs(NULL, 0700), ERR_INVAL);
+}
+
 static void test_bad_arguments(void **state)
 {
 	static char longp[STATE_PATH_MAX + 2];
@@ -353,6 +374,7 @@ int main(void)
 		T(test_tmp_symlink_not_followed),
 		T(test_unwritable_dir),
 		T(test_relative_path),
+		T(test_mkdirs),
 		T(test_bad_arguments),
 		T(test_concurrent_writers),
 	};
