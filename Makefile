@@ -5,6 +5,8 @@
 #   make check-unit      cmocka unit tests only
 #   make check-integration [K=expr]   pytest integration tests (-k expr)
 #   make demo            the agent against the bundled COM simulator
+#   make fuzz [FUZZ_TIME=60] [FUZZ_TARGETS=...]   libFuzzer harnesses
+#   make fuzz-smoke      the same, 10 s each (CI)
 #   make install DESTDIR=... PREFIX=... HOOKSDIR=...
 #
 #   make TARGET=armhf|armel [all|check-unit|size|install]
@@ -126,6 +128,72 @@ check: check-unit check-integration
 demo: build/host/comagent | $(DEPS_OK)
 	@scripts/demo.sh build/host/comagent
 
+# libFuzzer harnesses (tests/fuzz/fuzz_<name>.c), built with clang and
+# ASan+UBSan into build/fuzz/ (scripts/deps.sh fuzz installs clang-14).
+# `make fuzz` runs each for FUZZ_TIME seconds (default 60) on a copy of its
+# seed corpus tests/fuzz/corpus/<name> in build/fuzz/work/<name>; a crash
+# fails the target and leaves build/fuzz/crash-<name>-* (reproduce with
+# build/fuzz/fuzz_<name> FILE). `make fuzz-smoke` is the same with
+# FUZZ_TIME=10 (CI). FUZZ_TARGETS=... picks some; -j2 runs two at a time.
+FUZZ_TARGETS ?= proto customdata customtar conf intake manifest job settings logstore
+FUZZ_TIME ?= 60
+FUZZ_CC   ?= clang-14
+FUZZ_OK   := build/fuzz/.deps-ok
+FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := $(BASE_CFLAGS) -O1 -g \
+	-fno-omit-frame-pointer $(FUZZ_SAN)
+FUZZ_LIB  := build/fuzz/libcomagent.a
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=build/fuzz/obj/%.o)
+# -max_len per target: above each module's own cap where that is cheap
+# (so the limit paths run), else a few KiB of the interesting part.
+FUZZ_MAXLEN_proto      := 8192
+FUZZ_MAXLEN_customdata := 8192
+FUZZ_MAXLEN_customtar  := 65536
+FUZZ_MAXLEN_conf       := 8192
+FUZZ_MAXLEN_intake     := 8192
+FUZZ_MAXLEN_manifest   := 6144
+FUZZ_MAXLEN_job        := 16384
+FUZZ_MAXLEN_settings   := 8192
+FUZZ_MAXLEN_logstore   := 8192
+FUZZ_FLAGS ?= -timeout=20 -rss_limit_mb=1024 -print_final_stats=1
+
+.PHONY: fuzz fuzz-smoke fuzz-build
+$(FUZZ_OK): scripts/deps.sh
+	@scripts/deps.sh fuzz
+	@mkdir -p $(@D) && touch $@
+build/fuzz/obj/%.o: %.c | $(FUZZ_OK) $(LWS_HOST)/lib/libwebsockets.a
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC/fuzz $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	$(Q)rm -f $@ && ar rcs $@ $^
+build/fuzz/fuzz_%: build/fuzz/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB) \
+		$(LWS_HOST)/lib/libwebsockets.a
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) \
+		$(LIBS)
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+# One run per target; the corpus copy keeps tests/fuzz/corpus clean.
+fuzz-run-%: build/fuzz/fuzz_%
+	@rm -rf build/fuzz/work/$* && mkdir -p build/fuzz/work/$*
+	@cp tests/fuzz/corpus/$*/* build/fuzz/work/$*/
+	@echo "== fuzz $* ($(FUZZ_TIME) s)"
+	@if build/fuzz/fuzz_$* $(FUZZ_FLAGS) -max_total_time=$(FUZZ_TIME) \
+		-max_len=$(FUZZ_MAXLEN_$*) \
+		-artifact_prefix=build/fuzz/crash-$*- build/fuzz/work/$* \
+		> build/fuzz/$*.log 2>&1; then \
+		grep -h '^stat::number_of_executed_units' build/fuzz/$*.log | \
+			sed 's/^stat::number_of_executed_units: */== fuzz $*: ok, /; s/$$/ executions/'; \
+	else \
+		tail -n 60 build/fuzz/$*.log; \
+		echo "== fuzz $*: FAILED, see build/fuzz/$*.log and" \
+			build/fuzz/crash-$*-*; \
+		exit 1; \
+	fi
+fuzz: $(FUZZ_TARGETS:%=fuzz-run-%)
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=10
+
 install: build/host/comagent
 	install -D -s -m 0755 build/host/comagent $(DESTDIR)$(PREFIX)/bin/comagent
 	$(install-data)
@@ -136,4 +204,5 @@ clean:
 .SECONDARY:
 
 -include $(shell find build/host build/asan -name '*.d' 2>/dev/null)
+-include $(shell find build/fuzz -name '*.d' 2>/dev/null)
 endif

@@ -557,7 +557,10 @@ static int on_str_data(struct parse *p, struct lejp_ctx *ctx)
 	keep = p->str_len < MAX_STR ? MAX_STR - p->str_len : 0;
 	if (keep > ctx->npos)
 		keep = ctx->npos;
-	memcpy(p->str + p->str_len, ctx->buf, keep);
+	/* Not even a 0-byte copy once str_len is past the buffer: that
+	 * pointer would be out of bounds (UB). */
+	if (keep)
+		memcpy(p->str + p->str_len, ctx->buf, keep);
 	/* Counts on past what is kept; the check below needs only "too
 	 * long", and a string is at most MANIFEST_MAX_TEXT bytes. */
 	p->str_len += ctx->npos;

@@ -183,6 +183,8 @@ static void copy_utf8(char *dst, size_t cap, const char *src)
 }
 
 static void set_message(struct job_rec *rec, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+static void set_message(struct job_rec *rec, const char *fmt, va_list ap)
 {
 	char buf[512];
 

@@ -2,6 +2,10 @@
 # Installs the Debian packages comagent needs to build, test and run its demo.
 # Idempotent and quiet when everything is already there; must run as root
 # (or via sudo) only when something is missing.
+#
+#   scripts/deps.sh          the build/test/demo set below
+#   scripts/deps.sh fuzz     only what `make fuzz` needs on top: clang and
+#                            its libFuzzer/sanitizer runtimes
 set -euo pipefail
 
 PKGS=(
@@ -12,6 +16,11 @@ PKGS=(
   procps
   openssh-server openssh-client proxytunnel curl
 )
+case "${1:-}" in
+  "") ;;
+  fuzz) PKGS=(clang-14 libclang-rt-14-dev) ;;
+  *) echo "usage: $0 [fuzz]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1025,6 +1025,39 @@ static void test_parse_component_sha256(void **state)
 }
 
 /* Verify, then parse: the whole path the job engine takes. */
+/*
+ * Every string member longer than two LEJP chunks (254 bytes each): once
+ * the kept part is full, later chunks are only counted. Regression (found
+ * by tests/fuzz/fuzz_manifest): the copy of such a chunk was a 0-byte
+ * memcpy to p->str + str_len, a pointer past the 129-byte buffer (UB,
+ * reported by clang's -fsanitize=bounds).
+ */
+static void test_parse_long_strings(void **state)
+{
+	char lng[601], buf[2048], top[1024];
+
+	(void)state;
+	memset(lng, '1', 600);
+	lng[600] = '\0';
+	snprintf(top, sizeof(top), "\"release\":\"%s\"," PROF "," COMPS, lng);
+	parse_bad(with_top(top), "release: not a dotted version (1 to 8 "
+		  "numbers of up to 6 digits)");
+	snprintf(top, sizeof(top), REL ",\"profile\":\"%s\"," COMPS, lng);
+	parse_bad(with_top(top), "profile: not linux or ip500v2");
+	snprintf(buf, sizeof(buf), "{\"name\":\"%s\",\"version\":\"1\","
+		 "\"size\":1,\"sha256\":\"" SHA "\"}", lng);
+	parse_bad(with_comp(buf),
+		  "components[0].name: not 1..128 characters of [A-Za-z0-9._-]");
+	snprintf(buf, sizeof(buf), "{\"name\":\"a\",\"version\":\"%s\","
+		 "\"size\":1,\"sha256\":\"" SHA "\"}", lng);
+	parse_bad(with_comp(buf), "components[0].version: not 1..32 printable "
+		  "ASCII characters");
+	snprintf(buf, sizeof(buf), "{\"name\":\"a\",\"version\":\"1\","
+		 "\"size\":1,\"sha256\":\"%s\"}", lng);
+	parse_bad(with_comp(buf),
+		  "components[0].sha256: not 64 lower-case hex digits");
+}
+
 static void test_verify_then_parse(void **state)
 {
 	struct manifest_keys *k = keys("a.pem b.pem");
@@ -1141,6 +1174,7 @@ int main(void)
 		T(test_parse_component_version),
 		T(test_parse_component_size),
 		T(test_parse_component_sha256),
+		T(test_parse_long_strings),
 		T(test_verify_then_parse),
 		T(test_version_cmp),
 	};
