@@ -1717,9 +1717,11 @@ size_t custom_render_manifest(const char *state_dir, bool json, char *buf,
 		set_free(&s);
 		return n;
 	}
-	if (!s.n)
+	if (!s.n) {
+		set_free(&s);
 		return (size_t)snprintf(buf, cap, "No custom files installed "
 					"by the agent\n");
+	}
 	w = snprintf(buf, cap, "%-10s %-9s %9s  %-12s  %s\n", "PART", "LEVEL",
 		     "SIZE", "SHA256", "NAME");
 	len = w > 0 ? (size_t)w : 0;
