@@ -1291,26 +1291,21 @@ static void apply_platform(struct parse *p)
 		return;
 	}
 	p->c->plat = pl;
-	if (!v[CONF_SYSTEM_STATE_DIR].line)
-		set_val(p, CONF_SYSTEM_STATE_DIR, pl->state_dir, 0);
-	if (!v[CONF_SYSTEM_CONTROL_SOCKET].line)
-		set_val(p, CONF_SYSTEM_CONTROL_SOCKET, pl->control_socket, 0);
-	if (!v[CONF_LOG_FILE].line)
-		set_val(p, CONF_LOG_FILE, pl->log_file, 0);
 	{
-		static const enum conf_key keys[] = {
-			CONF_JOBS_WORK_DIR, CONF_JOBS_STAGING_DIR,
-			CONF_LOGS_STORE_DIR, CONF_CUSTOM_PHONE_DIR,
-			CONF_CUSTOM_TEMPLATE_DIR,
-		};
-		const char *vals[] = {
-			pl->work_dir, pl->staging_dir, pl->logs_store_dir,
-			pl->phone_dir, pl->template_dir,
+		const struct { enum conf_key k; const char *path; } paths[] = {
+			{ CONF_SYSTEM_STATE_DIR, pl->state_dir },
+			{ CONF_SYSTEM_CONTROL_SOCKET, pl->control_socket },
+			{ CONF_LOG_FILE, pl->log_file },
+			{ CONF_JOBS_WORK_DIR, pl->work_dir },
+			{ CONF_JOBS_STAGING_DIR, pl->staging_dir },
+			{ CONF_LOGS_STORE_DIR, pl->logs_store_dir },
+			{ CONF_CUSTOM_PHONE_DIR, pl->phone_dir },
+			{ CONF_CUSTOM_TEMPLATE_DIR, pl->template_dir },
 		};
 
-		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-			if (!v[keys[i]].line)
-				set_val(p, keys[i], vals[i], 0);
+		for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+			if (!v[paths[i].k].line)
+				set_val(p, paths[i].k, paths[i].path, 0);
 	}
 	if (!v[CONF_LOG_MAX_SIZE].line) {
 		fmt_units(pl->log_max_size, size_units, size, sizeof(size));

@@ -218,6 +218,16 @@ static void wipe_dir(const char *dir)
 		LOGE("cannot remove %s: %s", dir, strerror(errno));
 }
 
+/* Both parts' staging directories, emptied and removed. */
+static void wipe_staging(const struct custom *c)
+{
+	char stage[STATE_PATH_MAX + 1];
+
+	for (int p = 0; p < P__N; p++)
+		if (staging_dir(c, (enum part)p, stage, sizeof(stage)))
+			wipe_dir(stage);
+}
+
 static void fsync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -398,11 +408,14 @@ static bool still_ours(const char *path, const struct entry *x)
 /*
  * Carries out the journal s (already written to the pending file): the
  * staged files into place, the dropped ones removed, the manifest, then
- * the journal deleted. Repeatable. *moved / *failed / *dropped count what
- * it did (NULL ok).
+ * the journal deleted. Repeatable. replay: a journal found on disk, whose
+ * staging directory may hold another refresh's files by now, so each
+ * staged file is hashed against the journal first (an install just
+ * extracted them itself, and has hashed them already). *moved / *failed /
+ * *dropped count what it did (NULL ok).
  */
 static err_t apply_journal(struct custom *c, struct manifest_set *s,
-			   unsigned *moved, unsigned *failed,
+			   bool replay, unsigned *moved, unsigned *failed,
 			   unsigned *dropped)
 {
 	char stage[P__N][STATE_PATH_MAX + 1];
@@ -423,10 +436,7 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 						sizeof(src)) ||
 		    lstat(src, &st) != 0)
 			continue;	/* not staged, or already moved */
-		/* Only the very file the journal names: a staging directory
-		 * can hold another refresh's files by the time a journal is
-		 * replayed. */
-		if (!still_ours(src, x)) {
+		if (replay && !still_ours(src, x)) {
 			LOGE("%s: not the file the install journal names; "
 			     "left out", src);
 			x->st = E_LOST;
@@ -447,9 +457,6 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 		mv++;
 		crash_point("moved");
 	}
-	for (int p = 0; p < P__N; p++)
-		if (touched[p])
-			fsync_dir(target_dir(c, (enum part)p));
 	for (size_t i = 0; i < s->n; i++) {
 		const struct entry *x = &s->e[i];
 
@@ -472,6 +479,7 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 		touched[x->part] = true;
 		gone++;
 	}
+	/* Moves and removals on disk before the manifest says so. */
 	for (int p = 0; p < P__N; p++)
 		if (touched[p])
 			fsync_dir(target_dir(c, (enum part)p));
@@ -486,8 +494,7 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 		LOGE("cannot remove %s: %s", path, strerror(errno));
 		return ERR_IO;
 	}
-	for (int p = 0; p < P__N; p++)
-		wipe_dir(stage[p]);
+	wipe_staging(c);
 	if (moved)
 		*moved = mv;
 	if (failed)
@@ -497,10 +504,12 @@ static err_t apply_journal(struct custom *c, struct manifest_set *s,
 	return ERR_OK;
 }
 
-/* A journal an earlier install left (its last steps failed): carried out
- * now, before anything new touches the staging directories. ERR_OK when
- * there is none (any more). */
-static err_t finish_journal(struct custom *c)
+/* A journal an earlier install left (a crash, or its last steps failed):
+ * carried out now, before anything new touches the staging directories.
+ * ERR_OK when there is none (any more). abandon_unreadable (at start): a
+ * journal that cannot be read is removed and what is in place stays;
+ * otherwise it is an error. */
+static err_t finish_journal(struct custom *c, bool abandon_unreadable)
 {
 	char path[STATE_PATH_MAX + 1], why[256] = "";
 	struct manifest_set s;
@@ -510,13 +519,20 @@ static err_t finish_journal(struct custom *c)
 		return ERR_INVAL;
 	if (access(path, F_OK) != 0)
 		return ERR_OK;
+	LOGI("finishing an earlier custom-files install");
 	e = set_load(path, &s, why, sizeof(why));
+	if (e != ERR_OK && abandon_unreadable) {
+		/* state_write makes this impossible short of a damaged disk. */
+		LOGE("%s; the custom-files install it records is abandoned",
+		     why);
+		(void)unlink(path);
+		return ERR_OK;
+	}
 	if (e != ERR_OK) {
 		LOGE("%s", why);
 		return e;
 	}
-	LOGI("finishing an earlier custom-files install first");
-	e = apply_journal(c, &s, NULL, NULL, NULL);
+	e = apply_journal(c, &s, true, NULL, NULL, NULL);
 	set_free(&s);
 	return e;
 }
@@ -539,7 +555,7 @@ static err_t commit(struct custom *c, struct manifest_set *s, unsigned *moved,
 	if (e != ERR_OK)
 		return e;
 	crash_point("journaled");
-	return apply_journal(c, s, moved, failed, dropped);
+	return apply_journal(c, s, false, moved, failed, dropped);
 }
 
 /* ---- persisted outcomes ----------------------------------------------- */
@@ -901,6 +917,14 @@ static void first_listed(struct custom *c, const struct listing *ls,
 static bool tar_path(const struct refresh *r, int l, int p, char *out,
 		     size_t cap);
 
+static void refresh_free(struct refresh *r)
+{
+	lws_sul_cancel(&r->sul_end);
+	xfer_free(r->xfer);
+	free(r->ent);
+	free(r);
+}
+
 static void refresh_end_cb(lws_sorted_usec_list_t *sul)
 {
 	struct refresh *r = lws_container_of(sul, struct refresh, sul_end);
@@ -916,9 +940,7 @@ static void refresh_end_cb(lws_sorted_usec_list_t *sul)
 	snprintf(c->refresh_msg, sizeof(c->refresh_msg), "%s", text);
 	save_refresh(c);
 	c->r = NULL;
-	xfer_free(r->xfer);
-	free(r->ent);
-	free(r);
+	refresh_free(r);
 	changed(c);
 	if (cbs.done)
 		cbs.done(arg, reason, text);
@@ -1240,12 +1262,7 @@ static void install(struct refresh *r)
 			x.st = E_DROP;
 		if (next.n + r->nent >= CUSTOM_FILES_MAX) {
 			/* Nothing is cut off silently: no install at all. */
-			char stage[STATE_PATH_MAX + 1];
-
-			for (int p = 0; p < P__N; p++)
-				if (staging_dir(c, (enum part)p, stage,
-						sizeof(stage)))
-					wipe_dir(stage);
+			wipe_staging(c);
 			set_free(&old);
 			set_free(&next);
 			refresh_end(r, "refused", "more than %d custom files "
@@ -1433,7 +1450,7 @@ err_t custom_refresh(struct custom *c, const char *job, bool prune,
 
 	if (c->r)
 		return ERR_STATE;
-	if (finish_journal(c) != ERR_OK) {
+	if (finish_journal(c, false) != ERR_OK) {
 		LOGE("an earlier custom-files install cannot be finished (see "
 		     "above); no refresh until it can");
 		return ERR_STATE;
@@ -1466,23 +1483,6 @@ err_t custom_refresh(struct custom *c, const char *job, bool prune,
 	return ERR_OK;
 }
 
-void custom_refresh_cancel(struct custom *c)
-{
-	struct refresh *r = c->r;
-
-	if (!r)
-		return;
-	lws_sul_cancel(&r->sul_end);
-	xfer_free(r->xfer);
-	free(r->ent);
-	free(r);
-	c->r = NULL;
-	c->list_refresh = false;
-	snprintf(c->refresh_state, sizeof(c->refresh_state), "failed");
-	snprintf(c->refresh_msg, sizeof(c->refresh_msg), "interrupted");
-	save_refresh(c);
-}
-
 void custom_first_refreshed(struct custom *c)
 {
 	if (c->first_refreshed)
@@ -1502,7 +1502,7 @@ err_t custom_prune(struct custom *c, char *msg, size_t cap)
 		snprintf(msg, cap, "a custom-files refresh runs");
 		return ERR_STATE;
 	}
-	if (finish_journal(c) != ERR_OK) {
+	if (finish_journal(c, false) != ERR_OK) {
 		snprintf(msg, cap, "an earlier install cannot be finished (see "
 			 "the agent's log)");
 		return ERR_STATE;
@@ -1581,30 +1581,11 @@ const char *custom_vmpro(const struct custom *c)
 
 void custom_start(struct custom *c)
 {
-	char path[STATE_PATH_MAX + 1], stage[STATE_PATH_MAX + 1], why[256];
-	struct manifest_set s;
-	err_t e;
-
-	if (!state_file(c, PENDING_FILE, path, sizeof(path)))
-		return;
-	if (access(path, F_OK) == 0) {
-		LOGI("finishing the custom-files install a restart cut short");
-		e = set_load(path, &s, why, sizeof(why));
-		if (e == ERR_OK) {
-			(void)apply_journal(c, &s, NULL, NULL, NULL);
-			set_free(&s);
-			return;
-		}
-		/* state_write makes this impossible short of a damaged disk:
-		 * the install is abandoned, what is in place stays. */
-		LOGE("%s; the custom-files install it records is abandoned",
-		     why);
-		(void)unlink(path);
-	}
-	/* An extraction that did not reach the journal: the old set stays. */
-	for (int p = 0; p < P__N; p++)
-		if (staging_dir(c, (enum part)p, stage, sizeof(stage)))
-			wipe_dir(stage);
+	/* Then what an extraction left without reaching a journal: the old
+	 * set stays. A journal that could not be finished keeps its staged
+	 * files for the next try. */
+	if (finish_journal(c, true) == ERR_OK)
+		wipe_staging(c);
 }
 
 struct custom *custom_new(struct lws_context *ctx, const struct conf *conf,
@@ -1640,12 +1621,8 @@ void custom_shutdown(struct custom *c)
 	xfer_free(c->cd_xfer);
 	c->cd_xfer = NULL;
 	if (c->r) {
-		/* Not the whole of custom_refresh_cancel(): the journal, if
-		 * any, is finished at the next start. */
-		lws_sul_cancel(&c->r->sul_end);
-		xfer_free(c->r->xfer);
-		free(c->r->ent);
-		free(c->r);
+		/* The journal, if any, is finished at the next start. */
+		refresh_free(c->r);
 		c->r = NULL;
 	}
 }

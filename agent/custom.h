@@ -85,9 +85,6 @@ struct custom_refresh_cbs {
  * remove stale files. ERR_STATE when one runs already. */
 err_t custom_refresh(struct custom *c, const char *job, bool prune,
 		     const struct custom_refresh_cbs *cbs, void *arg);
-/* Stops a refresh in progress without calling back (the installed set
- * stays as it was, or the journal finishes it at the next start). */
-void custom_refresh_cancel(struct custom *c);
 /* The first refresh has run (whatever its outcome): not asked again. */
 void custom_first_refreshed(struct custom *c);
 

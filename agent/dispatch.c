@@ -151,19 +151,14 @@ static void on_job_changed(void *arg, const struct job_rec *r, int64_t re)
 		send_job_state(d, d->link, re, r);
 }
 
-/* ops: the operation in progress changed; COM sees it in the status. */
+/* ops: the operation in progress changed, or custom: its status fields;
+ * COM sees them in the status. */
 static void on_busy(void *arg)
 {
 	struct dispatch *d = arg;
 
 	if (d->link)
 		send_status(d, d->link);
-}
-
-/* custom: the status fields changed. */
-static void on_custom_changed(void *arg)
-{
-	on_busy(arg);
 }
 
 /* custom: CustomData.xml is settled; the first refresh is due. If
@@ -317,7 +312,7 @@ struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
 	struct dispatch *d = calloc(1, sizeof(*d));
 	struct ops_cbs cbs = { .changed = on_job_changed, .busy = on_busy };
 	struct custom_cbs ccbs = { .first_refresh = on_first_refresh,
-				   .changed = on_custom_changed };
+				   .changed = on_busy };
 
 	if (!d)
 		return NULL;

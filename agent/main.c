@@ -683,9 +683,9 @@ static int cmd_jobs(const struct opts *o)
 	return e == ERR_OK ? EXIT_OK : EXIT_FAIL;
 }
 
-/* Asks the daemon for one line; true with it in out (NUL-terminated, no
- * newline) if it answered. */
-static bool ask(const char *sock, const char *req, char *out, size_t cap)
+/* Asks the daemon; true with its answer in out (NUL-terminated, cut at
+ * cap) if it answered. */
+static bool ask_all(const char *sock, const char *req, char *out, size_t cap)
 {
 	FILE *f = fmemopen(out, cap, "w");
 	err_t e;
@@ -695,8 +695,16 @@ static bool ask(const char *sock, const char *req, char *out, size_t cap)
 	e = ctl_request(sock, req, f, false);
 	fclose(f);
 	out[cap - 1] = '\0';
-	out[strcspn(out, "\n")] = '\0';
 	return e == ERR_OK;
+}
+
+/* The same, the first line only, without its newline. */
+static bool ask(const char *sock, const char *req, char *out, size_t cap)
+{
+	bool ok = ask_all(sock, req, out, cap);
+
+	out[strcspn(out, "\n")] = '\0';
+	return ok;
 }
 
 #define STEPS_BUF 4096
@@ -705,16 +713,9 @@ static bool ask(const char *sock, const char *req, char *out, size_t cap)
 static bool show_steps(const char *sock, unsigned *seen, bool print)
 {
 	char req[48], buf[STEPS_BUF];
-	FILE *f = fmemopen(buf, sizeof(buf), "w");
-	err_t e;
 
-	if (!f)
-		return false;
 	snprintf(req, sizeof(req), "custom-steps %u", *seen);
-	e = ctl_request(sock, req, f, false);
-	fclose(f);
-	buf[sizeof(buf) - 1] = '\0';
-	if (e != ERR_OK)
+	if (!ask_all(sock, req, buf, sizeof(buf)))
 		return false;
 	for (char *p = buf, *nl; *p && (nl = strchr(p, '\n')); p = nl + 1) {
 		char *tab = strchr(p, '\t');

@@ -1377,6 +1377,20 @@ static bool auto_ready(void *arg, const char **why)
 	return true;
 }
 
+/* The agent's own job r (set up by the caller): journaled, then started.
+ * ERR_IO (and r freed) when the journal cannot take it (logged there). */
+static err_t start_local(struct run *r)
+{
+	r->rec.local = true;
+	r->rec.state = JOB_ACCEPTED;
+	if (save(r) != ERR_OK) {
+		run_free(r);
+		return ERR_IO;
+	}
+	start(r);
+	return ERR_OK;
+}
+
 static void auto_run(void *arg, const char *day)
 {
 	struct ops *o = arg;
@@ -1388,14 +1402,8 @@ static void auto_run(void *arg, const char *day)
 	if (!r)
 		return;
 	r->op = OP_BACKUP;
-	r->rec.local = true;
 	snprintf(r->vmpro, sizeof(r->vmpro), "%s", custom_vmpro(o->custom));
-	r->rec.state = JOB_ACCEPTED;
-	if (save(r) != ERR_OK) {
-		run_free(r);
-		return;
-	}
-	start(r);
+	(void)start_local(r);
 }
 
 err_t ops_refresh_local(struct ops *o, bool prune, bool first, char *id,
@@ -1420,17 +1428,13 @@ err_t ops_refresh_local(struct ops *o, bool prune, bool first, char *id,
 		return ERR_NOMEM;
 	}
 	r->op = OP_REFRESH_CUSTOM;
-	r->rec.local = true;
 	r->prune = prune;
 	r->first = first;
-	r->rec.state = JOB_ACCEPTED;
-	if (save(r) != ERR_OK) {
-		run_free(r);
+	if (start_local(r) != ERR_OK) {
 		snprintf(why, whycap, "the job journal cannot take it (see the "
 			 "agent's log)");
 		return ERR_IO;
 	}
-	start(r);
 	return ERR_OK;
 }
 
