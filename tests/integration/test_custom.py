@@ -546,3 +546,47 @@ def test_unexpected_names_are_installed_with_a_warning(comsim, agent):
     assert m["state"] == "succeeded", m
     assert "1 warning" in m["message"] and "notes.doc" in m["message"], m
     assert sorted(tree(a.root, PHONE_DIR)) == ["46xxspecials.txt", "notes.doc"]
+
+
+def test_corrupt_customdata_is_final(comsim, agent):
+    """COM's bytes not matching its own list is the file's fault: rejected,
+    nothing applied, not fetched again on the next link."""
+    sim = comsim()
+    put(sim, "system", "CustomData.xml", GOOD_XML.encode())
+    sim.download_fault(C, S, corrupt=True)
+    a = agent(sim)
+    c = first_done(a)
+    assert c["customdata"] == "rejected", c
+    assert "SHA-256" in c["customdata_message"], c
+    assert not a.status()["settings"]["centralmgmt"]
+    n = len(downloads(sim))
+    sim.admin("POST", "/drop", {"customer": C, "system": S})
+    a.wait_connected()
+    sim.barrier(customer=C, system=S)
+    assert [d for d in downloads(sim)[n:] if d[1] == "CustomData.xml"] == []
+
+
+def test_journal_replay_installs_only_the_files_it_names(comsim, agent):
+    """A crash after the journal; before the restart, a staged file is
+    replaced (as another refresh's extraction would): the replay leaves
+    it out rather than install bytes the journal does not name."""
+    sim = sim_with_reseller(comsim)
+    put(sim, "provider", PHONES, files={"a.png": "old-a", "b.png": "old-b"})
+    a = agent(sim)
+    first_done(a)
+    put(sim, "provider", PHONES, files={"a.png": "new-a", "b.png": "new-b"})
+    a.env = {"COMAGENT_TEST_CRASH": "journaled"}
+    restart(a)
+    a.wait_connected()
+    job(sim)
+    wait_until(lambda: not a.running, 30, "the agent to crash after the journal")
+    staged = os.path.join(a.root, PHONE_DIR, ".comagent-phones", "a.png")
+    with open(staged, "w") as f:
+        f.write("not what the journal names")
+    a.proc = None
+    a.env = {}
+    a.start()
+    a.wait_connected()
+    assert tree(a.root, PHONE_DIR) == {"a.png": b"old-a", "b.png": b"new-b"}
+    assert set(manifest(a)) == {("phones", "b.png")}
+    assert not os.path.exists(os.path.dirname(staged))
