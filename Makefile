@@ -85,7 +85,7 @@ $(DEPS_OK): scripts/deps.sh
 	@mkdir -p $(@D) && touch $@
 
 lws: $(LWS_HOST)/lib/libwebsockets.a
-$(LWS_HOST)/lib/libwebsockets.a: scripts/build-lws.sh | $(DEPS_OK)
+$(LWS_HOST)/lib/libwebsockets.a: scripts/build-lws.sh $(wildcard scripts/lws-*.patch) | $(DEPS_OK)
 	@scripts/build-lws.sh $(LWS_HOST)
 
 # One object tree per variant; every object waits for lws (its headers).

@@ -10,6 +10,7 @@
  * CLIENT_CLOSED, WSI_DESTROY); link_gone() acts on the first and ignores the
  * rest, so the state machine sees exactly one "down" per attempt.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,12 @@
 /* How long a clean close may take before the socket is just dropped. */
 #define LINK_CLOSE_WAIT_S 2
 #define LINK_RX_MAX (PROTO_MAX_MSG)
+/* A wall clock before this (2026-01-01T00:00:00Z, older than this source)
+ * has not been set: a box without a battery-backed clock boots in 1970 until
+ * NTP answers. Certificates cannot be checked against such a clock, so the
+ * link waits rather than fail every attempt and grow its back-off. */
+#define LINK_CLOCK_FLOOR ((time_t)1767225600)
+#define LINK_CLOCK_POLL_US (2 * LWS_USEC_PER_SEC)
 
 enum link_state { L_IDLE, L_CONNECTING, L_HELLO, L_UP, L_CLOSING, L_STOPPED };
 
@@ -80,6 +87,8 @@ struct link {
 	char wording[96];
 	time_t since, next_retry, down_since;
 	bool ever_up, refused;
+	bool clock_wait;		/* dial() is waiting for a valid clock */
+	int64_t clock_offset;		/* test builds: injected wall clock */
 	bool err_this_attempt;	/* last_error describes the current attempt */
 	unsigned attempts, ups;
 	char last_error[192];
@@ -151,6 +160,47 @@ static void retry_cb(lws_sorted_usec_list_t *sul)
 
 	l->next_retry = 0;
 	dial(l);
+}
+
+static time_t wall_now(const struct link *l)
+{
+	return time(NULL) + (time_t)l->clock_offset;
+}
+
+/* Whether the wall clock can be trusted to check certificates; while it
+ * cannot, says so (once in the log, always in the status) and looks again
+ * shortly. */
+static bool clock_valid(struct link *l)
+{
+	time_t now = wall_now(l);
+	struct tm tm;
+	char when[32] = "?";
+
+	if (now >= LINK_CLOCK_FLOOR) {
+		if (l->clock_wait) {
+			LOGI("the system clock is valid now; connecting");
+			if (l->ever_up)
+				set_state_text(l, "offline",
+					       "Not reachable or offline");
+			else
+				set_state_text(l, "waiting",
+					       "Waiting for initial connection");
+		}
+		l->clock_wait = false;
+		return true;
+	}
+	if (gmtime_r(&now, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+	set_error(l, "the system clock reads %s, before 2026: COM's "
+		  "certificate cannot be checked until it is set", when);
+	if (!l->clock_wait)
+		LOGE("%s; waiting for a valid clock", l->last_error);
+	l->clock_wait = true;
+	set_state_text(l, "clock", "Waiting for a valid system clock");
+	l->next_retry = 0;
+	lws_sul_schedule(l->ctx, 0, &l->sul_retry, retry_cb,
+			 LINK_CLOCK_POLL_US);
+	return false;
 }
 
 static void schedule_retry(struct link *l)
@@ -242,7 +292,7 @@ static void dial(struct link *l)
 {
 	struct lws_client_connect_info i;
 
-	if (l->state != L_IDLE)
+	if (l->state != L_IDLE || !clock_valid(l))
 		return;
 	memset(&i, 0, sizeof(i));
 	i.context = l->ctx;
@@ -732,6 +782,19 @@ struct link *link_new(struct lws_context *ctx, const struct conf *c,
 	set_state_text(l, "waiting", "Waiting for initial connection");
 	if (parse_url(l, conf_str(c, CONF_COM_URL)) != ERR_OK)
 		goto fail;
+#ifdef COMAGENT_TESTING
+	{
+		const char *t = getenv("COMAGENT_TEST_CLOCK");
+		char *end;
+
+		if (t && *t) {
+			errno = 0;
+			l->clock_offset = strtoll(t, &end, 10);
+			if (errno || *end)
+				l->clock_offset = 0;
+		}
+	}
+#endif
 	l->rx = malloc(LINK_RX_MAX > LINK_BIN_MAX ? LINK_RX_MAX : LINK_BIN_MAX);
 	l->frame = malloc(LWS_PRE + LINK_BIN_MAX);
 	l->w = proto_w_new(PROTO_MAX_MSG, 0);
@@ -768,6 +831,16 @@ void link_free(struct link *l)
 }
 
 void link_start(struct link *l) { dial(l); }
+
+void link_clock_offset(struct link *l, int64_t offset)
+{
+	l->clock_offset = offset;
+	/* A clock that became valid is acted on now, not at the next look. */
+	if (l->clock_wait && clock_valid(l)) {
+		lws_sul_cancel(&l->sul_retry);
+		dial(l);
+	}
+}
 
 void link_shutdown(struct link *l)
 {

@@ -54,7 +54,7 @@ struct link_handler {
 
 /* A snapshot of the link for status displays. */
 struct link_info {
-	const char *code;	/* waiting|connected|failed|offline|<reason> */
+	const char *code;	/* waiting|clock|connected|failed|offline|<reason> */
 	char wording[96];	/* COM's words for the state */
 	bool connecting;	/* an attempt is under way */
 	time_t since;		/* when this state began (wall clock) */
@@ -71,6 +71,9 @@ void link_free(struct link *l);
 
 /* Dial now. */
 void link_start(struct link *l);
+/* Test builds: the wall clock is off by offset seconds (the same injection
+ * as the automatic backup's, COMAGENT_TEST_CLOCK). */
+void link_clock_offset(struct link *l, int64_t offset);
 /* Close with 1000 and stop redialling; link_stopped() turns true once the
  * socket is gone. */
 void link_shutdown(struct link *l);

@@ -409,6 +409,7 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 			n = snprintf(buf, cap, "error: bad offset\n");
 		} else {
 			ops_clock_offset(dispatch_ops(a->dispatch), off);
+			link_clock_offset(a->link, off);
 			logs_clock_offset(dispatch_logs(a->dispatch), off);
 			n = snprintf(buf, cap, "ok\n");
 		}

@@ -48,7 +48,7 @@ TGT_LIBS   := $(CROSS_DEPS)/lws/lib/libwebsockets.a \
 all: $(TBUILD)/comagent $(TBUILD)/comagent.stripped
 
 deps lws: $(CROSS_OK)
-$(CROSS_OK): scripts/cross-deps.sh scripts/build-lws.sh
+$(CROSS_OK): scripts/cross-deps.sh scripts/build-lws.sh $(wildcard scripts/lws-*.patch)
 	@scripts/cross-deps.sh $(TARGET)
 	@touch $@
 

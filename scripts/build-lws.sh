@@ -9,9 +9,12 @@ set -euo pipefail
 
 prefix=$(realpath -m "$1"); shift
 toolchain=${1:-}; [[ $# -gt 0 ]] && shift
-[[ -f "$prefix/lib/libwebsockets.a" ]] && exit 0
-
 top=$(cd "$(dirname "$0")/.." && pwd)
+# Our changes to lws (scripts/lws-*.patch). The build is redone when they or
+# this script change: the stamp names their hash.
+patches=("$top"/scripts/lws-*.patch)
+stamp="$prefix/.built-$(cat "$0" "${patches[@]}" | sha256sum | cut -c1-16)"
+[[ -f "$prefix/lib/libwebsockets.a" && -f "$stamp" ]] && exit 0
 work="$top/build/deps/src"
 mkdir -p "$work"
 
@@ -32,7 +35,17 @@ if [[ -z "$src" ]]; then
   src=$(ls -d "$work"/libwebsockets-4.1.6)
 fi
 
+# Patch the shared source tree once per patch (a reverse dry run that
+# applies means it is in already).
+for p in "${patches[@]}"; do
+  if ! patch -d "$src" -p1 -R -s -f --dry-run <"$p" >/dev/null 2>&1; then
+    echo "lws: applying $(basename "$p")" >&2
+    patch -d "$src" -p1 -s -f <"$p"
+  fi
+done
+
 bdir="$prefix.build"
+rm -f "$prefix"/.built-*
 rm -rf "$bdir"; mkdir -p "$bdir"
 cm=(-DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_BUILD_TYPE=MinSizeRel
     -DLWS_WITH_MBEDTLS=ON -DLWS_WITH_SSL=ON
@@ -53,3 +66,4 @@ echo "lws: building into $prefix" >&2
 cmake -S "$src" -B "$bdir" "${cm[@]}" "$@" >"$bdir.log" 2>&1 || { tail -30 "$bdir.log"; exit 1; }
 cmake --build "$bdir" -j"$(nproc)" >>"$bdir.log" 2>&1 || { tail -30 "$bdir.log"; exit 1; }
 cmake --install "$bdir" >>"$bdir.log" 2>&1 || { tail -30 "$bdir.log"; exit 1; }
+touch "$stamp"

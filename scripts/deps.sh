@@ -9,10 +9,10 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential cmake pkg-config dpkg-dev ca-certificates openssl
+  build-essential cmake pkg-config dpkg-dev ca-certificates openssl patch
   libmbedtls-dev libarchive-dev libinih-dev zlib1g-dev libexpat1-dev
   libcmocka-dev
-  python3 python3-pytest python3-websockets
+  python3 python3-pytest python3-websockets python3-cryptography
   procps
   openssh-server openssh-client proxytunnel curl
 )

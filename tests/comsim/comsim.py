@@ -1197,6 +1197,12 @@ class TLSAcceptor(asyncio.sslproto.SSLProtocol):
         elif self._state != asyncio.sslproto.SSLProtocolState.WRAPPED:
             err = "connection closed during TLS handshake"
         else:
+            # What was negotiated, for the tests of the agent's TLS policy.
+            so = self._sslobj
+            if not self._listener and so is not None:
+                c = so.cipher()
+                self._sim.event("tls", peer=self._peer, version=so.version(),
+                                cipher=c[0] if c else None)
             return
         if self._listener:
             self._sim.event("tls_error", peer=self._peer, error=err,
@@ -1254,6 +1260,8 @@ class ComSim:
         self.port = args.port
         self.admin_port = args.admin_port
         self.cert_name = args.cert_name
+        self.tls_cert, self.tls_key = args.tls_cert, args.tls_key
+        self.tls_ciphers = args.tls_ciphers
         self.hello_timeout = args.hello_timeout
         self.customers = {}
         self.agents = {}
@@ -3899,6 +3907,13 @@ class ComSim:
         self.library.ensure_key()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2   # mbedTLS 2.28 speaks 1.2
+        # Tests of the agent's TLS checks serve another certificate (expired,
+        # self-signed ...) or offer only the suites they name.
+        if self.tls_cert:
+            pem, key = self.tls_cert, self.tls_key
+        if self.tls_ciphers:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_ciphers(self.tls_ciphers)
         ctx.load_cert_chain(pem, key)
         self.ssl_ctx = ctx
 
@@ -4505,6 +4520,11 @@ def main(argv=None):
                    help="proxy names are <customer>[-<system>][-<ip>].maint.DOMAIN")
     s.add_argument("--hello-timeout", type=float, default=10.0,
                    help=argparse.SUPPRESS)
+    # The COM listener's certificate and key instead of the PKI's, and the
+    # only TLS 1.2 suites it offers (OpenSSL names): TLS tests.
+    s.add_argument("--tls-cert", help=argparse.SUPPRESS)
+    s.add_argument("--tls-key", help=argparse.SUPPRESS)
+    s.add_argument("--tls-ciphers", help=argparse.SUPPRESS)
     s.add_argument("--proxy-header-timeout", type=float, default=10.0,
                    help=argparse.SUPPRESS)
     s.add_argument("--tunnel-timeout", type=float, default=15.0,

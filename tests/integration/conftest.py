@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -408,6 +409,39 @@ class Agent:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def ctl(a, req):
+    """One request on the agent's control socket; the whole answer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(os.path.join(a.root, "run", "comagent.sock"))
+    s.sendall(req.encode() + b"\n")
+    out = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        out += b
+    s.close()
+    return out.decode()
+
+
+def never_connects(sim, a, what):
+    """The agent keeps trying and failing (TLS refused): never a hello."""
+    st = a.wait_status(lambda s: s.get("attempts", 0) >= 2
+                       and s.get("state") == "Connection failed",
+                       15, "'Connection failed' after two attempts (%s)" % what)
+    assert st["code"] == "failed"
+    assert st["reconnects"] == 0
+    assert not sim.hellos(), "comsim got a hello despite %s" % what
+    assert not sim.events("welcome")
+    assert not sim.events("ws_open"), "WebSocket opened despite %s" % what
+    # The agent did reach comsim: its TLS handshake failed, or (mbedTLS via
+    # lws verifies after the handshake) it hung up before any HTTP request.
+    wait_until(lambda: sim.events(("tls_error", "http_error")), 5,
+               "comsim seeing the rejected connection")
+    return st
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import socket
 import time
 import zoneinfo
 
-from conftest import wait_until
+from conftest import ctl, wait_until
 from test_jobs import (C, S, big_system, hold_credit, job, linux_system, start,
                        wait_final)
 
@@ -20,21 +20,6 @@ ZONE = zoneinfo.ZoneInfo(TZ)
 
 def local(y, m, d, hh, mm=0):
     return datetime.datetime(y, m, d, hh, mm, tzinfo=ZONE).timestamp()
-
-
-def ctl(a, req):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(os.path.join(a.root, "run", "comagent.sock"))
-    s.sendall(req.encode() + b"\n")
-    out = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        out += b
-    s.close()
-    return out.decode()
 
 
 def set_clock(a, at):

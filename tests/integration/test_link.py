@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import DEFAULT_CUSTOMER, observe, tail, wait_until
+from conftest import DEFAULT_CUSTOMER, never_connects, observe, tail, wait_until
 import comsim as comsim_mod
 
 C, S = "C1001", "pbx-hq"
@@ -168,33 +168,17 @@ def test_stall_detected(comsim, agent):
 
 # ------------------------------------------------------------------ TLS
 
-def _never_connects(sim, a, what):
-    st = a.wait_status(lambda s: s.get("attempts", 0) >= 2
-                       and s.get("state") == "Connection failed",
-                       15, "'Connection failed' after two attempts (%s)" % what)
-    assert st["code"] == "failed"
-    assert st["reconnects"] == 0
-    assert not sim.hellos(), "comsim got a hello despite %s" % what
-    assert not sim.events("welcome")
-    assert not sim.events("ws_open"), "WebSocket opened despite %s" % what
-    # The agent did reach comsim: its TLS handshake failed, or (mbedTLS via
-    # lws verifies after the handshake) it hung up before any HTTP request.
-    wait_until(lambda: sim.events(("tls_error", "http_error")), 5,
-               "comsim seeing the rejected connection")
-    return st
-
-
 def test_wrong_ca(comsim, agent, tmp_path):
     sim = comsim()
     other_ca, _ = comsim_mod.make_ca(str(tmp_path / "otherca"), cn="not COM's CA")
     a = agent(sim, {"com": {"ca_file": other_ca}})
-    _never_connects(sim, a, "an untrusted CA")
+    never_connects(sim, a, "an untrusted CA")
 
 
 def test_wrong_host_name(comsim, agent):
     sim = comsim(cert_name="wronghost")      # agent dials localhost
     a = agent(sim)
-    _never_connects(sim, a, "a certificate for another host name")
+    never_connects(sim, a, "a certificate for another host name")
 
 
 # ------------------------------------------------------------------ proxy
