@@ -62,7 +62,10 @@ define install-data
 	install -d $(DESTDIR)/lib/systemd/system
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' config/comagent.service.in \
 		> $(DESTDIR)/lib/systemd/system/comagent.service
-	chmod 0644 $(DESTDIR)/lib/systemd/system/comagent.service
+	sed 's|@BINDIR@|$(PREFIX)/bin|g' config/comagent-hooks@.service.in \
+		> $(DESTDIR)/lib/systemd/system/comagent-hooks@.service
+	install -m 0644 config/comagent-hooks.socket $(DESTDIR)/lib/systemd/system/
+	chmod 0644 $(DESTDIR)/lib/systemd/system/comagent*.service
 	for p in linux ip500v2; do \
 		install -d $(DESTDIR)$(HOOKSDIR)/$$p && \
 		install -m 0755 scripts/$$p/* $(DESTDIR)$(HOOKSDIR)/$$p/ || exit 1; \

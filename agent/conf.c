@@ -157,6 +157,10 @@ static const struct key_spec schema[CONF__COUNT] = {
 				     "", 0, 190, 0, NULL },
 	[CONF_JOBS_HOOK_TIMEOUT] = DUR("jobs", "hook_timeout", "1h",
 				       10 * SEC, 24 * HOUR),
+	/* The root-side hook runner's socket (hookrun.h); empty: the agent
+	 * runs hooks itself, as its own user. 107: sun_path. */
+	[CONF_JOBS_HOOK_RUNNER] = { "jobs", "hook_runner", T_PATH, false, "",
+				    0, 107, 0, NULL },
 	/* Where the PBX sends its syslog (UDP and TCP); empty: no intake. */
 	[CONF_LOGS_SYSLOG] = { "logs", "syslog", T_HOSTPORT, false,
 			       "127.0.0.1:514", 0, 255, 0, NULL },

@@ -83,6 +83,7 @@ enum conf_key {
 	CONF_JOBS_AUTO_BACKUP,
 	CONF_JOBS_TRUSTED_KEYS,
 	CONF_JOBS_HOOK_TIMEOUT,
+	CONF_JOBS_HOOK_RUNNER,
 	/* [logs]: the PBX's syslog, stored and uploaded nightly. */
 	CONF_LOGS_SYSLOG,
 	CONF_LOGS_STORE_DIR,

@@ -19,11 +19,13 @@
 
 #include "ctl.h"
 #include "log.h"
+#include "../platform/platform.h"
 
 #define LOG_MODULE "ctl"
 #define CTL_IDLE_S 5
 /* Concurrent clients; more are accepted and closed at once. */
 #define CTL_MAX_CONNS 8
+#define CTL_REFUSED "error: not allowed (root, the agent's user or its group only)\n"
 /* After accept() fails for lack of descriptors, stop listening this long
  * rather than spin on a listener that stays readable. */
 #define CTL_PAUSE_US (1 * LWS_USEC_PER_SEC)
@@ -224,6 +226,7 @@ static void accept_all(struct ctl *c)
 static int on_rx(struct ctl *c, struct lws *wsi, struct ctl_conn *cc,
 		 const char *in, size_t len)
 {
+	char who[48];
 	const char *nl;
 
 	if (cc->reply)
@@ -244,8 +247,20 @@ static int on_rx(struct ctl *c, struct lws *wsi, struct ctl_conn *cc,
 		LOGE("out of memory answering a control request");
 		return -1;
 	}
-	cc->reply_len = c->fn(c->arg, cc->req, (char *)cc->reply + LWS_PRE,
-			      CTL_REPLY_MAX);
+	/* Defence in depth behind the socket's 0660: a socket made reachable
+	 * by mistake still answers no one else. Asked once the request is
+	 * read, so the refusal is an answer like any other (closing on unread
+	 * input would reset the connection before the client reads why). */
+	if (!platform_peer_allowed(lws_get_socket_fd(wsi), who, sizeof(who))) {
+		LOGE("control socket: %s refused (not root, the agent's user "
+		     "or its group)", who);
+		cc->reply_len = strlen(CTL_REFUSED);
+		memcpy(cc->reply + LWS_PRE, CTL_REFUSED, cc->reply_len);
+	} else {
+		cc->reply_len = c->fn(c->arg, cc->req,
+				      (char *)cc->reply + LWS_PRE,
+				      CTL_REPLY_MAX);
+	}
 	lws_callback_on_writable(wsi);
 	return 0;
 }
@@ -345,13 +360,23 @@ err_t ctl_request(const char *path, const char *req, FILE *out, bool quiet)
 	if (fd >= 0)
 		(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo));
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		complain(quiet, "the daemon is not running (cannot connect to "
-			 "%s: %s)", path, strerror(errno));
-		e = ERR_NOTFOUND;
+		if (errno == EACCES || errno == EPERM) {
+			complain(quiet, "no permission to use %s (root, the "
+				 "agent's user and members of its group "
+				 "only): %s", path, strerror(errno));
+			e = ERR_PERM;
+		} else {
+			complain(quiet, "the daemon is not running (cannot "
+				 "connect to %s: %s)", path, strerror(errno));
+			e = ERR_NOTFOUND;
+		}
 		goto out;
 	}
-	if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req) ||
-	    send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {
+	/* A refused peer may find the socket closed before its request is
+	 * out: the answer that says why is still there to read. */
+	if ((send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req) ||
+	     send(fd, "\n", 1, MSG_NOSIGNAL) != 1) && errno != EPIPE &&
+	    errno != ECONNRESET) {
 		complain(quiet, "cannot send to %s: %s", path, strerror(errno));
 		e = ERR_IO;
 		goto out;
@@ -373,6 +398,13 @@ err_t ctl_request(const char *path, const char *req, FILE *out, bool quiet)
 		}
 		if (n == 0)
 			break;
+		if (total == 0 && (size_t)n >= strlen(CTL_REFUSED) &&
+		    !memcmp(buf, CTL_REFUSED, strlen(CTL_REFUSED))) {
+			complain(quiet, "%s refused this user: %.*s", path,
+				 (int)strlen(CTL_REFUSED) - 1, buf);
+			e = ERR_PERM;
+			goto out;
+		}
 		total += (size_t)n;
 		if (total > CTL_REPLY_MAX) {
 			complain(quiet, "answer over %d bytes", CTL_REPLY_MAX);

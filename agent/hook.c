@@ -17,6 +17,13 @@
  * retries waitpid starting at 10 ms (a hook that exits a moment later is
  * seen at once) and doubling up to 1 s (one that runs on for minutes costs
  * one wake-up a second, not a busy loop).
+ *
+ * Through a runner (hook_start_runner): the agent does not fork at all. It
+ * connects to the root-side runner's socket (hookrun.c, started by systemd
+ * per connection), sends the hook's name, arguments and environment with
+ * its own /dev/null and pipe write ends attached (SCM_RIGHTS), and reads
+ * how the hook ended from the same socket. The pipes work exactly as for a
+ * child of ours; signals become "term"/"kill" requests on the socket.
  */
 /* pipe2() is a GNU extension; it makes the pipes close-on-exec atomically. */
 #define _GNU_SOURCE
@@ -29,12 +36,15 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "hook.h"
+#include "hookrun.h"
 #include "log.h"
 
 #define LOG_MODULE "hook"
@@ -56,8 +66,12 @@
 /* Without close_range() the child closes descriptors one by one up to the
  * descriptor limit; above this nothing of ours is expected. */
 #define HOOK_CLOSE_FALLBACK_MAX 65536
+/* How long connecting to and writing the request to the runner may take. */
+#define HOOK_RUNNER_TIMEOUT_S 5
 
-enum { HOOK_OUT = 0, HOOK_ERR = 1 };
+enum { HOOK_OUT = 0, HOOK_ERR = 1, HOOK_CTL = 2 };
+/* The runner's answer is one short line. */
+#define HOOK_CTL_LINE_MAX 160
 enum kill_stage { KILL_NONE, KILL_TERM_SENT, KILL_KILL_SENT };
 
 struct linebuf {
@@ -71,7 +85,12 @@ struct hook {
 	struct hook_cbs cbs;
 	void *arg;
 	pid_t pid;		/* > 0 until reaped */
-	struct lws *wsi[2];	/* stdout, stderr; NULL once closed */
+	struct lws *wsi[3];	/* stdout, stderr, runner; NULL once closed */
+	bool remote;		/* runs through the runner, until finished */
+	bool remote_done;	/* the runner said how it ended */
+	int remote_status;	/* that: exit code or -signal */
+	char ctl_line[HOOK_CTL_LINE_MAX + 1];
+	size_t ctl_len;
 	struct linebuf line[2];
 	char last_err[HOOK_LINE_MAX + 1];
 	char name[HOOK_NAME_MAX];
@@ -256,8 +275,23 @@ static void feed(struct hook *h, int which, const char *p, size_t n)
 
 /* ---- the child --------------------------------------------------------- */
 
+/* A request to the runner; it is a few bytes on a socket nobody else
+ * writes to, so the buffer always has room. */
+static void tell_runner(struct hook *h, const char *req)
+{
+	int fd = h->wsi[HOOK_CTL] ? lws_get_socket_fd(h->wsi[HOOK_CTL]) : -1;
+
+	if (fd >= 0 && send(fd, req, strlen(req), MSG_NOSIGNAL) < 0)
+		LOGE("%s: telling the hook runner \"%.4s\": %s", h->name, req,
+		     strerror(errno));
+}
+
 static void signal_group(struct hook *h, int sig)
 {
+	if (h->remote) {
+		tell_runner(h, sig == SIGKILL ? "kill\n" : "term\n");
+		return;
+	}
 	/* While the child is unreaped its pid is still its group's id (a
 	 * zombie keeps it), so this cannot hit a recycled group. */
 	if (h->pid > 0 && kill(-h->pid, sig) != 0 && errno != ESRCH)
@@ -285,22 +319,19 @@ static void kill_cb(lws_sorted_usec_list_t *sul)
 	}
 }
 
-/* done() with how the child ended (wstatus from waitpid, or lost). Nothing
- * touches h after done(): it may have freed it. */
-static void finish(struct hook *h, int wstatus, bool lost)
+/* done() with how the child ended (its exit code or -signal, or lost).
+ * Nothing touches h after done(): it may have freed it. */
+static void finish(struct hook *h, int status, bool lost)
 {
 	char why[HOOK_LINE_MAX + 64];
-	int status;
+	bool via_runner = h->remote;
 
 	lws_sul_cancel(&h->sul_kill);
 	lws_sul_cancel(&h->sul_reap);
 	h->pid = -1;
+	h->remote = false;
 	if (lost)
 		status = HOOK_STATUS_LOST;
-	else if (WIFEXITED(wstatus))
-		status = WEXITSTATUS(wstatus);
-	else
-		status = -WTERMSIG(wstatus);
 
 	if (status == 0)
 		why[0] = '\0';
@@ -311,6 +342,9 @@ static void finish(struct hook *h, int wstatus, bool lost)
 		snprintf(why, sizeof(why), "cancelled");
 	else if (h->last_err[0])
 		snprintf(why, sizeof(why), "%s", h->last_err);
+	else if (lost && via_runner)
+		snprintf(why, sizeof(why), "the hook runner went away, "
+			 "outcome unknown");
 	else if (lost)
 		snprintf(why, sizeof(why), "hook process lost (reaped "
 			 "elsewhere), outcome unknown");
@@ -342,7 +376,8 @@ static void try_reap(struct hook *h)
 		r = waitpid(h->pid, &wstatus, WNOHANG);
 	while (r < 0 && errno == EINTR);
 	if (r == h->pid) {
-		finish(h, wstatus, false);
+		finish(h, WIFEXITED(wstatus) ? WEXITSTATUS(wstatus)
+					     : -WTERMSIG(wstatus), false);
 		return;
 	}
 	if (r < 0) {
@@ -358,9 +393,15 @@ static void try_reap(struct hook *h)
 	lws_sul_schedule(h->ctx, 0, &h->sul_reap, reap_cb, h->reap_delay);
 }
 
-/* Blocks, but only just after SIGKILL, which a process cannot ignore. */
+/* Blocks, but only just after SIGKILL, which a process cannot ignore. A
+ * runner is told to kill; it also does when the socket closes. */
 static void kill_and_reap(struct hook *h)
 {
+	if (h->remote) {
+		tell_runner(h, "kill\n");
+		h->remote = false;
+		return;
+	}
 	if (h->pid <= 0)
 		return;
 	signal_group(h, SIGKILL);
@@ -378,10 +419,90 @@ static void release(struct hook *h)
 	free(h);
 }
 
+static void drop_wsi(struct hook *h, int which);
+
 static int which_of(const struct hook *h, const struct lws *wsi)
 {
 	return wsi == h->wsi[HOOK_OUT] ? HOOK_OUT :
-	       wsi == h->wsi[HOOK_ERR] ? HOOK_ERR : -1;
+	       wsi == h->wsi[HOOK_ERR] ? HOOK_ERR :
+	       wsi == h->wsi[HOOK_CTL] ? HOOK_CTL : -1;
+}
+
+/* The runner's one line: "exit N", "signal N" or "error TEXT" (it refused
+ * the request). Anything else is the runner's fault: outcome unknown. */
+static void runner_said(struct hook *h)
+{
+	char *line = h->ctl_line, *end;
+	long v;
+
+	h->ctl_line[h->ctl_len] = '\0';
+	if (!strncmp(line, "error ", 6)) {
+		sanitize(line + 6, strlen(line + 6));
+		snprintf(h->last_err, sizeof(h->last_err), "hook runner: %s",
+			 line + 6);
+		h->remote_status = 126;	/* the shell's "cannot execute" */
+		h->remote_done = true;
+		return;
+	}
+	if (!strncmp(line, "exit ", 5) || !strncmp(line, "signal ", 7)) {
+		const char *num = line[0] == 'e' ? line + 5 : line + 7;
+
+		errno = 0;
+		v = strtol(num, &end, 10);
+		if (!errno && end != num && !*end && v >= 0 && v <= 255) {
+			h->remote_status = line[0] == 'e' ? (int)v : -(int)v;
+			h->remote_done = true;
+			return;
+		}
+	}
+	sanitize(line, strlen(line));
+	LOGE("%s: the hook runner said \"%s\"", h->name, line);
+}
+
+/* Both pipes are at EOF: for a runner's hook, done once the runner said
+ * how it ended or is gone. */
+static void pipes_closed(struct hook *h)
+{
+	if (!h->remote) {
+		try_reap(h);
+		return;
+	}
+	if (h->remote_done) {
+		drop_wsi(h, HOOK_CTL);
+		finish(h, h->remote_status, false);
+	} else if (!h->wsi[HOOK_CTL]) {
+		finish(h, 0, true);
+	}
+}
+
+static int on_ctl_rx(struct hook *h, struct lws *wsi, int fd)
+{
+	char buf[64];
+	ssize_t n;
+
+	do
+		n = read(fd, buf, sizeof(buf));
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return 0;
+	if (n <= 0)
+		return -1;
+	for (ssize_t i = 0; i < n && !h->remote_done; i++) {
+		if (buf[i] == '\n') {
+			runner_said(h);
+			h->ctl_len = 0;
+		} else if (h->ctl_len < HOOK_CTL_LINE_MAX) {
+			h->ctl_line[h->ctl_len++] = buf[i];
+		}
+	}
+	if (h->remote_done && !h->wsi[HOOK_OUT] && !h->wsi[HOOK_ERR]) {
+		/* lws closes it on our -1; done() may free h before that. */
+		lws_set_opaque_user_data(wsi, NULL);
+		h->wsi[HOOK_CTL] = NULL;
+		finish(h, h->remote_status, false);
+		return -1;
+	}
+	return 0;
 }
 
 static int on_rx(struct hook *h, struct lws *wsi)
@@ -392,6 +513,8 @@ static int on_rx(struct hook *h, struct lws *wsi)
 
 	if (which < 0)
 		return -1;
+	if (which == HOOK_CTL)
+		return on_ctl_rx(h, wsi, fd);
 	for (int i = 0; i < HOOK_READS_PER_WAKE; i++) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 
@@ -421,6 +544,13 @@ static void on_close(struct hook *h, struct lws *wsi)
 	if (which < 0)
 		return;
 	h->wsi[which] = NULL;
+	if (which == HOOK_CTL) {
+		/* The runner closed without a word: done if the pipes are. */
+		if (!h->remote_done && !h->wsi[HOOK_OUT] && !h->wsi[HOOK_ERR] &&
+		    h->remote)
+			finish(h, 0, true);
+		return;
+	}
 	/* A last line without a newline still counts. */
 	if (h->line[which].len)
 		end_line(h, which);
@@ -429,7 +559,7 @@ static void on_close(struct hook *h, struct lws *wsi)
 		return;
 	}
 	if (!h->wsi[HOOK_OUT] && !h->wsi[HOOK_ERR])
-		try_reap(h);
+		pipes_closed(h);
 }
 
 static int hook_lws_callback(struct lws *wsi, enum lws_callback_reasons reason,
@@ -476,7 +606,7 @@ static void drop_wsi(struct hook *h, int which)
 
 void hook_cancel(struct hook *h)
 {
-	if (!h || h->pid <= 0 || h->stage != KILL_NONE)
+	if (!h || (!h->remote && h->pid <= 0) || h->stage != KILL_NONE)
 		return;
 	LOGI("%s: cancelled", h->name);
 	h->cancelled = true;
@@ -496,11 +626,13 @@ void hook_free(struct hook *h)
 		if (h->wsi[HOOK_OUT])
 			lws_set_opaque_user_data(h->wsi[HOOK_OUT], NULL);
 		drop_wsi(h, HOOK_ERR);
+		drop_wsi(h, HOOK_CTL);
 		h->free_pending = true;
 		return;
 	}
 	drop_wsi(h, HOOK_OUT);
 	drop_wsi(h, HOOK_ERR);
+	drop_wsi(h, HOOK_CTL);
 	release(h);
 }
 
@@ -543,10 +675,9 @@ static void reset_reserved_signal(int sig)
 #endif
 }
 
-/* Between fork and exec: only async-signal-safe calls. */
-static void __attribute__((noreturn))
-child_exec(const char *path, char *const argv[], char *const envp[],
-	   int devnull, int out_w, int err_w, int fd_limit)
+void hook_child_exec(const char *path, char *const argv[],
+		     char *const envp[], int devnull, int out_w, int err_w,
+		     int fd_limit)
 {
 	struct sigaction dfl = { .sa_handler = SIG_DFL };
 	char msg[HOOK_LINE_MAX];
@@ -595,8 +726,7 @@ static bool env_has(char *const env[], const char *name)
 	return false;
 }
 
-/* The child's environment: env, then the defaults env did not set. */
-static err_t build_env(const char *name, char *const env[], char ***out)
+err_t hook_build_env(const char *name, char *const env[], char ***out)
 {
 	static char def_path[] = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
 	static char def_lang[] = "LANG=C";
@@ -720,13 +850,14 @@ static err_t adopt(struct hook *h, struct lws_vhost *vh, int which, int *fd)
 	*fd = -1;
 	if (!h->wsi[which]) {
 		LOGE("%s: cannot watch its %s", h->name,
-		     which == HOOK_OUT ? "stdout" : "stderr");
+		     which == HOOK_OUT ? "stdout" :
+		     which == HOOK_ERR ? "stderr" : "runner socket");
 		return ERR_STATE;
 	}
 	return ERR_OK;
 }
 
-static int fd_limit(void)
+int hook_fd_limit(void)
 {
 	struct rlimit rl;
 
@@ -744,16 +875,15 @@ static void set_name(struct hook *h, const char *path)
 	snprintf(h->name, sizeof(h->name), "%s", base);
 }
 
-err_t hook_start(struct lws_context *ctx, const char *path,
-		 char *const argv[], char *const env[], unsigned timeout_s,
-		 const struct hook_cbs *cbs, void *arg, struct hook **out)
+/* What both ways of starting share: h, with its stdout and stderr pipes
+ * watched by lws; *out_w, *err_w and *devnull are for the hook. */
+static err_t prepare(struct lws_context *ctx, const char *path,
+		     unsigned timeout_s, const struct hook_cbs *cbs, void *arg,
+		     int *out_w, int *err_w, int *devnull, struct hook **out)
 {
-	int po[2] = { -1, -1 }, pe[2] = { -1, -1 }, devnull = -1;
-	char *const argv_def[] = { (char *)path, NULL };
+	int po[2] = { -1, -1 }, pe[2] = { -1, -1 };
 	struct lws_vhost *vh;
-	struct hook *h = NULL;
-	char **envp = NULL;
-	int limit;
+	struct hook *h;
 	err_t e;
 
 	*out = NULL;
@@ -761,9 +891,6 @@ err_t hook_start(struct lws_context *ctx, const char *path,
 		LOGE("hook_start: missing context, path or done callback");
 		return ERR_INVAL;
 	}
-	e = check_executable(path);
-	if (e != ERR_OK)
-		return e;
 	vh = lws_get_vhost_by_name(ctx, "default");
 	if (!vh || !lws_vhost_name_to_protocol(vh, HOOK_PROTOCOL)) {
 		LOGE("cannot run hook %s: protocol %s is not on the default "
@@ -781,21 +908,64 @@ err_t hook_start(struct lws_context *ctx, const char *path,
 	h->pid = -1;
 	h->timeout_s = timeout_s;
 	set_name(h, path);
-	e = build_env(h->name, env, &envp);
-	if (e == ERR_OK)
-		e = open_fds(h, po, pe, &devnull);
+	e = open_fds(h, po, pe, devnull);
 	if (e == ERR_OK)
 		e = adopt(h, vh, HOOK_OUT, &po[0]);
 	if (e == ERR_OK)
 		e = adopt(h, vh, HOOK_ERR, &pe[0]);
+	close_fd(&po[0]);
+	close_fd(&pe[0]);
+	*out_w = po[1];
+	*err_w = pe[1];
+	if (e != ERR_OK) {
+		close_fd(out_w);
+		close_fd(err_w);
+		close_fd(devnull);
+		hook_free(h);
+		return e;
+	}
+	*out = h;
+	return ERR_OK;
+}
+
+/* The hook is under way: its deadline starts. */
+static void started(struct hook *h)
+{
+	if (h->timeout_s > 0)
+		lws_sul_schedule(h->ctx, 0, &h->sul_kill, kill_cb,
+				 (lws_usec_t)h->timeout_s * LWS_USEC_PER_SEC);
+}
+
+err_t hook_start(struct lws_context *ctx, const char *path,
+		 char *const argv[], char *const env[], unsigned timeout_s,
+		 const struct hook_cbs *cbs, void *arg, struct hook **out)
+{
+	char *const argv_def[] = { (char *)path, NULL };
+	int out_w = -1, err_w = -1, devnull = -1;
+	struct hook *h = NULL;
+	char **envp = NULL;
+	int limit;
+	err_t e;
+
+	*out = NULL;
+	if (path) {
+		e = check_executable(path);
+		if (e != ERR_OK)
+			return e;
+	}
+	e = prepare(ctx, path, timeout_s, cbs, arg, &out_w, &err_w, &devnull,
+		    &h);
+	if (e != ERR_OK)
+		return e;
+	e = hook_build_env(h->name, env, &envp);
 	if (e != ERR_OK)
 		goto out;
 
-	limit = fd_limit();
+	limit = hook_fd_limit();
 	h->pid = fork();
 	if (h->pid == 0)
-		child_exec(path, argv ? argv : argv_def, envp, devnull, po[1],
-			   pe[1], limit);
+		hook_child_exec(path, argv ? argv : argv_def, envp, devnull,
+				out_w, err_w, limit);
 	if (h->pid < 0) {
 		LOGE("cannot run hook %s: fork: %s", path, strerror(errno));
 		e = ERR_IO;
@@ -806,18 +976,191 @@ err_t hook_start(struct lws_context *ctx, const char *path,
 	 * exec'd, so it did this itself. */
 	(void)setpgid(h->pid, h->pid);
 	LOGI("%s: started (pid %d)", h->name, (int)h->pid);
-	if (timeout_s > 0)
-		lws_sul_schedule(ctx, 0, &h->sul_kill, kill_cb,
-				 (lws_usec_t)timeout_s * LWS_USEC_PER_SEC);
+	started(h);
 	*out = h;
 out:
 	/* The child has its copies; ours would keep the pipes from EOF. */
-	close_fd(&po[1]);
-	close_fd(&pe[1]);
+	close_fd(&out_w);
+	close_fd(&err_w);
 	close_fd(&devnull);
-	close_fd(&po[0]);
-	close_fd(&pe[0]);
 	free(envp);
+	if (e != ERR_OK)
+		hook_free(h);
+	return e;
+}
+
+/* ---- through the runner ------------------------------------------------- */
+
+/* Appends "key value\n" to the request; a value that would break the line
+ * format or the caps is refused. */
+static err_t req_line(struct hook *h, char *buf, size_t *n, const char *key,
+		      const char *value)
+{
+	size_t kl = strlen(key), vl = strlen(value);
+
+	if (strchr(value, '\n') || kl + 1 + vl + 1 > HOOKRUN_LINE_MAX) {
+		LOGE("%s: %s value too long or multi-line for the hook runner",
+		     h->name, key);
+		return ERR_INVAL;
+	}
+	if (*n + kl + 1 + vl + 1 > HOOKRUN_REQ_MAX) {
+		LOGE("%s: request too large for the hook runner", h->name);
+		return ERR_INVAL;
+	}
+	memcpy(buf + *n, key, kl);
+	buf[*n + kl] = ' ';
+	memcpy(buf + *n + kl + 1, value, vl);
+	buf[*n + kl + 1 + vl] = '\n';
+	*n += kl + 1 + vl + 1;
+	return ERR_OK;
+}
+
+static err_t build_request(struct hook *h, const char *name,
+			   char *const args[], char *const env[], char *buf,
+			   size_t *n)
+{
+	size_t na = 0, ne = 0;
+	err_t e;
+
+	*n = 0;
+	e = req_line(h, buf, n, "hook", name);
+	for (; e == ERR_OK && args && args[na]; na++)
+		e = req_line(h, buf, n, "arg", args[na]);
+	for (; e == ERR_OK && env && env[ne]; ne++)
+		e = req_line(h, buf, n, "env", env[ne]);
+	if (e == ERR_OK && (na > HOOKRUN_ARGS_MAX || ne > HOOKRUN_ENV_MAX)) {
+		LOGE("%s: more than %d arguments or %d environment entries "
+		     "for the hook runner", h->name, HOOKRUN_ARGS_MAX,
+		     HOOKRUN_ENV_MAX);
+		e = ERR_INVAL;
+	}
+	if (e == ERR_OK && *n + 4 > HOOKRUN_REQ_MAX) {
+		LOGE("%s: request too large for the hook runner", h->name);
+		e = ERR_INVAL;
+	}
+	if (e == ERR_OK) {
+		memcpy(buf + *n, "end\n", 4);
+		*n += 4;
+	}
+	return e;
+}
+
+/* Connects to the runner and sends the request with the hook's three
+ * descriptors. Blocking, with a deadline: the runner is local and systemd
+ * accepts at once; a runner that does not is reported, not waited for. */
+static err_t send_request(struct hook *h, const char *sock, const char *req,
+			  size_t len, const int fds[3], int *out_fd)
+{
+	struct timeval tv = { .tv_sec = HOOK_RUNNER_TIMEOUT_S };
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	union {
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = { .iov_base = (void *)req, .iov_len = len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = cm.buf,
+			     .msg_controllen = sizeof(cm.buf) };
+	struct cmsghdr *c;
+	size_t done = 0;
+	int fd;
+
+	if (strlen(sock) >= sizeof(sa.sun_path)) {
+		LOGE("%s: hook runner socket path too long: %s", h->name, sock);
+		return ERR_INVAL;
+	}
+	memcpy(sa.sun_path, sock, strlen(sock) + 1);
+	fd = above_stdio(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+	if (fd < 0) {
+		LOGE("%s: socket: %s", h->name, strerror(errno));
+		return ERR_IO;
+	}
+	/* On AF_UNIX the send timeout also bounds connect(). */
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		LOGE("%s: cannot reach the hook runner at %s: %s", h->name,
+		     sock, strerror(errno));
+		close(fd);
+		return ERR_IO;
+	}
+	memset(cm.buf, 0, sizeof(cm.buf));
+	c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(3 * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, 3 * sizeof(int));
+	while (done < len) {
+		ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			LOGE("%s: sending to the hook runner at %s: %s",
+			     h->name, sock, w < 0 ? strerror(errno) : "EOF");
+			close(fd);
+			return ERR_IO;
+		}
+		done += (size_t)w;
+		/* The descriptors went with the first bytes. */
+		mh.msg_control = NULL;
+		mh.msg_controllen = 0;
+		iov.iov_base = (char *)req + done;
+		iov.iov_len = len - done;
+	}
+	if (fcntl(fd, F_SETFL, O_NONBLOCK) != 0) {
+		LOGE("%s: fcntl: %s", h->name, strerror(errno));
+		close(fd);
+		return ERR_IO;
+	}
+	*out_fd = fd;
+	return ERR_OK;
+}
+
+err_t hook_start_runner(struct lws_context *ctx, const char *sock,
+			const char *name, char *const args[],
+			char *const env[], unsigned timeout_s,
+			const struct hook_cbs *cbs, void *arg,
+			struct hook **out)
+{
+	int fds[3] = { -1, -1, -1 }, fd = -1;
+	struct hook *h = NULL;
+	char *req = NULL;
+	size_t len;
+	err_t e;
+
+	*out = NULL;
+	if (!sock || !name) {
+		LOGE("hook_start_runner: missing socket or hook name");
+		return ERR_INVAL;
+	}
+	e = prepare(ctx, name, timeout_s, cbs, arg, &fds[1], &fds[2], &fds[0],
+		    &h);
+	if (e != ERR_OK)
+		return e;
+	req = malloc(HOOKRUN_REQ_MAX);
+	if (!req) {
+		LOGE("%s: out of memory", h->name);
+		e = ERR_NOMEM;
+		goto out;
+	}
+	e = build_request(h, name, args, env, req, &len);
+	if (e == ERR_OK)
+		e = send_request(h, sock, req, len, fds, &fd);
+	if (e == ERR_OK)
+		e = adopt(h, lws_get_vhost_by_name(ctx, "default"), HOOK_CTL,
+			  &fd);
+	if (e != ERR_OK)
+		goto out;
+	h->remote = true;
+	LOGI("%s: started through the hook runner %s", h->name, sock);
+	started(h);
+	*out = h;
+out:
+	/* The runner has its copies (SCM_RIGHTS duplicates them). */
+	for (int i = 0; i < 3; i++)
+		close_fd(&fds[i]);
+	close_fd(&fd);
+	free(req);
 	if (e != ERR_OK)
 		hook_free(h);
 	return e;

@@ -57,6 +57,20 @@ err_t hook_start(struct lws_context *ctx, const char *path,
 		 char *const argv[], char *const env[], unsigned timeout_s,
 		 const struct hook_cbs *cbs, void *arg, struct hook **out);
 
+/*
+ * The same, but the hook runs as root through the hook runner listening on
+ * sock (hookrun.h): name is the hook's name (the runner finds it), args its
+ * arguments after argv[0] (NULL-terminated, may be NULL), env COMAGENT_*
+ * entries. Callbacks, timeout and cancelling work as for hook_start; a
+ * runner that refuses shows as a failure (status 126, why "hook runner:
+ * ..."), one that goes away without an answer as an unknown outcome.
+ */
+err_t hook_start_runner(struct lws_context *ctx, const char *sock,
+			const char *name, char *const args[],
+			char *const env[], unsigned timeout_s,
+			const struct hook_cbs *cbs, void *arg,
+			struct hook **out);
+
 /* Ends a running hook: SIGTERM to its group, SIGKILL 5 s later; done()
  * follows as usual. Nothing happens once the child is gone. */
 void hook_cancel(struct hook *h);
@@ -64,6 +78,19 @@ void hook_cancel(struct hook *h);
 /* A still-running child (and its group) is killed with SIGKILL and reaped
  * here; no callback follows. */
 void hook_free(struct hook *h);
+
+/* For the hook runner, which starts hooks the same way. */
+/* env on top of PATH=/usr/sbin:/usr/bin:/sbin:/bin and LANG=C, as
+ * hook_start gives a hook; *out (free() it) points into env. */
+err_t hook_build_env(const char *name, char *const env[], char ***out);
+/* Highest descriptor number + 1 to close in a child (before fork). */
+int hook_fd_limit(void);
+/* In a forked child only: stdin/stdout/stderr from devnull/out_w/err_w,
+ * every other descriptor closed, default signals, its own process group,
+ * working directory /, then execve(path, argv, envp). */
+void hook_child_exec(const char *path, char *const argv[],
+		     char *const envp[], int devnull, int out_w, int err_w,
+		     int fd_limit) __attribute__((noreturn));
 
 /* The lws protocol entry main puts in the context's protocol table. */
 struct lws_protocols hook_protocol(void);

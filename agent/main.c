@@ -24,6 +24,7 @@
 #include "custom.h"
 #include "dispatch.h"
 #include "hook.h"
+#include "hookrun.h"
 #include "job.h"
 #include "link.h"
 #include "log.h"
@@ -73,6 +74,7 @@ static const char usage_main[] =
 	"  custom-files   list the custom files the agent installed\n"
 	"  logs           read the agent's own log, or list the PBX's stored logs\n"
 	"  version        print the version\n"
+	"  hook-runner    run one hook as root for the agent (systemd starts it)\n"
 	"  help [COMMAND] show help for a command\n"
 	"\n"
 	"Every command that reads the configuration takes\n"
@@ -89,6 +91,18 @@ static const char usage_run[] =
 	"\n"
 	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 	"  -d, --daemon        detach from the terminal (log to the file only)\n";
+
+static const char usage_hookrun[] =
+	"Usage: comagent hook-runner [-c FILE]\n"
+	"\n"
+	"The root side of the agent's privilege separation on Linux servers:\n"
+	"serves one request from the agent on the socket it gets as stdin\n"
+	"(systemd's comagent-hooks.socket with Accept=yes), runs the named hook\n"
+	"of [jobs] hooks_dir as root and reports how it ended. Only the hooks of\n"
+	"scripts/HOOKS.md, only from a directory root alone can write. Logs go\n"
+	"to stderr (the journal).\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n";
 
 static const char usage_check[] =
 	"Usage: comagent check-config [-c FILE]\n"
@@ -566,7 +580,7 @@ static int cmd_run(const struct opts *o)
 	lws_set_log_level(LLL_ERR | LLL_WARN |
 			  (log_get_level() >= LOG_LVL_DEBUG ? LLL_NOTICE : 0),
 			  lws_emit);
-	if (state_mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0750) != ERR_OK ||
+	if (state_mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0700) != ERR_OK ||
 	    mkparent(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET)) != ERR_OK)
 		goto out;
 	app.conf = c;
@@ -654,6 +668,25 @@ static int cmd_check(const struct opts *o)
 	printf("%s: configuration OK\n", o->config);
 	conf_free(c);
 	return EXIT_OK;
+}
+
+static int cmd_hookrun(const struct opts *o)
+{
+	struct conf *c = NULL;
+	err_t e;
+	int rc;
+
+	log_set_stderr(true);
+	e = conf_load(o->config, stderr, &c);
+	if (e != ERR_OK) {
+		/* The agent waits for an answer: give it the reason. */
+		(void)!dprintf(0, "error the runner's configuration %s is "
+			       "not valid\n", o->config);
+		return e == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	}
+	rc = hookrun_serve(c, o->config, 0);
+	conf_free(c);
+	return rc ? EXIT_FAIL : EXIT_OK;
 }
 
 static int cmd_status(const struct opts *o)
@@ -1047,7 +1080,7 @@ static int cmd_settings(int argc, char **argv)
 		return rc == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
 	/* The agent may never have run: the state dir may not exist yet. */
 	if (!strcmp(pos[0], "set") &&
-	    state_mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0750) != ERR_OK) {
+	    state_mkdirs(conf_str(c, CONF_SYSTEM_STATE_DIR), 0700) != ERR_OK) {
 		conf_free(c);
 		return EXIT_FAIL;
 	}
@@ -1087,6 +1120,7 @@ static const struct command commands[] = {
 	  true },
 	{ "custom-files", usage_custom, cmd_custom, true, false, true },
 	{ "version", usage_version, cmd_version, false, false, false },
+	{ "hook-runner", usage_hookrun, cmd_hookrun, false, false, false },
 };
 
 static const struct command *find_command(const char *name)

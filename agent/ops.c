@@ -67,6 +67,13 @@
  * the appliance, so tunnels and the link stay responsive while a big
  * file is checked. */
 #define HASH_SLICE (1024u * 1024u)
+/* Final states the journal could not take (a full or failing state
+ * directory) wait here, at most this many, and are journaled again after
+ * HELD_RETRY_US, doubling up to HELD_RETRY_MAX_US (each failure is logged);
+ * see hold_final(). */
+#define HELD_MAX 4
+#define HELD_RETRY_US (5 * LWS_USEC_PER_SEC)
+#define HELD_RETRY_MAX_US (60 * LWS_USEC_PER_SEC)
 
 enum op { OP_BACKUP, OP_RESTORE, OP_TRANSFER, OP_UPGRADE, OP_TRANSFER_UPGRADE,
 	  OP_FETCH_LOGS, OP_REFRESH_CUSTOM };
@@ -134,6 +141,11 @@ struct ops {
 	struct custom *custom;
 	struct daily *daily;		/* the automatic backup's planner */
 	char auto_state[STATE_PATH_MAX + 1];
+	/* Ended jobs whose final state is not journaled yet, so not told. */
+	struct held { struct job_rec rec; int64_t re; } held[HELD_MAX];
+	size_t nheld;
+	lws_usec_t held_wait;		/* until the next try */
+	lws_sorted_usec_list_t sul_held;
 };
 
 static time_t now_wall(const struct ops *o)
@@ -220,6 +232,63 @@ static void report(struct run *r, const char *phase, int pct,
 	}
 }
 
+static void retry_held(lws_sorted_usec_list_t *sul)
+{
+	struct ops *o = lws_container_of(sul, struct ops, sul_held);
+	size_t k = 0;
+
+	for (size_t i = 0; i < o->nheld; i++) {
+		struct held *h = &o->held[i];
+
+		h->rec.updated = (int64_t)now_wall(o);
+		if (jobs_record(o->jobs, &h->rec) != ERR_OK) {
+			o->held[k++] = *h;
+			continue;
+		}
+		LOGI("job %s (%s): final state journaled now; reported",
+		     h->rec.id, h->rec.op);
+		if (!h->rec.local && o->cbs.changed)
+			o->cbs.changed(o->arg, &h->rec, h->re);
+	}
+	o->nheld = k;
+	if (!k)
+		return;
+	o->held_wait = o->held_wait * 2 > HELD_RETRY_MAX_US ?
+		       HELD_RETRY_MAX_US : o->held_wait * 2;
+	lws_sul_schedule(o->ctx, 0, &o->sul_held, retry_held, o->held_wait);
+}
+
+/*
+ * r ended, but the journal could not take its final state (state_write
+ * logged why). Every answer is journaled before it is sent (PROTOCOL.md
+ * §2.6): told now, COM would hear "succeeded" while the journal still says
+ * "running" — sent as such on the next link, and "failed / interrupted"
+ * after a restart. So the state is held and journaled again from time to
+ * time (the disk may get room), and told once it is; until then
+ * COM sees the job running, and a restart meanwhile reports it
+ * interrupted — one outcome either way. false: no room to hold it (then
+ * it is told unjournaled, as before).
+ */
+static bool hold_final(struct run *r)
+{
+	struct ops *o = r->o;
+
+	if (o->nheld == HELD_MAX)
+		return false;
+	o->held[o->nheld].rec = r->rec;
+	o->held[o->nheld].re = r->re;
+	if (o->nheld++ == 0) {
+		o->held_wait = HELD_RETRY_US;
+		lws_sul_schedule(o->ctx, 0, &o->sul_held, retry_held,
+				 o->held_wait);
+	}
+	LOGE("job %s (%s): its final state (%s) is not journaled; it is "
+	     "reported once it is (tried again in %d s, then less often)",
+	     r->rec.id, r->rec.op, job_state_name(r->rec.state),
+	     (int)(HELD_RETRY_US / LWS_USEC_PER_SEC));
+	return true;
+}
+
 static void run_free(struct run *r)
 {
 	if (!r)
@@ -258,8 +327,8 @@ static void end(struct run *r, enum job_state st, const char *reason,
 	else
 		LOGE("job %s (%s) %s (%s): %s", r->rec.id, r->rec.op,
 		     job_state_name(st), r->rec.reason, r->rec.message);
-	(void)save(r);
-	tell(r);
+	if (save(r) == ERR_OK || !hold_final(r))
+		tell(r);
 	if (o->side == r) {
 		logs_fetch_cancel(o->logs);
 		o->side = NULL;
@@ -305,6 +374,8 @@ static bool run_hook(struct run *r, const char *name, const char *const *args,
 	char *envp[7];
 	char *argv[ELEMENTS_MAX + 4];
 	struct hook_cbs cbs = { .progress = hook_progress, .done = hook_done };
+	const char *runner = cstr(o, CONF_JOBS_HOOK_RUNNER);
+	unsigned timeout_s;
 	size_t n = 0;
 	err_t e;
 	int w;
@@ -337,9 +408,19 @@ static bool run_hook(struct run *r, const char *name, const char *const *args,
 	r->after_hook = after;
 	r->hook_base = r->rec.progress;
 	r->hook_span = span;
-	e = hook_start(o->ctx, path, argv, envp,
-		       (unsigned)(conf_num(o->conf, CONF_JOBS_HOOK_TIMEOUT) /
-				  1000), &cbs, r, &r->hook);
+	timeout_s = (unsigned)(conf_num(o->conf, CONF_JOBS_HOOK_TIMEOUT) /
+			       1000);
+	if (*runner)
+		e = hook_start_runner(o->ctx, runner, name, argv + 1, envp,
+				      timeout_s, &cbs, r, &r->hook);
+	else
+		e = hook_start(o->ctx, path, argv, envp, timeout_s, &cbs, r,
+			       &r->hook);
+	if (e != ERR_OK && *runner) {
+		end(r, JOB_FAILED, "hook", "cannot run the %s hook through the "
+		    "hook runner %s: %s", name, runner, err_str(e));
+		return false;
+	}
 	if (e != ERR_OK) {
 		end(r, JOB_FAILED, "hook", "cannot run the %s hook %s: %s", name,
 		    path, e == ERR_NOTFOUND ? "not an executable file"
@@ -1608,6 +1689,12 @@ void ops_shutdown(struct ops *o)
 		return;
 	daily_free(o->daily);
 	o->daily = NULL;
+	lws_sul_cancel(&o->sul_held);
+	for (size_t i = 0; i < o->nheld; i++)
+		LOGE("job %s (%s): its final state was never journaled; the "
+		     "next start reports it interrupted", o->held[i].rec.id,
+		     o->held[i].rec.op);
+	o->nheld = 0;
 	if (o->run) {
 		/* Left as journaled: interrupted, or settled after a
 		 * restart the job asked for. */

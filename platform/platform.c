@@ -8,8 +8,12 @@
  * everything big (transfers, a staged release, the 128 MB log store, the
  * phone files and templates) lives on its System SD card (/system).
  */
+#define _GNU_SOURCE	/* struct ucred, SO_PEERCRED */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "platform.h"
 
@@ -100,7 +104,9 @@ static const struct platform_ops linux_se = {
 	.logs_file_max = 8ull * 1024 * 1024,
 	.state_dir = "var/lib/comagent",
 	.log_file = "var/log/comagent/comagent.log",
-	.control_socket = "run/comagent.sock",
+	/* In a directory of its own: the agent runs as its own user there,
+	 * and systemd makes /run/comagent for it (RuntimeDirectory=). */
+	.control_socket = "run/comagent/comagent.sock",
 	.work_dir = "var/lib/comagent/work",
 	.staging_dir = "var/lib/comagent/staging",
 	.logs_store_dir = "var/lib/comagent/logs",
@@ -120,4 +126,53 @@ const struct platform_ops *platform_find(const char *name)
 		if (strcmp(profiles[i]->name, name) == 0)
 			return profiles[i];
 	return NULL;
+}
+
+/* Whether /proc/PID/status lists gid among the process's groups. Read at
+ * connect time: procfs answers from memory, never blocks on a disk. */
+static bool in_group(pid_t pid, gid_t gid)
+{
+	char path[64], line[1024];
+	bool found = false;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *p = line + 7, *end;
+
+		if (strncmp(line, "Groups:", 7) != 0)
+			continue;
+		for (;;) {
+			unsigned long g = strtoul(p, &end, 10);
+
+			if (end == p)
+				break;
+			if (g == (unsigned long)gid) {
+				found = true;
+				break;
+			}
+			p = end;
+		}
+		break;
+	}
+	fclose(f);
+	return found;
+}
+
+bool platform_peer_allowed(int fd, char *who, size_t cap)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 ||
+	    len != sizeof(cr)) {
+		snprintf(who, cap, "unknown peer");
+		return false;
+	}
+	snprintf(who, cap, "uid %u pid %d", (unsigned)cr.uid, (int)cr.pid);
+	return cr.uid == 0 || cr.uid == geteuid() || cr.gid == getegid() ||
+	       in_group(cr.pid, getegid());
 }

@@ -9,6 +9,7 @@
 #ifndef COMAGENT_PLATFORM_H
 #define COMAGENT_PLATFORM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "../agent/err.h"
@@ -41,5 +42,11 @@ struct platform_ops {
 
 /* NULL when no profile has that name. */
 const struct platform_ops *platform_find(const char *name);
+
+/* Whether the process at the other end of the local stream socket fd may
+ * use the agent's control socket: root, the agent's own user, or a member
+ * (primary or supplementary group) of the agent's group. who gets "uid U
+ * pid P" for the log either way. Fails closed when the kernel cannot say. */
+bool platform_peer_allowed(int fd, char *who, size_t cap);
 
 #endif

@@ -6,6 +6,7 @@
 #   scripts/deps.sh          the build/test/demo set below
 #   scripts/deps.sh fuzz     only what `make fuzz` needs on top: clang and
 #                            its libFuzzer/sanitizer runtimes
+#   scripts/deps.sh soak     only what `make soak` needs on top: valgrind
 set -euo pipefail
 
 PKGS=(
@@ -13,13 +14,14 @@ PKGS=(
   libmbedtls-dev libarchive-dev libinih-dev zlib1g-dev libexpat1-dev
   libcmocka-dev
   python3 python3-pytest python3-websockets python3-cryptography
-  procps
+  procps systemd
   openssh-server openssh-client proxytunnel curl
 )
 case "${1:-}" in
   "") ;;
   fuzz) PKGS=(clang-14 libclang-rt-14-dev) ;;
-  *) echo "usage: $0 [fuzz]" >&2; exit 2 ;;
+  soak) PKGS=(valgrind) ;;
+  *) echo "usage: $0 [fuzz|soak]" >&2; exit 2 ;;
 esac
 
 missing=()

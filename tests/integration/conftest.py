@@ -267,10 +267,16 @@ def protocol_violations(events):
 class Agent:
     def __init__(self, sim, overrides=None, customer="C1001", system="pbx-hq",
                  user="COMAdmin", password="pw", url=None, ca_file=None,
-                 env=None):
+                 env=None, run_as=None):
         need_binary()
         self.env = env
         self.root = tempfile.mkdtemp(prefix="cag-", dir="/tmp")   # short: unix socket
+        # run_as=(uid, gid): the agent runs as that user (setpriv), over a
+        # root tree it owns, with its own copy of the CA.
+        self.run_as = run_as
+        if run_as:
+            ca_file = shutil.copy(ca_file or sim.ca,
+                                  os.path.join(self.root, "ca.pem"))
         self.ini = os.path.join(self.root, "comagent.ini")
         self.log_path = os.path.join(self.root, "agent.stderr")
         self.customer, self.system = customer, system
@@ -314,7 +320,15 @@ class Agent:
         self._logf = open(self.log_path, "ab")
         env = agent_env()
         env.update(self.env or {})
-        self.proc = subprocess.Popen([COMAGENT_BIN, "run", "-c", self.ini],
+        cmd = [COMAGENT_BIN, "run", "-c", self.ini]
+        if self.run_as:
+            uid, gid = self.run_as
+            for dp, dns, fns in os.walk(self.root):
+                for n in [dp] + [os.path.join(dp, f) for f in dns + fns]:
+                    os.lchown(n, uid, gid)
+            cmd = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % gid,
+                   "--clear-groups", "--"] + cmd
+        self.proc = subprocess.Popen(cmd,
                                      stdin=subprocess.DEVNULL, stdout=self._logf,
                                      stderr=self._logf, env=env,
                                      cwd=self.root)
@@ -415,7 +429,7 @@ def ctl(a, req):
     """One request on the agent's control socket; the whole answer."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)
-    s.connect(os.path.join(a.root, "run", "comagent.sock"))
+    s.connect(os.path.join(a.root, "run", "comagent", "comagent.sock"))
     s.sendall(req.encode() + b"\n")
     out = b""
     while True:

@@ -93,7 +93,7 @@ def test_stale_control_socket_is_replaced(comsim, agent):
     a.wait_connected(15)
     a.kill()
     a._logf.close()
-    sock = os.path.join(a.root, "run/comagent.sock")
+    sock = os.path.join(a.root, "run/comagent/comagent.sock")
     assert os.path.exists(sock)
     a.proc = None
     a.start()

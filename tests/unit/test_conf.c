@@ -268,7 +268,7 @@ static void test_example_loads(void **state)
 	assert_string_equal(conf_str(c, CONF_SYSTEM_STATE_DIR),
 			    "/var/lib/comagent");
 	assert_string_equal(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET),
-			    "/run/comagent.sock");
+			    "/run/comagent/comagent.sock");
 	assert_string_equal(conf_str(c, CONF_SERVICE_USER_NAME), "COMAdmin");
 	assert_string_equal(conf_str(c, CONF_SERVICE_USER_PASSWORD),
 			    "change-me");
@@ -745,7 +745,7 @@ static void test_path_resolution(void **state)
 	assert_string_equal(conf_str(t->c, CONF_SYSTEM_STATE_DIR),
 			    "/tmp/r/var/lib/comagent");
 	assert_string_equal(conf_str(t->c, CONF_SYSTEM_CONTROL_SOCKET),
-			    "/tmp/r/run/comagent.sock");
+			    "/tmp/r/run/comagent/comagent.sock");
 	assert_string_equal(conf_str(t->c, CONF_LOG_FILE),
 			    "/tmp/r/var/log/comagent/comagent.log");
 	assert_string_equal(conf_str(t->c, CONF_COM_CA_FILE),
