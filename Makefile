@@ -138,7 +138,7 @@ demo: build/host/comagent | $(DEPS_OK)
 # fails the target and leaves build/fuzz/crash-<name>-* (reproduce with
 # build/fuzz/fuzz_<name> FILE). `make fuzz-smoke` is the same with
 # FUZZ_TIME=10 (CI). FUZZ_TARGETS=... picks some; -j2 runs two at a time.
-FUZZ_TARGETS ?= proto customdata customtar conf intake manifest job settings logstore
+FUZZ_TARGETS ?= proto customdata customtar conf intake manifest job settings logstore hookrun
 FUZZ_TIME ?= 60
 FUZZ_CC   ?= clang-14
 FUZZ_OK   := build/fuzz/.deps-ok
@@ -158,6 +158,7 @@ FUZZ_MAXLEN_manifest   := 6144
 FUZZ_MAXLEN_job        := 16384
 FUZZ_MAXLEN_settings   := 8192
 FUZZ_MAXLEN_logstore   := 8192
+FUZZ_MAXLEN_hookrun    := 8192
 FUZZ_FLAGS ?= -timeout=20 -rss_limit_mb=1024 -print_final_stats=1
 
 .PHONY: fuzz fuzz-smoke fuzz-build

@@ -225,7 +225,17 @@ def logstore():
         "log-2026120-001.log.gz 1 %s 0\nlog-20261201-001.log 1 x 0\n\n" % (SHA, SHA, SHA))
 
 
+def hookrun():
+    # Byte 0: 1 = the three descriptors come with the request.
+    put("hookrun", "backup", b"\x01hook backup\narg /var/lib/comagent/work/b.tar.gz\n"
+        b"arg etc/ipoffice\nenv COMAGENT_ROOT=/\nenv COMAGENT_JOB=J-1\nend\n")
+    put("hookrun", "no_fds", b"\x00hook reboot\nend\n")
+    put("hookrun", "bad", b"\x01hook evil\nenv PATH=/tmp\narg\nfoo bar\nend\nend\n")
+    put("hookrun", "unterminated", b"\x01hook upgrade\narg x")
+
+
 if __name__ == "__main__":
     shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
-    for f in (proto, customdata, customtar, conf, intake, manifest, job, settings, logstore):
+    for f in (proto, customdata, customtar, conf, intake, manifest, job, settings, logstore,
+              hookrun):
         f()
