@@ -138,7 +138,7 @@ demo: build/host/comagent | $(DEPS_OK)
 # fails the target and leaves build/fuzz/crash-<name>-* (reproduce with
 # build/fuzz/fuzz_<name> FILE). `make fuzz-smoke` is the same with
 # FUZZ_TIME=10 (CI). FUZZ_TARGETS=... picks some; -j2 runs two at a time.
-FUZZ_TARGETS ?= proto customdata customtar conf intake manifest job settings logstore hookrun
+FUZZ_TARGETS ?= proto customdata customtar conf intake manifest job settings logstore hookrun tunnel
 FUZZ_TIME ?= 60
 FUZZ_CC   ?= clang-14
 FUZZ_OK   := build/fuzz/.deps-ok
@@ -159,6 +159,7 @@ FUZZ_MAXLEN_job        := 16384
 FUZZ_MAXLEN_settings   := 8192
 FUZZ_MAXLEN_logstore   := 8192
 FUZZ_MAXLEN_hookrun    := 8192
+FUZZ_MAXLEN_tunnel     := 1024
 FUZZ_FLAGS ?= -timeout=20 -rss_limit_mb=1024 -print_final_stats=1
 
 .PHONY: fuzz fuzz-smoke fuzz-build
@@ -197,6 +198,45 @@ fuzz-run-%: build/fuzz/fuzz_%
 fuzz: $(FUZZ_TARGETS:%=fuzz-run-%)
 fuzz-smoke:
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=10
+
+# Soak (tests/soak/soak.py): SOAK_SECONDS (default an hour) of mixed work —
+# reconnects, stalls, tunnels, backups and transfers with upload/download
+# faults, log uploads, custom-file refreshes, bad input — against a
+# misbehaving comsim, once per tool of SOAK_TOOLS, one after the other:
+# asan (build/asan/comagent) and valgrind memcheck (build/host/comagent,
+# -O2 -g without sanitizers; scripts/deps.sh soak installs valgrind). Each
+# writes build/soak/<tool>.json (+ the agent's, valgrind's and comsim's
+# logs) and prints a table; it fails on an unexpected outcome, a sanitizer
+# report, a memcheck error or leak, or RSS growth after the warm-up.
+# SOAK_SEED=N repeats a run's choices; SOAK_ARGS passes more options.
+# `make soak-ci` is both tools for 300 s each (CI).
+SOAK_SECONDS ?= 3600
+SOAK_TOOLS ?= asan valgrind
+SOAK_SEED ?=
+SOAK_ARGS ?=
+SOAK_BIN_asan := build/asan/comagent
+SOAK_BIN_valgrind := build/host/comagent
+SOAK_OK   := build/soak/.deps-ok
+
+.PHONY: soak soak-ci
+$(SOAK_OK): scripts/deps.sh
+	@scripts/deps.sh soak
+	@mkdir -p $(@D) && touch $@
+soak: $(foreach t,$(SOAK_TOOLS),$(SOAK_BIN_$(t))) | $(DEPS_OK) \
+		$(if $(filter valgrind,$(SOAK_TOOLS)),$(SOAK_OK))
+	@rc=0; for t in $(SOAK_TOOLS); do \
+		case $$t in \
+		asan) b=$(SOAK_BIN_asan) ;; \
+		valgrind) b=$(SOAK_BIN_valgrind) ;; \
+		*) echo "SOAK_TOOLS: unknown tool '$$t' (asan, valgrind)"; exit 2 ;; \
+		esac; \
+		echo "== soak $$t ($(SOAK_SECONDS) s)"; \
+		$(PYTHON) tests/soak/soak.py --tool $$t --bin $$b \
+			--seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) \
+			$(SOAK_ARGS) || rc=1; \
+	done; exit $$rc
+soak-ci:
+	@$(MAKE) --no-print-directory soak SOAK_SECONDS=300
 
 install: build/host/comagent
 	install -D -s -m 0755 build/host/comagent $(DESTDIR)$(PREFIX)/bin/comagent

@@ -234,8 +234,25 @@ def hookrun():
     put("hookrun", "unterminated", b"\x01hook upgrade\narg x")
 
 
+def tunnel():
+    import struct
+
+    # Byte 0: settings bits (centralmgmt, remoteaccess, externalremoteaccess),
+    # bytes 1-8: the port (int64 LE), then "system\0host".
+    def t(name, flags, port, system, host=None):
+        put("tunnel", name, bytes([flags]) + struct.pack("<q", port) + system.encode()
+            + (b"\0" + host.encode() if host is not None else b""))
+    t("ssh_self", 7, 22, "")
+    t("webmanager", 1, 8443, "")
+    t("network", 7, 443, "voicemail")
+    t("colocated", 7, 3389, "", "10.0.0.9")
+    t("colocated_v6", 7, 8080, "", "::ffff:10.0.0.10")
+    t("refused", 0, 22, "nosuch", "10.9.9.9")
+    t("bad_port", 7, 70000, "")
+
+
 if __name__ == "__main__":
     shutil.rmtree(os.path.join(HERE, "corpus"), ignore_errors=True)
     for f in (proto, customdata, customtar, conf, intake, manifest, job, settings, logstore,
-              hookrun):
+              hookrun, tunnel):
         f()
