@@ -402,3 +402,17 @@ def test_systemd_units_verify_and_score(tmp_path):
                 "PrivateTmp=yes", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"):
         assert opt in unit
+
+
+def test_runner_refusal_fails_the_job_with_its_reason(comsim, agent, tmp_path,
+                                                      runner):
+    sim = comsim()
+    a, r = privsep_agent(agent, sim, tmp_path, runner,
+                         {"backup": "touch %s/ran\n" % tmp_path})
+    # Someone made the profile's hook directory writable to all.
+    os.chmod(os.path.join(a.config["jobs"]["hooks_dir"], "linux"), 0o777)
+    st = wait_final(sim, job(sim, "backup"))
+    assert st["state"] == "failed"
+    assert st["message"].startswith("backup: hook runner: "), st
+    assert "is not root's alone" in st["message"], st
+    assert not (tmp_path / "ran").exists()
