@@ -97,6 +97,23 @@ time_t daily_next(const struct daily *d)
 	return d->next;
 }
 
+int64_t daily_test_clock(void)
+{
+	int64_t offset = 0;
+#ifdef COMAGENT_TESTING
+	const char *t = getenv("COMAGENT_TEST_CLOCK");
+	char *end;
+
+	if (t && *t) {
+		errno = 0;
+		offset = strtoll(t, &end, 10);
+		if (errno || *end)
+			offset = 0;
+	}
+#endif
+	return offset;
+}
+
 void daily_clock_offset(struct daily *d, int64_t offset)
 {
 	d->offset = offset;
@@ -113,19 +130,7 @@ struct daily *daily_new(struct lws_context *ctx, const struct daily_cfg *cfg)
 		return NULL;
 	d->ctx = ctx;
 	d->cfg = *cfg;
-#ifdef COMAGENT_TESTING
-	{
-		const char *t = getenv("COMAGENT_TEST_CLOCK");
-		char *end;
-
-		if (t && *t) {
-			errno = 0;
-			d->offset = strtoll(t, &end, 10);
-			if (errno || *end)
-				d->offset = 0;
-		}
-	}
-#endif
+	d->offset = daily_test_clock();
 	return d;
 }
 

@@ -51,5 +51,8 @@ time_t daily_next(const struct daily *d);
 time_t daily_now(const struct daily *d);
 /* Test builds: shift that clock by offset seconds and plan again. */
 void daily_clock_offset(struct daily *d, int64_t offset);
+/* The offset COMAGENT_TEST_CLOCK gives at start (test builds; else 0),
+ * for every module that reads the wall clock through such an offset. */
+int64_t daily_test_clock(void);
 
 #endif

@@ -10,7 +10,6 @@
  * CLIENT_CLOSED, WSI_DESTROY); link_gone() acts on the first and ignores the
  * rest, so the state machine sees exactly one "down" per attempt.
  */
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "backoff.h"
 #include "conf.h"
+#include "daily.h"
 #include "link.h"
 #include "log.h"
 #include "proto.h"
@@ -782,19 +782,7 @@ struct link *link_new(struct lws_context *ctx, const struct conf *c,
 	set_state_text(l, "waiting", "Waiting for initial connection");
 	if (parse_url(l, conf_str(c, CONF_COM_URL)) != ERR_OK)
 		goto fail;
-#ifdef COMAGENT_TESTING
-	{
-		const char *t = getenv("COMAGENT_TEST_CLOCK");
-		char *end;
-
-		if (t && *t) {
-			errno = 0;
-			l->clock_offset = strtoll(t, &end, 10);
-			if (errno || *end)
-				l->clock_offset = 0;
-		}
-	}
-#endif
+	l->clock_offset = daily_test_clock();
 	l->rx = malloc(LINK_RX_MAX > LINK_BIN_MAX ? LINK_RX_MAX : LINK_BIN_MAX);
 	l->frame = malloc(LWS_PRE + LINK_BIN_MAX);
 	l->w = proto_w_new(PROTO_MAX_MSG, 0);

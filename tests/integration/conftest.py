@@ -431,14 +431,19 @@ def ctl(a, req):
     s.settimeout(10)
     s.connect(os.path.join(a.root, "run", "comagent", "comagent.sock"))
     s.sendall(req.encode() + b"\n")
+    out = recv_all(s)
+    s.close()
+    return out.decode()
+
+
+def recv_all(s):
+    """Everything the peer sends until it closes."""
     out = b""
     while True:
         b = s.recv(4096)
         if not b:
-            break
+            return out
         out += b
-    s.close()
-    return out.decode()
 
 
 def never_connects(sim, a, what):

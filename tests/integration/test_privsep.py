@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import COMAGENT_BIN, agent_env, wait_until, write_ini
+from conftest import COMAGENT_BIN, agent_env, recv_all, wait_until, write_ini
 from test_jobs import job, linux_system, settings, start, wait_final
 
 NOBODY = (65534, 65534)
@@ -208,23 +208,12 @@ def _ask_runner(r, lines, fds=True):
         s.sendall(data)
     for fd in (null, out_w, err_w):
         os.close(fd)
-    ans = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        ans += b
+    ans = recv_all(s)
     s.close()
     outs = []
     for fd in (out_r, err_r):
-        chunks = []
-        while True:
-            b = os.read(fd, 4096)
-            if not b:
-                break
-            chunks.append(b)
-        os.close(fd)
-        outs.append(b"".join(chunks).decode())
+        with open(fd, "rb") as f:
+            outs.append(f.read().decode())
     return ans.decode(), outs
 
 

@@ -10,6 +10,8 @@ import datetime
 import os
 import time
 
+import pytest
+
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -99,31 +101,26 @@ def test_cbc_only_server_refused(comsim, agent):
                for e in sim.events("tls_error")), sim.events("tls_error")
 
 
-def test_expired_certificate_refused(comsim, agent, pki, tmp_path):
-    pem, key = make_cert_in(pki, tmp_path, "expired",
-                            not_before=_now() - 30 * DAY,
-                            not_after=_now() - DAY)
+# (name, valid from, valid until in days from now, self-signed, what the
+# agent's status says: lws's words for mbedTLS's verdict)
+BAD_CERTS = [
+    ("expired", -30, -1, False, "Cert expired"),
+    ("not-yet-valid", 1, 30, False, "Cert from the future"),
+    ("self-signed", -1, 30, True, "CA is not trusted"),
+]
+
+
+@pytest.mark.parametrize("name,start,until,self_signed,words", BAD_CERTS,
+                         ids=[c[0] for c in BAD_CERTS])
+def test_bad_certificate_refused(comsim, agent, pki, tmp_path, name, start,
+                                 until, self_signed, words):
+    pem, key = make_cert_in(pki, tmp_path, name,
+                            not_before=_now() + start * DAY,
+                            not_after=_now() + until * DAY,
+                            self_signed=self_signed)
     sim = comsim(extra_args=["--tls-cert", pem, "--tls-key", key])
-    st = never_connects(sim, agent(sim), "an expired certificate")
-    assert "Cert expired" in st["last_error"], st
-
-
-def test_not_yet_valid_certificate_refused(comsim, agent, pki, tmp_path):
-    pem, key = make_cert_in(pki, tmp_path, "future",
-                            not_before=_now() + DAY,
-                            not_after=_now() + 30 * DAY)
-    sim = comsim(extra_args=["--tls-cert", pem, "--tls-key", key])
-    st = never_connects(sim, agent(sim), "a certificate not valid yet")
-    assert "Cert from the future" in st["last_error"], st
-
-
-def test_self_signed_certificate_refused(comsim, agent, pki, tmp_path):
-    pem, key = make_cert_in(pki, tmp_path, "selfsigned",
-                            not_before=_now() - DAY,
-                            not_after=_now() + 30 * DAY, self_signed=True)
-    sim = comsim(extra_args=["--tls-cert", pem, "--tls-key", key])
-    st = never_connects(sim, agent(sim), "a self-signed certificate")
-    assert "CA is not trusted" in st["last_error"], st
+    st = never_connects(sim, agent(sim), "a %s certificate" % name)
+    assert words in st["last_error"], st
 
 
 def test_good_generated_certificate_accepted(comsim, agent, pki, tmp_path):
