@@ -53,6 +53,9 @@
 /* Bytes of a partial file hashed per loop turn (see ops.c's HASH_SLICE). */
 #define XFER_HASH_SLICE (1024u * 1024u)
 #define XFER_READ_CHUNK 65536u
+/* Odd ids never opened on this link whose data was answered unknown_stream
+ * (PROTOCOL.md §3: once per id), remembered so a flood gets one answer. */
+#define XFER_UNKNOWN_MEMORY 16
 
 enum xstate { X_HASHING, X_WAIT, X_OPENING, X_ACTIVE, X_ENDING, X_DONE };
 
@@ -95,6 +98,8 @@ struct xfers {
 	struct xfer *head;
 	struct xfer *rr;		/* the upload served last */
 	uint32_t next_sid;		/* odd; per link */
+	uint32_t unknown[XFER_UNKNOWN_MEMORY];	/* answered unknown_stream */
+	unsigned unknown_n, unknown_next;
 };
 
 static err_t send_built(struct xfers *x)
@@ -527,6 +532,21 @@ void xfers_on_data(struct xfers *x, uint32_t id, const uint8_t *p,
 	struct xfer *t = find(x, id);
 	int e;
 
+	if (!t && id >= x->next_sid) {
+		/* An id we never opened on this link: PROTOCOL.md §3 answers
+		 * it with one stream.close. (Data for one we did open, and
+		 * closed since, was in flight: dropped below, unanswered.) */
+		for (unsigned i = 0; i < x->unknown_n; i++)
+			if (x->unknown[i] == id)
+				return;
+		x->unknown[x->unknown_next] = id;
+		x->unknown_next = (x->unknown_next + 1) % XFER_UNKNOWN_MEMORY;
+		if (x->unknown_n < XFER_UNKNOWN_MEMORY)
+			x->unknown_n++;
+		LOGE("%zu bytes for stream %u, which was never open", len, id);
+		send_close(x, id, "unknown_stream", "no such stream");
+		return;
+	}
 	if (!t || t->upload || t->st != X_ACTIVE) {
 		LOGD("%zu bytes for stream %u, which is not a download in "
 		     "progress; dropped", len, id);
@@ -626,6 +646,7 @@ void xfers_link_up(struct xfers *x, struct link *l)
 {
 	x->link = l;
 	x->next_sid = 1;
+	x->unknown_n = x->unknown_next = 0;
 	for (struct xfer *t = x->head; t; t = t->next)
 		open_stream(t);
 }

@@ -1263,6 +1263,7 @@ class ComSim:
         self.tls_cert, self.tls_key = args.tls_cert, args.tls_key
         self.tls_ciphers = args.tls_ciphers
         self.hello_timeout = args.hello_timeout
+        self.max_streams = args.max_streams
         self.customers = {}
         self.agents = {}
         self.links = set()
@@ -1870,7 +1871,7 @@ class ComSim:
         a.welcomes += 1
         link.record = rec
         msg = {"type": "welcome", "id": link.take_id(), "re": hello["id"],
-               "session": link.session, "max_streams": MAX_STREAMS,
+               "session": link.session, "max_streams": self.max_streams,
                "window": WINDOW}
         extra = rec.get("welcome_extra")
         if isinstance(extra, dict):
@@ -2488,7 +2489,7 @@ class ComSim:
             return await refuse("stream %d was used before on this link "
                                 "(ids are never reused)" % sid)
         link.agent_ids.add(sid)
-        if len(link.streams) >= MAX_STREAMS:
+        if len(link.streams) >= self.max_streams:
             return await refuse("too many streams: %d open" % len(link.streams),
                                 "limit")
         if kind == "download":
@@ -3403,6 +3404,8 @@ class ComSim:
                                          "/stream_close", "/stream_data",
                                          "/stream_read"):
             return await self.admin_stream(path, body)
+        if method == "POST" and path == "/stream_flood":
+            return await self.admin_stream_flood(body)
         if method != "POST" or path not in ("/customers", "/drop", "/stall",
                                             "/unstall", "/send", "/restart"):
             return 404, {"error": "no such endpoint: %s %s" % (method, path)}
@@ -3894,6 +3897,47 @@ class ComSim:
         except websockets.exceptions.ConnectionClosed:
             return 409, {"error": "link closed"}
         return 404, {"error": "no such endpoint"}
+
+    async def admin_stream_flood(self, body):
+        """POST /stream_flood {customer, system?, count, port?, target?, host?,
+        window?, user?}: `count` (1..10000) tunnel stream.opens sent back to
+        back on the link, each as /stream_open sends one (admin streams,
+        fresh even ids), without waiting for any answer in between: a burst
+        beyond the agent's max_streams. Answers {"streams": [...], "ids":
+        [...]} (stream ids and message ids, in order) once all are out."""
+        c, s = body.get("customer"), body.get("system")
+        if not isinstance(c, str) or (s is not None and not isinstance(s, str)):
+            return 400, {"error": "customer (and optionally system) required"}
+        if s is None:
+            s = self.primary_system(c)
+        link = self.current_link(c, s) if s is not None else None
+        if link is None or not link.up:
+            return 404, {"error": "no link for %s/%s" % (c, s)}
+        count = body.get("count")
+        if not _is_int(count) or not 1 <= count <= 10000:
+            return 400, {"error": "count must be an integer 1..10000"}
+        port = body.get("port")
+        if port is not None and not _is_int(port):
+            return 400, {"error": "port must be an integer"}
+        window = body.get("window", WINDOW)
+        if not _is_int(window) or not 0 <= window <= CREDIT_MAX:
+            return 400, {"error": "window must be an integer 0..2^31-1"}
+        target, host = body.get("target", ""), body.get("host", "")
+        if not isinstance(target, str) or not isinstance(host, str):
+            return 400, {"error": "target and host must be strings"}
+        dest = {"customer": c, "system": target, "primary": s, "host": host,
+                "port": port}
+        sent = []
+        for _ in range(count):
+            msg = await self.tunnel_connect(link, dest, str(body.get("user", "admin")),
+                                            window=window)
+            if msg is None:
+                return 409, {"error": "link closed after %d opens" % len(sent)}
+            sent.append(msg)
+        self.event("stream_flood", link, count=count,
+                   first=sent[0]["stream"], last=sent[-1]["stream"])
+        return 200, {"streams": [m["stream"] for m in sent],
+                     "ids": [m["id"] for m in sent]}
 
     # -- lifecycle
     async def run(self):
@@ -4522,6 +4566,9 @@ def main(argv=None):
                    help=argparse.SUPPRESS)
     # The COM listener's certificate and key instead of the PKI's, and the
     # only TLS 1.2 suites it offers (OpenSSL names): TLS tests.
+    # welcome's max_streams (benchmarks hold 256 tunnels open).
+    s.add_argument("--max-streams", type=int, default=MAX_STREAMS,
+                   help=argparse.SUPPRESS)
     s.add_argument("--tls-cert", help=argparse.SUPPRESS)
     s.add_argument("--tls-key", help=argparse.SUPPRESS)
     s.add_argument("--tls-ciphers", help=argparse.SUPPRESS)

@@ -1508,6 +1508,53 @@ def test_tunnel_admin_api(sim):
     assert cl["stream"] == 2 and cl["by"] == "comsim" and cl["admin"]
 
 
+def test_stream_flood(sim):
+    """POST /stream_flood: count stream.opens back to back, fresh even ids,
+    every one followed up like an admin /stream_open (accept or refusal)."""
+    async def go():
+        srv, eport = await echo_server()
+        seen = []
+
+        def route(m):
+            seen.append(m["stream"])
+            if len(seen) <= 3:
+                return ("connect", eport)
+            return ("close", "limit", "too many streams (max 3)")
+        agent = await FakeAgent(sim, route=route).start()
+        C = {"customer": "C1001", "system": "pbx-hq"}
+        for bad in ({"count": 0}, {"count": 10001}, {"count": "5"},
+                    {"count": 5, "port": "x"}, {"count": 5, "window": -1}):
+            st, _ = await athread(sim.admin_status, "POST", "/stream_flood",
+                                  dict(C, **bad))
+            assert st == 400, bad
+        st, _ = await athread(sim.admin_status, "POST", "/stream_flood",
+                              {"customer": "C9", "count": 1})
+        assert st == 404
+        r = await athread(sim.admin, "POST", "/stream_flood",
+                          dict(C, count=20, port=7))
+        assert r["streams"] == list(range(2, 42, 2)), r
+        assert len(set(r["ids"])) == 20 and r["ids"] == sorted(r["ids"])
+        await athread(wait_until, lambda: len(sim.events("tunnel_refused")) == 17,
+                      5, "17 refusals")
+        await athread(wait_until, lambda: len(sim.events("tunnel_open")) == 3,
+                      5, "3 accepted")
+        assert [o["stream"] for o in agent.opens] == r["streams"]
+        assert all(o["kind"] == "tunnel" and o["port"] == 7 and o["window"] == 65536
+                   for o in agent.opens)
+        refused = sim.events("tunnel_refused")
+        assert {e["reason"] for e in refused} == {"limit"}
+        assert sorted(e["stream"] for e in refused) == r["streams"][3:]
+        fl = sim.events("stream_flood")
+        assert len(fl) == 1 and (fl[0]["count"], fl[0]["first"], fl[0]["last"]) == \
+            (20, 2, 40)
+        # the next admin stream takes the next id
+        r2 = await athread(sim.admin, "POST", "/stream_open", dict(C, port=9))
+        assert r2["stream"] == 42
+        await agent.stop()
+        srv.close()
+    run(go())
+
+
 def test_tunnel_client_gone_while_opening(sim):
     async def go():
         agent = await FakeAgent(sim, route=lambda m: ("ignore",)).start()
