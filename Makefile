@@ -7,6 +7,7 @@
 #   make demo            the agent against the bundled COM simulator
 #   make fuzz [FUZZ_TIME=60] [FUZZ_TARGETS=...]   libFuzzer harnesses
 #   make fuzz-smoke      the same, 10 s each (CI)
+#   make bench [BENCH_ARGS=...]   comagent beside ssh -L, socat, tar, gzip (not in check)
 #   make install DESTDIR=... PREFIX=... HOOKSDIR=...
 #
 #   make TARGET=armhf|armel [all|check-unit|size|install]
@@ -250,3 +251,21 @@ clean:
 -include $(shell find build/host build/asan -name '*.d' 2>/dev/null)
 -include $(shell find build/fuzz -name '*.d' 2>/dev/null)
 endif
+
+# Benchmarks (tests/bench/bench.py), not part of check: comagent beside the
+# tools people would use instead (direct TCP, ssh -L through OpenSSH's sshd,
+# socat with TLS, tar -xf, gzip | socat) and the reconnect storm simulated
+# on the agent's own back-off (build/bench/storm); a table on stdout and
+# build/bench/results.json. BENCH_ARGS passes options (--runs, --mb ...).
+BENCH_ARGS ?=
+BENCH_OK := build/bench/.deps-ok
+.PHONY: bench
+$(BENCH_OK): scripts/deps.sh
+	@scripts/deps.sh bench
+	@mkdir -p $(@D) && touch $@
+build/bench/storm: tests/bench/storm.c agent/backoff.c agent/backoff.h
+	@mkdir -p $(@D)
+	$(Q)$(CC) -std=c11 -O2 -Wall -Wextra -Werror -Iagent -o $@ \
+		tests/bench/storm.c agent/backoff.c
+bench: build/host/comagent build/bench/storm | $(DEPS_OK) $(BENCH_OK)
+	$(PYTHON) tests/bench/bench.py $(BENCH_ARGS)

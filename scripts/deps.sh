@@ -6,7 +6,9 @@
 #   scripts/deps.sh          the build/test/demo set below
 #   scripts/deps.sh fuzz     only what `make fuzz` needs on top: clang and
 #                            its libFuzzer/sanitizer runtimes
-#   scripts/deps.sh soak     only what `make soak` needs on top: valgrind
+#   scripts/deps.sh soak     only what `make soak` needs on top: valgrind,
+#                            and gdb (it reads ASan's heap count in the agent)
+#   scripts/deps.sh bench    the peers `make bench` measures against
 set -euo pipefail
 
 PKGS=(
@@ -20,8 +22,9 @@ PKGS=(
 case "${1:-}" in
   "") ;;
   fuzz) PKGS=(clang-14 libclang-rt-14-dev) ;;
-  soak) PKGS=(valgrind) ;;
-  *) echo "usage: $0 [fuzz|soak]" >&2; exit 2 ;;
+  soak) PKGS=(valgrind gdb) ;;
+  bench) PKGS=(socat openssh-server openssh-client gzip tar time) ;;
+  *) echo "usage: $0 [fuzz|soak|bench]" >&2; exit 2 ;;
 esac
 
 missing=()

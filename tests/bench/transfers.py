@@ -61,10 +61,10 @@ class Bench:
         self.sim = self.agent = None
         os.makedirs(os.path.join(self.root, "var/lib/comagent"))
 
-    def start_sim(self):
+    def start_sim(self, extra_args=()):
         self.sim = comsim_mod.SimProcess(os.path.join(self.tmp, "com"), customers=[{
             "customer": C, "system": S, "user": "COMAdmin", "password": "pw",
-            "state": "ok"}])
+            "state": "ok"}], extra_args=extra_args)
         self.sim.start()
         return self.sim
 
