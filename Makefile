@@ -204,13 +204,14 @@ fuzz-smoke:
 # reconnects, stalls, tunnels, backups and transfers with upload/download
 # faults, log uploads, custom-file refreshes, bad input — against a
 # misbehaving comsim, once per tool of SOAK_TOOLS, one after the other:
-# asan (build/asan/comagent) and valgrind memcheck (build/host/comagent,
-# -O2 -g without sanitizers; scripts/deps.sh soak installs valgrind). Each
-# writes build/soak/<tool>.json (+ the agent's, valgrind's and comsim's
-# logs) and prints a table; it fails on an unexpected outcome, a sanitizer
-# report, a memcheck error or leak, or RSS growth after the warm-up.
-# SOAK_SEED=N repeats a run's choices; SOAK_ARGS passes more options.
-# `make soak-ci` is both tools for 300 s each (CI).
+# asan (build/asan/comagent) and valgrind memcheck (build/host/comagent:
+# -O2 -g, no sanitizer). Each writes build/soak/<tool>.json (and the
+# agent's, valgrind's and comsim's logs beside it) and prints a table; it
+# fails on an unexpected outcome, a sanitizer report, a memcheck error or
+# leak, or RSS / heap growth after the warm-up. scripts/deps.sh soak
+# installs valgrind and gdb (which reads ASan's heap count in the agent).
+# SOAK_SEED=N seeds the random choices (the lanes' timing still varies);
+# SOAK_ARGS passes more options. `make soak-ci`: both, 300 s each (CI).
 SOAK_SECONDS ?= 3600
 SOAK_TOOLS ?= asan valgrind
 SOAK_SEED ?=
@@ -223,8 +224,7 @@ SOAK_OK   := build/soak/.deps-ok
 $(SOAK_OK): scripts/deps.sh
 	@scripts/deps.sh soak
 	@mkdir -p $(@D) && touch $@
-soak: $(foreach t,$(SOAK_TOOLS),$(SOAK_BIN_$(t))) | $(DEPS_OK) \
-		$(if $(filter valgrind,$(SOAK_TOOLS)),$(SOAK_OK))
+soak: $(foreach t,$(SOAK_TOOLS),$(SOAK_BIN_$(t))) | $(DEPS_OK) $(SOAK_OK)
 	@rc=0; for t in $(SOAK_TOOLS); do \
 		case $$t in \
 		asan) b=$(SOAK_BIN_asan) ;; \

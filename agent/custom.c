@@ -1258,7 +1258,7 @@ static void install(struct refresh *r)
 			continue;
 		if (!r->refused[x.part][0] && x.st == E_SHIP)
 			x.st = E_STALE;
-		if (r->prune && x.st == E_STALE)
+		if (r->prune && x.st == E_STALE && !r->refused[x.part][0])
 			x.st = E_DROP;
 		if (next.n + r->nent >= CUSTOM_FILES_MAX) {
 			/* Nothing is cut off silently: no install at all. */
