@@ -590,3 +590,20 @@ def test_journal_replay_installs_only_the_files_it_names(comsim, agent):
     assert tree(a.root, PHONE_DIR) == {"a.png": b"old-a", "b.png": b"new-b"}
     assert set(manifest(a)) == {("phones", "b.png")}
     assert not os.path.exists(os.path.dirname(staged))
+
+
+def test_prune_keeps_a_refused_parts_files(comsim, agent):
+    """A refused part installs nothing, and prunes nothing either: its
+    stale files stay until a refresh whose tars pass (found by the soak)."""
+    sim = sim_with_reseller(comsim)
+    put(sim, "provider", PHONES, files={"a.png": "A", "b.png": "B"})
+    a = agent(sim)
+    first_done(a)
+    put(sim, "provider", PHONES, files={"a.png": "A"})
+    m = wait_final(sim, job(sim))
+    assert m["state"] == "succeeded" and "1 no longer shipped, kept" in m["message"], m
+    put_raw(sim, "reseller", PHONES, tar_bytes([({"name": "../escape.txt"}, b"x")]))
+    m = wait_final(sim, job(sim, prune=True))
+    assert m["state"] == "failed" and m["reason"] == "refused", m
+    assert tree(a.root, PHONE_DIR) == {"a.png": b"A", "b.png": b"B"}
+    assert ("phones", "b.png") in manifest(a)
