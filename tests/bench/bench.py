@@ -26,7 +26,6 @@ the ratio (comagent / peer). Every figure is the median of --runs runs.
       [--bin build/host/comagent] [--storm build/bench/storm]
 """
 import argparse
-import io
 import json
 import os
 import shutil
@@ -35,7 +34,6 @@ import statistics
 import struct
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -43,6 +41,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from transfers import Bench, C, S, REPO, final_state, wait  # noqa: E402
+from custom import FOLDERS, RESELLER, tar as tar_bytes  # noqa: E402
 
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import tunnelkit  # noqa: E402
@@ -465,19 +464,6 @@ def memory(res, args, sim, agent, ports, tmp):
 
 # ------------------------------------------------------------------ 4
 
-RESELLER = "R1"
-FOLDERS = {"provider": "provider", "reseller": "resellers/" + RESELLER,
-           "system": "customers/%s/%s" % (C, S)}
-
-
-def tar_bytes(files):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            t.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def peak_child(argv, **kw):

@@ -60,6 +60,8 @@ from conftest import (DEFAULT_CUSTOMER, HOOKS_DIR, sanitizer_report,
                       tail, wait_until, write_ini)
 from faultrelay import FaultRelay
 import tunnelkit as tk
+from test_jobs import put
+from test_logs import free_port
 
 C, S = "C1001", "pbx-hq"
 SEED = int(os.environ.get("COMAGENT_TEST_SEED", "8"))
@@ -119,15 +121,6 @@ def hooks(tmp_path):
 
 
 # ------------------------------------------------------------------ helpers
-
-def put(root, rel, data, mode=0o644):
-    p = os.path.join(root, rel)
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    with open(p, "wb") as f:
-        f.write(data if isinstance(data, bytes) else data.encode())
-    os.chmod(p, mode)
-    return p
-
 
 def settings(a, **kw):
     put(a.root, STATE + "/settings",
@@ -498,22 +491,6 @@ def test_upload_dropped_at_random_offsets(comsim, agent, relay, hooks):
     parse_state(a.root)
 
 
-def syslog_port():
-    """A port free for both TCP and UDP on 127.0.0.1 right now."""
-    for _ in range(50):
-        t = socket.socket()
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:
-            t.close()
-            continue
-        t.close()
-        u.close()
-        return port
-    raise AssertionError("no free port")
 
 
 def syslog_send(port, lines):
@@ -545,7 +522,7 @@ def test_log_upload_dropped_at_random_offsets(comsim, agent, relay):
     g = rng("logs")
     sim = comsim()
     r = relay(sim)
-    port = syslog_port()
+    port = free_port()
     a = make_agent(agent, sim, relay=r, allow=False, settings_kw={"logtransfer": True},
                    overrides={"logs": {"syslog": "127.0.0.1:%d" % port,
                                        "file_max": "64K"}})
@@ -1116,7 +1093,7 @@ def test_clock_jumps_while_connected_and_during_a_job(comsim, agent, hooks):
     parse."""
     from test_autobackup import set_clock
     sim = comsim()
-    port = syslog_port()
+    port = free_port()
     t0 = local_time(2026, 12, 15, 0, 5)
     a = make_agent(agent, sim, hooks, size=1 << 20,
                    settings_kw={"logtransfer": True},
@@ -1363,7 +1340,7 @@ def test_log_store_full(comsim, agent):
     nothing left to upload."""
     g = rng("logfull")
     sim = comsim()
-    port = syslog_port()
+    port = free_port()
     a = make_agent(agent, sim, allow=False, start=False,
                    settings_kw={"logtransfer": True},
                    overrides={"logs": {"syslog": "127.0.0.1:%d" % port,
@@ -1557,7 +1534,7 @@ def test_sigkill_during_log_store_writes(comsim, agent):
     syslog has no acknowledgement.)"""
     g = rng("killlogs")
     sim = comsim()
-    port = syslog_port()
+    port = free_port()
     a = make_agent(agent, sim, allow=False, settings_kw={"logtransfer": True},
                    overrides={"logs": {"syslog": "127.0.0.1:%d" % port,
                                        "file_max": "64K"}})
