@@ -7,6 +7,9 @@
 #   make demo            the agent against the bundled COM simulator
 #   make fuzz [FUZZ_TIME=60] [FUZZ_TARGETS=...]   libFuzzer harnesses
 #   make fuzz-smoke      the same, 10 s each (CI)
+#   make soak [SOAK_SECONDS=3600] [SOAK_TOOLS="asan valgrind"]   mixed work
+#                        against a misbehaving comsim, under ASan / memcheck
+#   make soak-ci         the same, 300 s each (CI)
 #   make bench [BENCH_ARGS=...]   comagent beside ssh -L, socat, tar, gzip (not in check)
 #   make install DESTDIR=... PREFIX=... HOOKSDIR=...
 #
