@@ -40,12 +40,20 @@ servers, the syslog intake on 127.0.0.1):
                  answered), each followed by a barrier message.
 
 Every operation's outcome is checked. A tunnel or bad-input round that
-overlapped a link loss the soak caused may end early (counted "failed", as
+overlapped a link loss the soak caused, or its follow-on (a loss within
+Soak.follow_on_grace() after it: idle_timeout + connect_timeout +
+retry_max + slack, e.g. COM closing the old link 4003 "replaced" as the
+agent reconnects after a stall), may end early (counted "failed", as
 expected) but must never deliver wrong bytes; a job must always reach its
 documented final state (a flipped byte fails a transfer "corrupt" and a
 refresh; an unavailable list fails a refresh, a hostile tar fails it
 "refused" with that part left as it was; everything else succeeds: uploads
-and downloads resume). Anything else is "unexpected" and
+and downloads resume; a flipped byte or a list error that went with a
+link the soak closed, fetched again clean on the next link, succeeds). A
+job whose link goes with such a loss before the agent's first answer is
+sent again (same id). An oversized frame runs with the job lanes held out
+(their faults would race its 4002). Every link close must fall in a loss
+the soak caused or its follow-on grace. Anything else is "unexpected" and
 fails the soak (it stops scheduling at the first one).
 
 Memory: VmRSS (and RssAnon) of the agent's process is sampled throughout.
@@ -247,6 +255,15 @@ def kib_per_hour(samples):
     return round(slope * 3600, 1)
 
 
+def duration_s(v):
+    """Seconds in one of the agent's durations as the profiles write them
+    ("100ms", "4s", "2m")."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", v)
+    if not m:
+        raise ValueError("duration %r" % v)
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
+
+
 def write_ini(path, sections):
     out = []
     for sec, kv in sections.items():
@@ -331,6 +348,9 @@ class Collector(threading.Thread):
         self.anomalies = []
         self.last_id = {}
         self.sent_types = {}      # link -> {id: type} of comsim's ack/error/unsupported
+        self.raw_links = {}       # id (>= 1e6) of a raw frame comsim sent -> its link
+        self.job_links = {}       # job -> [link it was sent on, each time]
+        self.custom_lists = []    # custom_list events (COM's answer to custom.list)
         self.events_seen = 0
         self.fetch_errors = 0
 
@@ -394,8 +414,22 @@ class Collector(threading.Thread):
             self.faults.append(e)
         elif k == "log_stored":
             self.log_names.append(e["name"])
+        elif k == "custom_list":
+            self.custom_lists.append(e)
+            if len(self.custom_lists) > 1000:
+                del self.custom_lists[:500]
+        elif k == "sent" and isinstance(e.get("raw"), str):
+            # which link a raw frame went on (the oversized one's reaction)
+            m = re.match(r'\{"type":"[^"]*","id":(\d+),', e["raw"])
+            if m and int(m.group(1)) >= 1000000:
+                self.raw_links[int(m.group(1))] = link
+                if len(self.raw_links) > 2000:
+                    for key in list(self.raw_links)[:1000]:
+                        del self.raw_links[key]
         elif k == "sent" and isinstance(e.get("msg"), dict):
             m = e["msg"]
+            if m.get("type") == "job" and isinstance(m.get("job"), str):
+                self.job_links.setdefault(m["job"], []).append(link)
             if m.get("type") in ("ack", "error", "unsupported"):
                 d = self.sent_types.setdefault(link, {})
                 d[m.get("id")] = m["type"]
@@ -454,6 +488,10 @@ class Collector(threading.Thread):
             return [e for e in self.faults if e["t"] >= t0 and
                     (action is None or e.get("action") == action)]
 
+    def custom_lists_since(self, t0):
+        with self.lock:
+            return [e for e in self.custom_lists if e["t"] >= t0]
+
     def take_log_names(self):
         with self.lock:
             names, self.log_names = self.log_names, []
@@ -467,6 +505,7 @@ class Soak:
         self.args = args
         self.p = PROFILES[args.tool]
         self.slow = self.p["slow"]
+        self.grace = self.follow_on_grace()
         # one generator for every lane: the seed fixes the choices, the
         # lanes' timing decides their order
         random.seed(args.seed)
@@ -498,6 +537,7 @@ class Soak:
         self.rss = []             # (t, VmRSS, RssAnon)
         self.ids = 1000000        # ids and stream ids of bad input
         self.release_n = 0
+        self.job_n = 0
         self.last_job = None      # (jid, op, final state) of the ops lane
         # logs lane
         self.tokens_sent = []
@@ -568,6 +608,31 @@ class Soak:
         self.stop_ev.wait(random.uniform(lo, hi))
 
     # -- link loss windows
+    def follow_on_grace(self):
+        """How long after a disruption's window closed (the soak saw the
+        agent connected again) a link loss is still that disruption's.
+
+        The window ends at the first welcome after the disruption, but the
+        disruption can still cost a link after it, through the agent's own
+        timers (the [com] values the soak writes into its config):
+          - idle_timeout: a link the agent holds but COM no longer serves
+            (a stall: COM reads nothing, its pings go unanswered) is given
+            up only after it; the agent hangs up without a close frame;
+          - connect_timeout: an attempt that COM already welcomed may still
+            time out on the agent's side (the welcome late under load): the
+            agent drops it and COM, which counted it as up, sees it lost;
+          - retry_max: the redial waits up to the back-off's maximum;
+        and the next welcome makes COM close the link it still held as
+        4003 "replaced" (the close event is recorded then). On top, slack
+        for a loaded machine (comsim's event loop, the collector's poll
+        and the agent's timers running late): T(3) + 2 s, the grace this
+        soak always gave a window's end. asan: 4 + 5 + 1 + 5 = 15 s;
+        valgrind: 10 + 30 + 2 + 38 = 80 s. A loss with no disruption in
+        the window (or this long before) is still unexplained."""
+        p = self.p
+        return (duration_s(p["idle"]) + duration_s(p["connect"]) +
+                duration_s(p["retry_max"]) + self.T(3) + 2)
+
     def open_window(self, what):
         w = [now(), None, what]
         with self.lock:
@@ -578,10 +643,13 @@ class Soak:
         with self.lock:
             w[1] = now()
 
-    def disrupted(self, t0, t1, but=None):
+    def disrupted(self, t0, t1, but=None, grace=None):
         """Whether a link loss the soak caused (other than window `but`)
-        overlapped t0..t1, or ended just before."""
-        grace = self.T(3) + 2
+        overlapped t0..t1, or ended at most follow_on_grace() before (a
+        follow-on loss of the same disruption: a tunnel, a job or a
+        bad-input round started on the link that COM then closed
+        "replaced" is cut by it too)."""
+        grace = self.grace if grace is None else grace
         with self.lock:
             return any(w is not but and w[0] <= t1 and
                        (w[1] is None or w[1] + grace >= t0) for w in self.windows)
@@ -684,25 +752,68 @@ class Soak:
                 self.rw_shared -= 1
             self.rw.notify_all()
 
-    def send_job(self, op, **fields):
+    def send_job(self, op, answered=None, **fields):
         """POST /job once the link is up and no disruption runs; returns the
-        job id once the agent has answered it (its first job.state)."""
+        job id once the agent has answered it (its first job.state, or
+        `answered(jid)`).
+        The id is the soak's own, unique: comsim's are 24 random bits, and
+        a thousand jobs in a soak make a collision likely (the agent then
+        answers an id it has seen from its journal, as documented).
+        The gate keeps the soak's disruptions away until the answer, but
+        not a follow-on loss of one that just ended (follow_on_grace(): the
+        link the job went on closed "replaced" as the agent connects again)
+        that can take the job or its answer with it. Then the same job goes
+        again on the new link: the agent runs it if it never saw it, or
+        answers its recorded state (PROTOCOL.md 2.6). A link lost before
+        the answer that the soak did not cause stays unexpected."""
+        with self.lock:
+            self.job_n += 1
+            fields.setdefault("job", "J-SOAK-%06d" % self.job_n)
+        jid = fields["job"]
+        if answered is None:
+            answered = self.coll.first_state
         self.job_gate_enter()
         try:
             for _ in range(5):
                 self.wait_connected()
+                t0 = now()
+                with self.coll.lock:
+                    n_sent = len(self.coll.job_links.get(jid, ()))
+                    n_close = len(self.coll.closes)
                 st, ans = self.sim.admin_status("POST", "/job", dict(
                     fields, customer=C, system=S, op=op))
-                if st == 200:
-                    break
-                if st not in (404, 409):
+                if st in (404, 409):
+                    continue
+                if st != 200:
                     raise Unexpected("POST /job %s -> %d %r" % (op, st, ans))
-            else:
-                raise Unexpected("POST /job %s: no link" % op)
-            jid = ans["job"]
-            self.wait_until(lambda: self.coll.first_state(jid), self.T(20),
-                            "the agent's first answer to job %s (%s)" % (jid, op))
-            return jid
+                if ans.get("job") != jid:
+                    raise Unexpected("POST /job %s: COM sent job %r, not the soak's %s"
+                                     % (op, ans.get("job"), jid))
+
+                def reply():
+                    # one look under the collector's (reentrant) lock: an
+                    # answer comes before its link's close in the events
+                    with self.coll.lock:
+                        if answered(jid):
+                            return "answered"
+                        links = self.coll.job_links.get(jid, [])
+                        if len(links) <= n_sent:
+                            return None
+                        link = links[n_sent]      # the link this POST went on
+                        if any(c.get("link") == link for c in self.coll.closes[n_close:]):
+                            return "lost"
+                    return None
+                got = self.wait_until(reply, self.T(20), "the agent's first answer "
+                                      "to job %s (%s)" % (jid, op))
+                if got == "answered":
+                    return jid
+                # the link closed before the answer came (it may still be in
+                # comsim's events: then the agent answers the repeat too)
+                if not self.disrupted(t0, now()):
+                    raise Unexpected("job %s (%s): the link was lost before the agent "
+                                     "answered, and the soak did not cause it" % (jid, op))
+                self.count("job_sent_again", "ok")
+            raise Unexpected("POST /job %s: no link" % op)
         finally:
             self.job_gate_leave()
 
@@ -712,6 +823,31 @@ class Soak:
                 raise Stopping()
             return self.coll.final(jid)
         return self.wait_until(f, timeout or self.T(120), "a final state of job %s" % jid)
+
+    def corrupt_fetched_again(self, jid, t0):
+        """A download fault's flipped byte that the agent fetched again,
+        clean: (fault event, later download_open) or None.
+        comsim flips a byte of the next frame it sends and forgets the
+        fault; when the soak's disruption (a drop, a COM restart, or its
+        follow-on, follow_on_grace()) takes that frame with the link, the
+        agent never gets the flipped byte and asks on the next link for
+        the file from where it is, at or before the byte: it comes clean,
+        and the job rightly succeeds. Only that, on another link, and
+        with a disruption the soak caused in between, explains a success."""
+        opens = self.coll.job_events(jid, "download_open")
+        for f in self.coll.faults_since(t0, "corrupt"):
+            if f.get("kind") != "download_fault":
+                continue
+            src = [o for o in opens if (o.get("link"), o.get("stream")) ==
+                   (f.get("link"), f.get("stream"))]
+            if not src:
+                continue
+            again = [o for o in opens if o["t"] >= f["t"] and o.get("link") != f.get("link")
+                     and o["name"] == src[0]["name"] and o.get("level") == src[0].get("level")
+                     and o["asked_offset"] <= f["position"]]
+            if again and self.disrupted(f["t"], again[0]["t"]):
+                return f, again[0]
+        return None
 
     # ------------------------------------------------------------------ setup
     def start(self):
@@ -971,7 +1107,8 @@ class Soak:
             if w:
                 self.wait_connected()
                 self.close_window(w)
-        if fault == "corrupt":
+        if fault == "corrupt" and not (m["state"] == "succeeded" and
+                                       self.corrupt_fetched_again(jid, t0)):
             if (m["state"], m.get("reason")) != ("failed", "corrupt"):
                 raise Unexpected("transfer %s with a flipped byte: %r" % (jid, m))
             return "failed"
@@ -989,7 +1126,13 @@ class Soak:
             if d.get("kind") != "download_fault" or not d.get("sent"):
                 continue
             later = [o for o in opens if o["name"] == d.get("name") and o["t"] > d["t"]]
-            if later and later[0]["asked_offset"] == 0:
+            # ("sent" counts the frame the fault cut the link after: when
+            # another disruption of the soak was closing the link at that
+            # very moment, that frame, and what went before it on this
+            # stream, may never have reached the agent. Only a window open
+            # then (1 s either side) explains it, not a follow-on grace.)
+            if later and later[0]["asked_offset"] == 0 and \
+                    not self.disrupted(d["t"] - 1, d["t"] + 1, but=w, grace=0):
                 raise Unexpected("transfer %s: %s not resumed after the drop %r: %r"
                                  % (jid, d.get("name"), d, later[0]))
         with self.lock:
@@ -1022,15 +1165,11 @@ class Soak:
         n_dn = len(self.coll.job_events(jid, "download_open"))
         with self.coll.lock:
             n_states = len(self.coll.states.get(jid, ()))
-        self.job_gate_enter()
-        try:
-            self.wait_connected()
-            self.sim.job(C, S, op, job=jid, **({"release": "12.1.%d.0" % self.release_n}
-                                                 if op == "transfer" else {}))
-            self.wait_until(lambda: len(self.coll.states.get(jid, ())) > n_states,
-                            self.T(20), "the answer to job %s sent again" % jid)
-        finally:
-            self.job_gate_leave()
+        def answered(j):
+            with self.coll.lock:
+                return len(self.coll.states.get(j, ())) > n_states
+        self.send_job(op, answered=answered, job=jid, **(
+            {"release": "12.1.%d.0" % self.release_n} if op == "transfer" else {}))
         with self.coll.lock:
             again = self.coll.states[jid][n_states]
         if (again["state"], again.get("reason")) != (m0["state"], m0.get("reason")):
@@ -1238,7 +1377,11 @@ class Soak:
             self.check_installed("refresh %s (hostile tar)" % jid)
             return "failed"
         corrupted = fault == "corrupt" and self.coll.faults_since(t0, "corrupt")
-        if fault == "list" or corrupted:
+        if corrupted and m["state"] == "succeeded" and self.corrupt_fetched_again(jid, t0):
+            corrupted = False      # the flipped byte went with the link (see there)
+        list_failed = fault == "list" and not (m["state"] == "succeeded" and
+                                               self.list_error_lost(t0))
+        if list_failed or corrupted:
             if m["state"] != "failed":
                 raise Unexpected("refresh %s (%s): %r" % (jid, fault, m))
             self.check_installed("refresh %s (%s, failed)" % (jid, fault))
@@ -1248,6 +1391,21 @@ class Soak:
         self.refresh_expected(prune)
         self.check_installed("refresh %s" % jid)
         return "ok"
+
+    def list_error_lost(self, t0):
+        """Whether COM's "unavailable" answer to custom.list (the list
+        fault, one answer) went with a link the soak's disruption closed
+        (or its follow-on): the agent asks again on the next link
+        (PROTOCOL.md 3.5), COM answers the list, and the refresh rightly
+        succeeds. Only a later list answered on another link, with a
+        disruption the soak caused in between, explains a success."""
+        lists = self.coll.custom_lists_since(t0)
+        err = [e for e in lists if e.get("answer") == "error"]
+        if not err:
+            return False
+        again = [e for e in lists if e["t"] >= err[0]["t"] and
+                 e.get("answer") == "custom.files" and e.get("link") != err[0].get("link")]
+        return bool(again) and self.disrupted(err[0]["t"], again[0]["t"])
 
     # ---- tunnel lane: a pool of workers
     def tunnel_lane(self):
@@ -1472,6 +1630,9 @@ class Soak:
                 return ans
             if st not in (404, 409):
                 raise Unexpected("POST %s -> %d %r" % (path, st, ans))
+            # (comsim counts a link that is closing as connected until it
+            # is closed: a moment, not five tries in a row)
+            time.sleep(0.2)
             self.wait_connected()
         raise Unexpected("POST %s: the link keeps going away" % path)
 
@@ -1488,7 +1649,14 @@ class Soak:
 
     def op_oversize(self):
         """A 70000-byte text frame: the agent closes the link 4002 (or
-        answers "malformed"; then the soak drops the link itself)."""
+        answers "malformed"; then the soak drops the link itself).
+        The job lanes are held out meanwhile (exclusive, as for a comsim
+        restart): a fault armed by one of them (a dropped upload or
+        download) could close the link at the moment the frame goes, and
+        the frame, never read, would get no 4002. The reaction looked for
+        is the one of the link the frame went on (comsim's "sent" event):
+        a follow-on close of an earlier link (a 4003 "replaced" after a
+        stall) is not it, and is left to the attribution at the end."""
         out = ["ok"]
 
         def act(w):
@@ -1500,7 +1668,9 @@ class Soak:
 
             def reaction():
                 with self.coll.lock:
-                    cl = self.coll.closes[n0:]
+                    link = self.coll.raw_links.get(bid)
+                    cl = [c for c in self.coll.closes[n0:] if c.get("link") == link] \
+                        if link is not None else []
                     ans = self.coll.answers.get(bid)
                 if cl:
                     return ("close", cl[0])
@@ -1510,8 +1680,9 @@ class Soak:
             kind, e = self.wait_until(reaction, self.T(20), "the agent's reaction to a "
                                       "70000-byte frame")
             if kind == "close" and (e.get("code"), e.get("by")) != (4002, "agent"):
-                # lost otherwise first (a job lane's fault)? then the frame
-                # may never have reached the agent
+                # lost otherwise first: only a follow-on loss of an earlier
+                # disruption (follow_on_grace()) can explain it now; then the
+                # frame may never have reached the agent
                 if self.disrupted(t0, now(), but=w):
                     out[0] = "failed"
                     return
@@ -1521,7 +1692,11 @@ class Soak:
                     raise Unexpected("oversized frame: answered %r" % e)
                 # the link stays up: make the reconnect wait a drop
                 self.link_admin("/drop")
-        self.disruption("oversize", act, pass_window=True)
+        self.acquire(True)
+        try:
+            self.disruption("oversize", act, pass_window=True)
+        finally:
+            self.release(True)
         return out[0]
 
     def op_comsim_restart(self):
@@ -1796,7 +1971,11 @@ class Soak:
         # link losses the soak did not cause
         with self.lock:
             wins = list(self.windows)
-        grace = self.T(3) + 2
+        # a close is the soak's when it falls in a window (1 s before its
+        # start: comsim's clock and ours, the order of the event and of
+        # open_window) or within follow_on_grace() after its end: a
+        # follow-on loss, such as a 4003 "replaced" after a stall
+        grace = self.grace
         unexplained = [c for c in self.coll.closes if c["t"] <= self.t_work_end
                        and not any(w[0] - 1 <= c["t"] and (w[1] is None or c["t"] <= w[1] + grace)
                                   for w in wins)]
