@@ -123,6 +123,9 @@ static const struct key_spec schema[CONF__COUNT] = {
 					 NULL },
 	[CONF_SYSTEM_ADDRESS] = { "system", "address", T_HOST, false,
 				  "127.0.0.1", 1, HOST_MAX, 0, NULL },
+	/* How often the [network] servers are probed (health.h). */
+	[CONF_SYSTEM_PROBE_INTERVAL] = DUR("system", "probe_interval", "60s",
+					   SEC, HOUR),
 	[CONF_SERVICE_USER_NAME] = { "service_user", "name", T_STRING, false,
 				     "COMAdmin", 1, 255, 0, NULL },
 	[CONF_SERVICE_USER_PASSWORD] = { "service_user", "password", T_STRING,
@@ -185,6 +188,14 @@ static const struct key_spec schema[CONF__COUNT] = {
 				    NULL, 1, 255, F_PLATFORM, NULL },
 	[CONF_CUSTOM_TEMPLATE_DIR] = { "custom", "template_dir", T_PATH, false,
 				       NULL, 1, 255, F_PLATFORM, NULL },
+	/* The CA that must issue the system certificate COM pushes; empty:
+	 * [com] ca_file (the agent looks there, so it follows that key). */
+	[CONF_CERT_CA_FILE] = { "cert", "ca_file", T_PATH, false, "", 0, 255,
+				0, NULL },
+	/* The DNS name the certificate must carry; empty: [system]
+	 * system_name. */
+	[CONF_CERT_NAME] = { "cert", "name", T_STRING, false, "", 0, HOST_MAX,
+			     F_ID, NULL },
 };
 
 /* The keys of a [tunnel NAME] section. */
@@ -1628,6 +1639,222 @@ size_t conf_server_count(const struct conf *c)
 const struct conf_server *conf_server_at(const struct conf *c, size_t i)
 {
 	return c && i < c->nservers ? &c->servers[i].pub : NULL;
+}
+
+/* ---- the key list: `comagent config-keys`, comagent(8) ---------------- */
+
+static const char *type_name(const struct key_spec *s)
+{
+	switch (s->type) {
+	case T_STRING:		return "string";
+	case T_URL:		return "URL (wss://HOST[:PORT]/PATH)";
+	case T_HOSTPORT:	return "HOST:PORT";
+	case T_DURATION:	return "duration (a number and ms, s, m or h)";
+	case T_SIZE:		return "size (bytes, or a number and K, M or G)";
+	case T_ENUM:		return "word";
+	case T_PATH:		return s->flags & F_ABSOLUTE ? "absolute path" :
+				       "path (a relative one is under [system] "
+				       "root)";
+	case T_INT:		return "integer";
+	case T_HOST:		return "IPv4 or IPv6 address or host name";
+	case T_IP:		return "IPv4 or IPv6 address";
+	}
+	return "?";
+}
+
+/*
+ * An F_PLATFORM key's default in one profile's table, as the text
+ * apply_platform() gives it (keep the two in step; test_conf checks they
+ * agree). false for a key the table holds no value for.
+ */
+static bool platform_default(const struct platform_ops *pl, enum conf_key k,
+			     char *buf, size_t len)
+{
+	const char *path = NULL;
+	uint64_t size = 0;
+
+	switch (k) {
+	case CONF_SYSTEM_STATE_DIR:	 path = pl->state_dir; break;
+	case CONF_SYSTEM_CONTROL_SOCKET: path = pl->control_socket; break;
+	case CONF_LOG_FILE:		 path = pl->log_file; break;
+	case CONF_JOBS_WORK_DIR:	 path = pl->work_dir; break;
+	case CONF_JOBS_STAGING_DIR:	 path = pl->staging_dir; break;
+	case CONF_LOGS_STORE_DIR:	 path = pl->logs_store_dir; break;
+	case CONF_CUSTOM_PHONE_DIR:	 path = pl->phone_dir; break;
+	case CONF_CUSTOM_TEMPLATE_DIR:	 path = pl->template_dir; break;
+	case CONF_LOG_MAX_SIZE:		 size = pl->log_max_size; break;
+	case CONF_LOGS_MAX_TOTAL:	 size = pl->logs_max_total; break;
+	case CONF_LOGS_MAX_DAY:		 size = pl->logs_max_day; break;
+	case CONF_LOGS_FILE_MAX:	 size = pl->logs_file_max; break;
+	default:			 return false;
+	}
+	if (path)
+		snprintf(buf, len, "%s", *path ? path : "(empty)");
+	else
+		fmt_units(size, size_units, buf, len);
+	return true;
+}
+
+/* k: the key's enum conf_key, or -1 for a key outside schema[]. */
+static void print_default(FILE *f, const struct key_spec *s, int k)
+{
+	char buf[PATH_CAP];
+	const char *sep = "";
+
+	fputs("      default:  ", f);
+	if (s->flags & F_PLATFORM) {
+		/* Every profile's, so one page serves both. */
+		fputs("platform default (", f);
+		for (size_t i = 0; k >= 0 && profile_words[i]; i++) {
+			const struct platform_ops *pl =
+				platform_find(profile_words[i]);
+
+			if (pl && platform_default(pl, (enum conf_key)k, buf,
+						   sizeof(buf))) {
+				fprintf(f, "%s%s: %s", sep, profile_words[i],
+					buf);
+				sep = "; ";
+			}
+		}
+		fputs(")\n", f);
+	} else if (!s->def) {
+		fputs("none\n", f);
+	} else {
+		fprintf(f, "%s\n", *s->def ? s->def : "(empty)");
+	}
+}
+
+static void print_bounds(FILE *f, const struct key_spec *s)
+{
+	char lo[32], hi[32];
+
+	fputs("      bounds:   ", f);
+	switch (s->type) {
+	case T_DURATION:
+	case T_SIZE:
+		fmt_units(s->min, units_of(s->type), lo, sizeof(lo));
+		fmt_units(s->max, units_of(s->type), hi, sizeof(hi));
+		fprintf(f, "%s..%s", lo, hi);
+		break;
+	case T_INT:
+		fprintf(f, "%" PRIu64 "..%" PRIu64, s->min, s->max);
+		break;
+	case T_ENUM:
+		fputs("one of ", f);
+		for (size_t i = 0; s->words[i]; i++)
+			fprintf(f, "%s%s", i ? ", " : "", s->words[i]);
+		break;
+	default:
+		if (s->min == 0)
+			fprintf(f, "up to %" PRIu64 " characters (may be "
+				"empty)", s->max);
+		else
+			fprintf(f, "%" PRIu64 "..%" PRIu64 " characters",
+				s->min, s->max);
+		if (s->flags & F_ID)
+			fputs(" of A-Z a-z 0-9 . _ -", f);
+		if (s->flags & F_NOCOLON)
+			fputs(", no ':'", f);
+		break;
+	}
+	fputc('\n', f);
+}
+
+/* One key: name, then indented "field: value" lines. */
+static void print_key(FILE *f, const char *name, const struct key_spec *s,
+		      int k, const char *note)
+{
+	fprintf(f, "  %s\n      type:     %s\n", name, type_name(s));
+	print_default(f, s, k);
+	print_bounds(f, s);
+	if (s->required || (s->flags & F_SECRET))
+		fprintf(f, "      flags:    %s%s%s\n",
+			s->required ? "required" : "",
+			s->required && (s->flags & F_SECRET) ? ", " : "",
+			s->flags & F_SECRET ? "secret (never shown; the file "
+			"must then not be world-readable)" : "");
+	if (note && *note)
+		fprintf(f, "      note:     %s\n", note);
+}
+
+/* schema[k], with the rule that orders it after another key (order_rules)
+ * as its note. */
+static void print_schema_key(FILE *f, int k)
+{
+	char note[128] = "";
+
+	for (size_t i = 0; i < sizeof(order_rules) / sizeof(order_rules[0]);
+	     i++)
+		if (order_rules[i].hi == (enum conf_key)k)
+			snprintf(note, sizeof(note), "%s %s",
+				 order_rules[i].strict ? "must be longer than" :
+				 "at least", schema[order_rules[i].lo].key);
+	print_key(f, schema[k].key, &schema[k], k, note);
+}
+
+/* The section of schema[k] was printed with an earlier key's. */
+static bool section_seen(int k)
+{
+	for (int j = 0; j < k; j++)
+		if (strcmp(schema[j].section, schema[k].section) == 0)
+			return true;
+	return false;
+}
+
+void conf_print_keys(FILE *f)
+{
+	char note[128];
+
+	/* Sections in the order they first appear, each with all its keys
+	 * (enum conf_key need not keep a section's keys together). */
+	for (int k = 0; k < CONF__COUNT; k++) {
+		if (section_seen(k))
+			continue;
+		fprintf(f, "%s[%s]\n", k ? "\n" : "", schema[k].section);
+		for (int j = k; j < CONF__COUNT; j++)
+			if (strcmp(schema[j].section, schema[k].section) == 0)
+				print_schema_key(f, j);
+	}
+	fprintf(f, "\n[network]\n      note:     NAME = ADDRESS, one line per "
+		"other server of this system's network, at most %d; NAME "
+		"1..%d characters of A-Z a-z 0-9 . _ -, unique ignoring case, "
+		"not this system's own system_name\n",
+		CONF_SERVERS_MAX, KEY_NAME_MAX);
+	print_key(f, "NAME", &server_spec, -1, NULL);
+	fprintf(f, "\n[tunnel NAME]\n      note:     one section per "
+		"co-located server, at most %d, no two for the same address "
+		"and port; NAME 1..%d characters of A-Z a-z 0-9 . _ -\n",
+		CONF_TUNNELS_MAX, ID_MAX);
+	for (int k = 0; k < TK__COUNT; k++) {
+		const struct key_spec *s = &tunnel_schema[k];
+		size_t used = 0;
+
+		if (k != TK_PORT) {
+			print_key(f, s->key, s, -1, NULL);
+			continue;
+		}
+		/* No fixed default: the application's port (app_ports). */
+		fprintf(f, "  %s\n      type:     %s\n      default:  by "
+			"application (", s->key, type_name(s));
+		for (size_t i = 0, n = 0; app_words[i]; i++)
+			if (app_ports[i])
+				fprintf(f, "%s%s %u", n++ ? ", " : "",
+					app_words[i], (unsigned)app_ports[i]);
+		fputs(")\n", f);
+		print_bounds(f, s);
+		for (size_t i = 0; app_words[i]; i++)
+			if (!app_ports[i] && used < sizeof(note)) {
+				int w = snprintf(note + used,
+						 sizeof(note) - used, "%s%s",
+						 used ? ", " : "required for ",
+						 app_words[i]);
+
+				if (w > 0)
+					used += (size_t)w;
+			}
+		if (used)
+			fprintf(f, "      note:     %s\n", note);
+	}
 }
 
 bool conf_ip_canon(const char *text, char *out, size_t cap)

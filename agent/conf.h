@@ -62,6 +62,7 @@ enum conf_key {
 	CONF_SYSTEM_STATE_DIR,
 	CONF_SYSTEM_CONTROL_SOCKET,
 	CONF_SYSTEM_ADDRESS,
+	CONF_SYSTEM_PROBE_INTERVAL,
 	CONF_SERVICE_USER_NAME,
 	CONF_SERVICE_USER_PASSWORD,
 	CONF_LOG_LEVEL,
@@ -95,6 +96,10 @@ enum conf_key {
 	/* [custom]: where COM's custom files are installed. */
 	CONF_CUSTOM_PHONE_DIR,
 	CONF_CUSTOM_TEMPLATE_DIR,
+	/* [cert]: the system certificate COM manages (setting centralcert,
+	 * PROTOCOL.md §2.6 op certificate). */
+	CONF_CERT_CA_FILE,
+	CONF_CERT_NAME,
 	CONF__COUNT
 };
 
@@ -172,5 +177,16 @@ const struct conf_server *conf_server_at(const struct conf *c, size_t i);
  * a literal inet_pton takes (no zones, no leading zeros) or cap is short.
  */
 bool conf_ip_canon(const char *text, char *out, size_t cap);
+
+/*
+ * Every key the schema knows, for `comagent config-keys` and the man page
+ * (scripts/mkman.py reads this): "[section]" lines, under each "  key"
+ * lines, under each key "      field:    value" lines — type, default
+ * (F_PLATFORM keys: each profile's), bounds, flags (required, secret) and
+ * note (rules between keys, counts). A "field" line before the first key
+ * of a section belongs to the section. [network] lists its NAME = ADDRESS
+ * form as the key NAME, [tunnel NAME] its three keys.
+ */
+void conf_print_keys(FILE *f);
 
 #endif

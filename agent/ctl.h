@@ -18,7 +18,7 @@
 #include "err.h"
 
 #define CTL_PROTOCOL "comagent-ctl"
-#define CTL_REQ_MAX 256
+#define CTL_REQ_MAX 512	/* an alarm raise: id 64, text 255 */
 #define CTL_REPLY_MAX (128 * 1024)	/* status with 256 tunnels listed */
 
 struct ctl;

@@ -17,9 +17,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "alarm.h"
+#include "cert.h"
 #include "conf.h"
 #include "custom.h"
 #include "dispatch.h"
+#include "health.h"
 #include "job.h"
 #include "log.h"
 #include "logs.h"
@@ -29,6 +32,12 @@
 #include "xfer.h"
 
 #define LOG_MODULE "dispatch"
+
+/* REQUIREMENTS §9 / issue: a warning this long before the installed
+ * system certificate expires; looked at on every change and twice a day. */
+#define CERT_WARN_DAYS 90
+#define CERT_CHECK_US (12 * 3600 * LWS_USEC_PER_SEC)
+#define CERT_ALARM "cert-expiry"
 struct dispatch {
 	const struct conf *conf;
 	char version[64];
@@ -40,6 +49,11 @@ struct dispatch {
 	struct ops *ops;
 	struct custom *custom;
 	struct jobs *jobs;		/* the journal, owned by the caller */
+	struct alarms *alarms;		/* owned by the caller */
+	struct health *health;
+	struct lws_context *ctx;
+	lws_sorted_usec_list_t sul_cert;
+	int64_t cert_days;		/* days left when last alarmed; -1 */
 	struct link *link;		/* while it is up */
 	bool xfer_turn;			/* the next data frame: a transfer's */
 };
@@ -54,6 +68,74 @@ static void send_built(struct dispatch *d, struct link *l)
 		return;
 	}
 	(void)link_send(l, buf, len);
+}
+
+static int64_t days_left(const struct cert_info *ci)
+{
+	int64_t left = ci->not_after - (int64_t)time(NULL);
+
+	/* Whole days, rounded down; a certificate past its end is negative. */
+	return left >= 0 ? left / 86400 : -((-left + 86399) / 86400);
+}
+
+static void put_cert(struct dispatch *d)
+{
+	struct cert_info ci;
+
+	if (!ops_cert_info(d->ops, &ci)) {
+		proto_w_null(d->w, "certificate");
+		return;
+	}
+	proto_w_obj(d->w, "certificate");
+	proto_w_str(d->w, "subject", ci.subject);
+	proto_w_int(d->w, "not_after", ci.not_after);
+	proto_w_int(d->w, "days_left", days_left(&ci));
+	proto_w_end(d->w);
+}
+
+/* The certificate-expiry alarm follows the installed certificate: raised
+ * (warning; major once expired) within CERT_WARN_DAYS of its end, again
+ * when the days left change, cleared when a newer one is installed. */
+static void check_cert(struct dispatch *d)
+{
+	struct cert_info ci;
+	char why[160], text[ALARM_TEXT_MAX + 1], until[32];
+	bool have = ops_cert_info(d->ops, &ci);
+	int64_t left = have ? days_left(&ci) : 0;
+
+	if (!have || left > CERT_WARN_DAYS) {
+		d->cert_days = -1;
+		if (alarms_find(d->alarms, CERT_ALARM))
+			(void)alarms_clear(d->alarms, CERT_ALARM, why,
+					   sizeof(why));
+		return;
+	}
+	if (alarms_find(d->alarms, CERT_ALARM) && left == d->cert_days)
+		return;
+	cert_time_text(ci.not_after, until, sizeof(until));
+	if (left >= 0)
+		snprintf(text, sizeof(text), "the system certificate %.120s "
+			 "expires on %s (%lld days); COM renews it when "
+			 "centralcert is on", ci.subject, until,
+			 (long long)left);
+	else
+		snprintf(text, sizeof(text), "the system certificate %.120s "
+			 "expired on %s", ci.subject, until);
+	if (alarms_raise(d->alarms, CERT_ALARM, ALARM_SECURITY,
+			 left >= 0 ? ALARM_WARNING : ALARM_MAJOR, text,
+			 (int64_t)time(NULL), why, sizeof(why)) == ERR_OK)
+		d->cert_days = left;
+	else
+		LOGE("cannot raise the certificate alarm: %s", why);
+}
+
+static void cert_timer_cb(lws_sorted_usec_list_t *sul)
+{
+	struct dispatch *d = lws_container_of(sul, struct dispatch, sul_cert);
+
+	check_cert(d);
+	lws_sul_schedule(d->ctx, 0, &d->sul_cert, cert_timer_cb,
+			 CERT_CHECK_US);
 }
 
 static void send_status(struct dispatch *d, struct link *l)
@@ -75,6 +157,65 @@ static void send_status(struct dispatch *d, struct link *l)
 	if (*custom_refresh_message(d->custom))
 		proto_w_str(d->w, "custom_refresh_message",
 			    custom_refresh_message(d->custom));
+	health_describe(d->health, d->jobs, d->alarms, d->w);
+	put_cert(d);
+	send_built(d, l);
+}
+
+/* One raise or clear (PROTOCOL.md §2.7); sync marks the re-sent set. */
+static void send_alarm(struct dispatch *d, struct link *l,
+		       const struct alarm *a, bool raised, bool sync)
+{
+	proto_w_begin(d->w, "alarm", link_next_id(l));
+	proto_w_str(d->w, "action", raised ? "raise" : "clear");
+	if (sync)
+		proto_w_bool(d->w, "sync", true);
+	proto_w_obj(d->w, "alarm");
+	if (raised)
+		alarm_put(d->w, a);
+	else
+		proto_w_str(d->w, "id", a->id);
+	proto_w_end(d->w);
+	send_built(d, l);
+}
+
+/* After every (re)connect COM gets the whole active set: whatever was
+ * raised or cleared while the link was down is in it, so nothing sent on
+ * an old link needs tracking. */
+static void send_alarm_sync(struct dispatch *d, struct link *l)
+{
+	size_t n = alarms_count(d->alarms);
+
+	proto_w_begin(d->w, "alarm.sync", link_next_id(l));
+	proto_w_int(d->w, "count", (int64_t)n);
+	send_built(d, l);
+	for (size_t i = 0; i < n; i++)
+		send_alarm(d, l, alarms_at(d->alarms, i), true, true);
+}
+
+/* COM asks to clear an alarm from its list: only one the system no
+ * longer has (REQUIREMENTS §9). */
+static void on_alarm_clear(struct dispatch *d, struct link *l,
+			   const struct proto_msg *m)
+{
+	const char *id = proto_str(m, "alarm");
+	const struct alarm *a = id ? alarms_find(d->alarms, id) : NULL;
+
+	proto_w_begin(d->w, "alarm.clear.result", link_next_id(l));
+	proto_w_int(d->w, "re", proto_id(m));
+	if (id)
+		proto_w_str(d->w, "alarm", id);
+	proto_w_bool(d->w, "ok", id && !a);
+	if (!id) {
+		proto_w_str(d->w, "reason", "malformed");
+		proto_w_str(d->w, "message", "no alarm id");
+	} else if (a) {
+		LOGI("COM asked to clear alarm %s, which is still active: "
+		     "refused", a->id);
+		proto_w_str(d->w, "reason", "active");
+		proto_w_str(d->w, "message", "the alarm is still active on "
+			    "the system and cannot be cleared");
+	}
 	send_built(d, l);
 }
 
@@ -118,6 +259,7 @@ static void on_up(void *arg, struct link *l)
 	d->link = l;
 	streams_link_up(d->streams, l);
 	send_status(d, l);
+	send_alarm_sync(d, l);
 	/* Message ids restart on every link, so older ones are void; final
 	 * states COM has not acknowledged go again (PROTOCOL.md §2.6). */
 	jobs_clear_sent(d->jobs);
@@ -151,14 +293,30 @@ static void on_job_changed(void *arg, const struct job_rec *r, int64_t re)
 		send_job_state(d, d->link, re, r);
 }
 
-/* ops: the operation in progress changed, or custom: its status fields;
- * COM sees them in the status. */
+/* ops: the operation in progress changed, custom: its status fields, or
+ * health: a server's or the service user's state; COM sees them in the
+ * status. */
 static void on_busy(void *arg)
 {
 	struct dispatch *d = arg;
 
+	/* A certificate job that ended changed what is installed. */
+	check_cert(d);
+
 	if (d->link)
 		send_status(d, d->link);
+}
+
+/* alarms: one raised or cleared; COM hears it now, and the counts in the
+ * status. Not sent while the link is down: the next link's sync has it. */
+static void on_alarm(void *arg, const struct alarm *a, bool raised)
+{
+	struct dispatch *d = arg;
+
+	if (!d->link)
+		return;
+	send_alarm(d, d->link, a, raised, false);
+	send_status(d, d->link);
 }
 
 /* custom: CustomData.xml is settled; the first refresh is due. If
@@ -244,6 +402,8 @@ static void on_message(void *arg, struct link *l, const struct proto_msg *m)
 		on_ack(d, m);
 	} else if (!strcmp(type, "job")) {
 		on_job(d, l, m);
+	} else if (!strcmp(type, "alarm.clear")) {
+		on_alarm_clear(d, l, m);
 	} else if (!strcmp(type, "stream.accept")) {
 		xfers_on_control(d->xfers, m);
 	} else if (!strcmp(type, "stream.credit") ||
@@ -307,7 +467,7 @@ static void on_down(void *arg, struct link *l)
 
 struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
 			      struct settings *s, struct jobs *jobs,
-			      const char *version)
+			      struct alarms *alarms, const char *version)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
 	struct ops_cbs cbs = { .changed = on_job_changed, .busy = on_busy };
@@ -318,10 +478,14 @@ struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
 		return NULL;
 	d->conf = c;
 	d->jobs = jobs;
+	d->alarms = alarms;
+	d->ctx = ctx;
+	d->cert_days = -1;
 	d->started = time(NULL);
 	snprintf(d->version, sizeof(d->version), "%s", version);
 	d->w = proto_w_new(PROTO_MAX_MSG, 0);
 	d->streams = streams_new(ctx, c, s);
+	d->health = health_new(ctx, c, s);
 	d->xfers = xfers_new(ctx);
 	if (d->xfers)
 		d->logs = logs_new(ctx, c, s, d->xfers);
@@ -330,10 +494,14 @@ struct dispatch *dispatch_new(struct lws_context *ctx, const struct conf *c,
 	if (d->custom)
 		d->ops = ops_new(ctx, c, s, jobs, d->xfers, d->logs, d->custom,
 				 &cbs, d);
-	if (!d->w || !d->streams || !d->ops) {
+	if (!d->w || !d->streams || !d->health || !d->ops) {
 		dispatch_free(d);
 		return NULL;
 	}
+	alarms_set_notify(alarms, on_alarm, d);
+	health_set_notify(d->health, on_busy, d);
+	health_start(d->health);
+	cert_timer_cb(&d->sul_cert);
 	logs_start(d->logs);
 	custom_start(d->custom);
 	ops_start(d->ops);
@@ -344,7 +512,9 @@ void dispatch_shutdown(struct dispatch *d)
 {
 	if (!d)
 		return;
+	lws_sul_cancel(&d->sul_cert);
 	custom_shutdown(d->custom);
+	health_shutdown(d->health);
 	ops_shutdown(d->ops);
 	logs_shutdown(d->logs);
 	xfers_shutdown(d->xfers);
@@ -356,6 +526,7 @@ void dispatch_free(struct dispatch *d)
 	if (!d)
 		return;
 	ops_free(d->ops);
+	health_free(d->health);
 	custom_free(d->custom);
 	logs_free(d->logs);
 	xfers_free(d->xfers);
@@ -377,6 +548,16 @@ struct logs *dispatch_logs(const struct dispatch *d)
 struct custom *dispatch_custom(const struct dispatch *d)
 {
 	return d->custom;
+}
+
+void dispatch_status_changed(struct dispatch *d)
+{
+	on_busy(d);
+}
+
+struct health *dispatch_health(const struct dispatch *d)
+{
+	return d->health;
 }
 
 const struct streams *dispatch_streams(const struct dispatch *d)

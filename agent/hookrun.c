@@ -39,7 +39,7 @@
 
 static const char *const hook_names[] = {
 	"backup", "restore", "transfer-check", "upgrade", "restart-phones",
-	"reboot", NULL
+	"reboot", "certificate", NULL
 };
 
 bool hookrun_name_ok(const char *name)

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <mbedtls/platform_util.h>
+
 #include "backoff.h"
 #include "conf.h"
 #include "daily.h"
@@ -662,6 +664,10 @@ static int on_receive(struct link *l, struct lws *wsi, const void *in,
 			on_binary(l, l->rx, l->rx_len);
 	} else {
 		on_control(l, (const char *)l->rx, l->rx_len);
+		/* A control message may carry a private key (a certificate
+		 * job): not left in the buffer for the next frame's bytes to
+		 * overwrite only in part. */
+		mbedtls_platform_zeroize(l->rx, l->rx_len);
 	}
 	l->rx_len = 0;
 	return 0;

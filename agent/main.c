@@ -19,10 +19,13 @@
 
 #include <libwebsockets.h>
 
+#include "alarm.h"
+#include "cert.h"
 #include "conf.h"
 #include "ctl.h"
 #include "custom.h"
 #include "dispatch.h"
+#include "health.h"
 #include "hook.h"
 #include "hookrun.h"
 #include "job.h"
@@ -66,9 +69,12 @@ static const char usage_main[] =
 	"Commands:\n"
 	"  run            run the agent (in the foreground unless --daemon)\n"
 	"  check-config   validate the configuration file\n"
+	"  config-keys    list every configuration key: type, default, bounds\n"
 	"  status         show the running agent's connection state\n"
 	"  settings       show or change the remote-operation settings\n"
 	"  jobs           list the running agent's recent jobs\n"
+	"  alarm          raise, clear or list the system's alarms\n"
+	"  service-user   show or record the state of the COM service user\n"
 	"  refresh-custom-files\n"
 	"                 fetch COM's custom phone files and SIP templates now\n"
 	"  custom-files   list the custom files the agent installed\n"
@@ -140,6 +146,38 @@ static const char usage_settings[] =
 	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 	"      --json          show as one JSON object\n";
 
+static const char usage_alarm[] =
+	"Usage: comagent alarm [-c FILE] raise --type TYPE --severity SEVERITY\n"
+	"                      --id ID TEXT...\n"
+	"       comagent alarm [-c FILE] clear --id ID\n"
+	"       comagent alarm [-c FILE] list [--json]\n"
+	"\n"
+	"Raises, clears or lists the system's alarms, which COM's alarm list\n"
+	"shows. TYPE is Configuration, Trunk, Link, Service, QoS or Security;\n"
+	"SEVERITY critical, major, minor or warning; ID names the alarm (1..64\n"
+	"letters, digits, '-', '_', '.', ':'), TEXT says what is wrong (up to\n"
+	"255 bytes). Raising an active ID again updates it and counts it; the\n"
+	"running agent keeps the active set across restarts and gives COM the\n"
+	"whole set after every reconnect. At most 64 are active. Exits 1 when\n"
+	"the agent is not running (nothing is recorded then) or refuses.\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n"
+	"      --json          list as one JSON object\n";
+
+static const char usage_svcuser[] =
+	"Usage: comagent service-user [-c FILE] show\n"
+	"       comagent service-user [-c FILE] set [state=STATE] [missing=LIST]\n"
+	"\n"
+	"Records what the PBX knows of its COM service user, which the agent\n"
+	"reports to COM as the reasons behind its connection messages. STATE is\n"
+	"ok, disabled, disabled_by_admin, locked, password_expired or\n"
+	"password_change_required; LIST the rights the user lacks, comma-\n"
+	"separated, of backup, upgrade, monitor_read and write_password (empty:\n"
+	"none). Kept in the state directory; a running agent applies a change\n"
+	"at once.\n"
+	"\n"
+	"  -c, --config FILE   configuration file (default " DEFAULT_CONFIG ")\n";
+
 static const char usage_jobs[] =
 	"Usage: comagent jobs [-c FILE] [--json]\n"
 	"\n"
@@ -202,6 +240,15 @@ static const char usage_custom[] =
 
 static const char usage_version[] =
 	"Usage: comagent version\n\nPrints the agent's version.\n";
+
+static const char usage_keys[] =
+	"Usage: comagent config-keys\n"
+	"\n"
+	"Lists every key the configuration file may hold, section by section,\n"
+	"from the agent's own schema: its type, default (for keys whose default\n"
+	"depends on [system] profile, each profile's), the values it accepts,\n"
+	"whether it is required or secret, and rules between keys. Reads no\n"
+	"configuration; comagent.ini.example describes what each key is for.\n";
 
 static int parse_opts(int argc, char **argv, struct opts *o, bool allow_json,
 		      bool allow_daemon, bool allow_prune)
@@ -330,6 +377,7 @@ struct app {
 	struct link *link;
 	struct settings *settings;
 	struct jobs *jobs;
+	struct alarms *alarms;
 	struct dispatch *dispatch;
 	char version[64];
 };
@@ -349,9 +397,68 @@ static size_t job_line(const struct jobs *j, const char *id, char *buf,
 	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
+/*
+ * "raise TYPE SEVERITY ID TEXT", "clear ID", "list json|text": the
+ * control socket's alarm requests (`comagent alarm`). Answers "ok COUNT"
+ * (the alarm's count after a raise), "ok" or "error: why".
+ */
+static size_t alarm_answer(struct alarms *al, const char *req, char *buf,
+			   size_t cap)
+{
+	char why[200] = "", word[3][ALARM_ID_MAX + 2];
+	const char *p = req;
+	int n, t, sv;
+	err_t e;
+
+	if (!strcmp(req, "list json") || !strcmp(req, "list text"))
+		return status_render_alarms(al, req[5] == 'j', buf, cap);
+	if (!strncmp(req, "clear ", 6)) {
+		e = alarms_clear(al, req + 6, why, sizeof(why));
+		n = e == ERR_OK ? snprintf(buf, cap, "ok\n")
+				: snprintf(buf, cap, "error: %s\n", why);
+		return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+	}
+	if (strncmp(req, "raise ", 6)) {
+		n = snprintf(buf, cap, "error: unknown alarm request\n");
+		return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+	}
+	p += 6;
+	/* Three words, then the text (which may hold spaces). */
+	for (int i = 0; i < 3; i++) {
+		size_t len = strcspn(p, " ");
+
+		if (!len || len >= sizeof(word[i]) || p[len] != ' ') {
+			n = snprintf(buf, cap, "error: expected raise TYPE "
+				     "SEVERITY ID TEXT\n");
+			return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+		}
+		memcpy(word[i], p, len);
+		word[i][len] = '\0';
+		p += len + 1;
+	}
+	t = alarm_type_lookup(word[0]);
+	sv = alarm_severity_lookup(word[1]);
+	if (t < 0)
+		snprintf(why, sizeof(why), "unknown alarm type '%s'", word[0]);
+	else if (sv < 0)
+		snprintf(why, sizeof(why), "unknown severity '%s'", word[1]);
+	else if (alarms_raise(al, word[2], (enum alarm_type)t,
+			      (enum alarm_severity)sv, p, (int64_t)time(NULL),
+			      why, sizeof(why)) == ERR_OK) {
+		const struct alarm *x = alarms_find(al, word[2]);
+
+		n = snprintf(buf, cap, "ok %lu\n",
+			     (unsigned long)(x ? x->count : 0));
+		return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+	}
+	n = snprintf(buf, cap, "error: %s\n", why);
+	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
 static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 {
 	struct app *a = arg;
+	struct cert_info cert;
 	struct status_src src = {
 		.conf = a->conf, .link = a->link,
 		.streams = dispatch_streams(a->dispatch),
@@ -360,6 +467,10 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 		.next_auto_backup = ops_next_auto(dispatch_ops(a->dispatch)),
 		.logs = dispatch_logs(a->dispatch),
 		.custom = dispatch_custom(a->dispatch),
+		.health = dispatch_health(a->dispatch),
+		.jobs = a->jobs, .alarms = a->alarms,
+		.cert = ops_cert_info(dispatch_ops(a->dispatch), &cert) ?
+			&cert : NULL,
 	};
 	int n;
 
@@ -373,6 +484,8 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 		return logs_list(dispatch_logs(a->dispatch), buf, cap);
 	if (!strncmp(req, "job ", 4))
 		return job_line(a->jobs, req + 4, buf, cap);
+	if (!strncmp(req, "alarm ", 6))
+		return alarm_answer(a->alarms, req + 6, buf, cap);
 	if (!strncmp(req, "custom-steps ", 13)) {
 		char *end;
 		unsigned long from;
@@ -403,11 +516,17 @@ static size_t ctl_answer(void *arg, const char *req, char *buf, size_t cap)
 			     custom_prune(dispatch_custom(a->dispatch), msg,
 					  sizeof(msg)) == ERR_OK ? "ok " :
 			     "error: ", msg);
+	} else if (!strcmp(req, "service-user reload")) {
+		err_t e = health_reload(dispatch_health(a->dispatch));
+
+		n = snprintf(buf, cap, "%s\n", e == ERR_OK ? "ok" : "error");
 	} else if (!strcmp(req, "settings reload")) {
 		err_t e = settings_reload(a->settings);
 
 		LOGI("remote-operation settings reloaded%s",
 		     e == ERR_OK ? "" : " (with errors, see above)");
+		/* "Remote operations not allowed" follows remoteupgrade. */
+		dispatch_status_changed(a->dispatch);
 		n = snprintf(buf, cap, "%s\n", e == ERR_OK ? "ok" : "error");
 #ifdef COMAGENT_TESTING
 	} else if (!strncmp(req, "test-clock ", 11)) {
@@ -440,7 +559,7 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 					size_t proxy_cap)
 {
 	/* lws keeps a pointer to the table for the context's lifetime. */
-	static struct lws_protocols protocols[6];
+	static struct lws_protocols protocols[7];
 	struct lws_context_creation_info info, vi;
 	struct lws_context *ctx;
 
@@ -449,6 +568,7 @@ static struct lws_context *make_context(const struct conf *c, char *proxy,
 	protocols[2] = streams_protocol();
 	protocols[3] = hook_protocol();
 	protocols[4] = logs_protocol();
+	protocols[5] = health_protocol();
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
@@ -593,6 +713,9 @@ static int cmd_run(const struct opts *o)
 	(void)jobs_open(conf_str(c, CONF_SYSTEM_STATE_DIR), &app.jobs);
 	if (!app.jobs)
 		goto out;
+	(void)alarms_load(conf_str(c, CONF_SYSTEM_STATE_DIR), &app.alarms);
+	if (!app.alarms)
+		goto out;
 	read_version(c, app.version, sizeof(app.version));
 	LOGI("comagent %s starting: customer %s, system %s, profile %s, "
 	     "version %s", COMAGENT_VERSION, conf_str(c, CONF_SYSTEM_CUSTOMER_ID),
@@ -605,7 +728,7 @@ static int cmd_run(const struct opts *o)
 		goto out;
 	}
 	app.dispatch = dispatch_new(g_ctx, c, app.settings, app.jobs,
-				    app.version);
+				    app.alarms, app.version);
 	if (!app.dispatch)
 		goto out;
 	h = dispatch_handler(app.dispatch);
@@ -650,6 +773,7 @@ out:
 	link_free(app.link);
 	dispatch_free(app.dispatch);
 	jobs_free(app.jobs);
+	alarms_free(app.alarms);
 	settings_free(app.settings);
 	conf_free(c);
 	log_close();
@@ -1097,6 +1221,208 @@ static int cmd_settings(int argc, char **argv)
 	return rc;
 }
 
+/* -c FILE anywhere among args; the rest into pos (at most npos_max).
+ * -1 on a usage error. */
+static int split_args(int argc, char **argv, const char **config,
+		      char **pos, int npos_max, const char *usage)
+{
+	int npos = 0;
+
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) {
+			if (++i >= argc)
+				goto bad;
+			*config = argv[i];
+		} else if (npos < npos_max) {
+			pos[npos++] = argv[i];
+		} else {
+			goto bad;
+		}
+	}
+	return npos;
+bad:
+	fputs(usage, stderr);
+	return -1;
+}
+
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++)
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+			return true;
+	return false;
+}
+
+/* Sends one request; prints the answer's text after "ok" (or the error)
+ * and returns the exit code. */
+static int alarm_request(const struct conf *c, const char *req)
+{
+	char line[600];
+
+	if (!ask(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET), req, line,
+		 sizeof(line)))
+		return EXIT_FAIL;
+	if (!strncmp(line, "ok", 2)) {
+		if (!strncmp(req, "alarm raise ", 12))
+			printf("raised (count %s)\n", line + 3);
+		else
+			printf("cleared\n");
+		return EXIT_OK;
+	}
+	fprintf(stderr, "comagent: %s\n",
+		!strncmp(line, "error: ", 7) ? line + 7 : line);
+	return EXIT_FAIL;
+}
+
+static int cmd_alarm(int argc, char **argv)
+{
+	const char *config = DEFAULT_CONFIG, *type = NULL, *sev = NULL;
+	const char *id = NULL;
+	char *pos[64], text[ALARM_TEXT_MAX + 1] = "", req[CTL_REQ_MAX];
+	struct conf *c = NULL;
+	bool json = false;
+	int npos, ntext = 0, rc;
+	size_t off = 0;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_alarm, stdout);
+		return EXIT_OK;
+	}
+	npos = split_args(argc, argv, &config, pos, 64, usage_alarm);
+	if (npos < 0)
+		return EXIT_USAGE;
+	if (npos < 1)
+		goto usage;
+	for (int i = 1; i < npos; i++) {
+		const char **opt = !strcmp(pos[i], "--type") ? &type :
+				   !strcmp(pos[i], "--severity") ? &sev :
+				   !strcmp(pos[i], "--id") ? &id : NULL;
+
+		if (opt) {
+			if (++i >= npos || *opt)
+				goto usage;
+			*opt = pos[i];
+		} else if (!strcmp(pos[i], "--json")) {
+			json = true;
+		} else if (pos[i][0] == '-' && pos[i][1] == '-') {
+			goto usage;
+		} else {
+			int w = snprintf(text + off, sizeof(text) - off,
+					 "%s%s", ntext ? " " : "", pos[i]);
+
+			if (w < 0 || (size_t)w >= sizeof(text) - off) {
+				fprintf(stderr, "comagent: the alarm text is "
+					"longer than %d bytes\n",
+					ALARM_TEXT_MAX);
+				return EXIT_USAGE;
+			}
+			off += (size_t)w;
+			ntext++;
+		}
+	}
+	if (!strcmp(pos[0], "raise")) {
+		if (!type || !sev || !id || !ntext || json)
+			goto usage;
+		if (alarm_type_lookup(type) < 0 ||
+		    alarm_severity_lookup(sev) < 0 || strpbrk(id, " \n")) {
+			fprintf(stderr, "comagent: unknown type or severity, "
+				"or a space in the id\n\n");
+			goto usage;
+		}
+		/* One line to the agent: it checks the rest (and says
+		 * why), the text's control characters included. */
+		if (strpbrk(text, "\n\r")) {
+			fprintf(stderr, "comagent: the alarm text must be one "
+				"line\n");
+			return EXIT_USAGE;
+		}
+		snprintf(req, sizeof(req), "alarm raise %s %s %s %s", type,
+			 sev, id, text);
+	} else if (!strcmp(pos[0], "clear")) {
+		if (!id || type || sev || ntext || json || strpbrk(id, " \n"))
+			goto usage;
+		snprintf(req, sizeof(req), "alarm clear %s", id);
+	} else if (!strcmp(pos[0], "list")) {
+		if (id || type || sev || ntext)
+			goto usage;
+		snprintf(req, sizeof(req), "alarm list %s",
+			 json ? "json" : "text");
+	} else {
+		goto usage;
+	}
+	rc = (int)conf_load(config, stderr, &c);
+	if (rc != ERR_OK)
+		return rc == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	if (!strcmp(pos[0], "list"))
+		rc = ctl_request(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET), req,
+				 stdout, false) == ERR_OK ? EXIT_OK : EXIT_FAIL;
+	else
+		rc = alarm_request(c, req);
+	conf_free(c);
+	return rc;
+usage:
+	fputs(usage_alarm, stderr);
+	return EXIT_USAGE;
+}
+
+static int cmd_svcuser(int argc, char **argv)
+{
+	const char *config = DEFAULT_CONFIG;
+	char *pos[8], why[200], text[HEALTH_FILE_MAX];
+	struct health_user_state u;
+	struct conf *c = NULL;
+	const char *dir;
+	int npos, rc;
+
+	if (wants_help(argc, argv)) {
+		fputs(usage_svcuser, stdout);
+		return EXIT_OK;
+	}
+	npos = split_args(argc, argv, &config, pos, 8, usage_svcuser);
+	if (npos < 0)
+		return EXIT_USAGE;
+	if (npos < 1 || (strcmp(pos[0], "show") && strcmp(pos[0], "set")) ||
+	    (!strcmp(pos[0], "show") && npos != 1) ||
+	    (!strcmp(pos[0], "set") && npos < 2)) {
+		fputs(usage_svcuser, stderr);
+		return EXIT_USAGE;
+	}
+	rc = (int)conf_load(config, stderr, &c);
+	if (rc != ERR_OK)
+		return rc == ERR_IO ? EXIT_FAIL : EXIT_USAGE;
+	dir = conf_str(c, CONF_SYSTEM_STATE_DIR);
+	/* A damaged file was reported line by line; its valid lines hold. */
+	(void)health_user_load(dir, &u);
+	rc = EXIT_OK;
+	if (!strcmp(pos[0], "show")) {
+		if (health_user_render(&u, text, sizeof(text)))
+			fputs(text, stdout);
+		goto out;
+	}
+	/* All or nothing: every assignment checked before any is saved. */
+	for (int i = 1; i < npos; i++)
+		if (health_user_assign(&u, pos[i], why, sizeof(why)) != ERR_OK) {
+			fprintf(stderr, "comagent: %s\n", why);
+			rc = EXIT_USAGE;
+			goto out;
+		}
+	if (state_mkdirs(dir, 0700) != ERR_OK ||
+	    health_user_save(dir, &u) != ERR_OK) {
+		fprintf(stderr, "comagent: cannot save (see above)\n");
+		rc = EXIT_FAIL;
+		goto out;
+	}
+	if (ctl_request(conf_str(c, CONF_SYSTEM_CONTROL_SOCKET),
+			"service-user reload", NULL, true) != ERR_OK)
+		printf("saved; the agent is not running and reports it when "
+		       "it starts\n");
+	else
+		printf("saved and reported\n");
+out:
+	conf_free(c);
+	return rc;
+}
+
 struct command {
 	const char *name;
 	const char *usage;
@@ -1111,9 +1437,17 @@ static int cmd_version(const struct opts *o)
 	return EXIT_OK;
 }
 
+static int cmd_keys(const struct opts *o)
+{
+	(void)o;
+	conf_print_keys(stdout);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+}
+
 static const struct command commands[] = {
 	{ "run", usage_run, cmd_run, false, true, false },
 	{ "check-config", usage_check, cmd_check, false, false, false },
+	{ "config-keys", usage_keys, cmd_keys, false, false, false },
 	{ "status", usage_status, cmd_status, true, false, false },
 	{ "jobs", usage_jobs, cmd_jobs, true, false, false },
 	{ "refresh-custom-files", usage_refresh, cmd_refresh, false, false,
@@ -1121,6 +1455,18 @@ static const struct command commands[] = {
 	{ "custom-files", usage_custom, cmd_custom, true, false, true },
 	{ "version", usage_version, cmd_version, false, false, false },
 	{ "hook-runner", usage_hookrun, cmd_hookrun, false, false, false },
+};
+
+/* Commands that parse their own arguments (positional ones, options
+ * with values). */
+static const struct {
+	const char *name, *usage;
+	int (*fn)(int argc, char **argv);
+} own_args[] = {
+	{ "settings", usage_settings, cmd_settings },
+	{ "logs", usage_logs, cmd_logs },
+	{ "alarm", usage_alarm, cmd_alarm },
+	{ "service-user", usage_svcuser, cmd_svcuser },
 };
 
 static const struct command *find_command(const char *name)
@@ -1144,27 +1490,21 @@ int main(int argc, char **argv)
 	    !strcmp(argv[1], "help")) {
 		cmd = argc > 2 && strcmp(argv[1], "help") == 0 ?
 			      find_command(argv[2]) : NULL;
-		if (argc > 2 && !strcmp(argv[1], "help") &&
-		    !strcmp(argv[2], "settings")) {
-			fputs(usage_settings, stdout);
-			return EXIT_OK;
-		}
-		if (argc > 2 && !strcmp(argv[1], "help") &&
-		    !strcmp(argv[2], "logs")) {
-			fputs(usage_logs, stdout);
-			return EXIT_OK;
-		}
+		for (size_t i = 0; argc > 2 && !strcmp(argv[1], "help") &&
+				   i < sizeof(own_args) / sizeof(own_args[0]);
+		     i++)
+			if (!strcmp(argv[2], own_args[i].name)) {
+				fputs(own_args[i].usage, stdout);
+				return EXIT_OK;
+			}
 		fputs(cmd ? cmd->usage : usage_main, stdout);
 		return EXIT_OK;
 	}
 	if (!strcmp(argv[1], "--version"))
 		return cmd_version(&o);
-	/* settings has positional arguments, logs options with values; the
-	 * others only plain options. */
-	if (!strcmp(argv[1], "settings"))
-		return cmd_settings(argc - 2, argv + 2);
-	if (!strcmp(argv[1], "logs"))
-		return cmd_logs(argc - 2, argv + 2);
+	for (size_t i = 0; i < sizeof(own_args) / sizeof(own_args[0]); i++)
+		if (!strcmp(argv[1], own_args[i].name))
+			return own_args[i].fn(argc - 2, argv + 2);
 	cmd = find_command(argv[1]);
 	if (!cmd) {
 		fprintf(stderr, "comagent: unknown command '%s'\n\n%s", argv[1],

@@ -13,10 +13,14 @@
  *                     is stopped by the reboot) → ops_start() settles it
  *   refresh_custom    the custom module's refresh (list → downloads →
  *                     extract → install), COM's or the agent's own
+ *   certificate       (checked before it is accepted: cert.c) write the
+ *                     pair into work_dir → hook certificate → record it
+ *                     in the agent's store (or swap back: rollback)
  *
  * Checks that need nothing but the message and the disk (arguments,
- * settings, busy, the manifest's signature, downgrade) are made before the
- * job is accepted, so a refused job is "rejected" with nothing started.
+ * settings, busy, the manifest's signature, downgrade, all of a
+ * certificate's) are made before the job is accepted, so a refused job is
+ * "rejected" with nothing started.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -28,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cert.h"
 #include "conf.h"
 #include "custom.h"
 #include "daily.h"
@@ -76,13 +81,14 @@
 #define HELD_RETRY_MAX_US (60 * LWS_USEC_PER_SEC)
 
 enum op { OP_BACKUP, OP_RESTORE, OP_TRANSFER, OP_UPGRADE, OP_TRANSFER_UPGRADE,
-	  OP_FETCH_LOGS, OP_REFRESH_CUSTOM };
+	  OP_FETCH_LOGS, OP_REFRESH_CUSTOM, OP_CERTIFICATE };
 
 static const char *const op_names[] = {
 	[OP_BACKUP] = "backup", [OP_RESTORE] = "restore",
 	[OP_TRANSFER] = "transfer", [OP_UPGRADE] = "upgrade",
 	[OP_TRANSFER_UPGRADE] = "transfer_upgrade",
 	[OP_FETCH_LOGS] = "fetch_logs", [OP_REFRESH_CUSTOM] = "refresh_custom",
+	[OP_CERTIFICATE] = "certificate",
 };
 #define NOPS (sizeof(op_names) / sizeof(op_names[0]))
 
@@ -122,6 +128,12 @@ struct run {
 	/* refresh_custom */
 	bool prune;
 	bool first;			/* the first connect's refresh */
+	/* certificate: the checked pair; the files the hook is given (key
+	 * material: removed when the run ends, whatever the outcome) */
+	struct cert_pair *cert;
+	bool rollback;
+	char cert_file[STATE_PATH_MAX + 1];
+	char key_file[STATE_PATH_MAX + 1];
 };
 
 struct ops {
@@ -140,6 +152,7 @@ struct ops {
 	struct logs *logs;
 	struct custom *custom;
 	struct daily *daily;		/* the automatic backup's planner */
+	struct cert_store *certs;	/* the certificate COM installed */
 	char auto_state[STATE_PATH_MAX + 1];
 	/* Ended jobs whose final state is not journaled yet, so not told. */
 	struct held { struct job_rec rec; int64_t re; } held[HELD_MAX];
@@ -293,6 +306,14 @@ static void run_free(struct run *r)
 {
 	if (!r)
 		return;
+	/* A certificate job's files hold the private key: never left
+	 * behind, not even by a job cut short (work_dir is also cleaned at
+	 * start, for a power cut). */
+	if (r->key_file[0])
+		(void)unlink(r->key_file);
+	if (r->cert_file[0])
+		(void)unlink(r->cert_file);
+	cert_pair_free(r->cert);
 	lws_sul_cancel(&r->sul_restart);
 	lws_sul_cancel(&r->sul_hash);
 	digest_reader_free(r->hr);
@@ -1039,6 +1060,147 @@ static void apply_staged(struct run *r)
 	(void)run_hook(r, "upgrade", args, 10, after_upgrade);
 }
 
+/* ---- certificate ------------------------------------------------------ */
+
+/* The name the system certificate must carry. */
+static const char *cert_name(const struct ops *o)
+{
+	const char *n = cstr(o, CONF_CERT_NAME);
+
+	return *n ? n : cstr(o, CONF_SYSTEM_SYSTEM_NAME);
+}
+
+static void after_certificate(struct run *r, int status, const char *why)
+{
+	const struct cert_info *ci = cert_pair_info(r->cert);
+	char until[32];
+
+	(void)unlink(r->key_file);
+	(void)unlink(r->cert_file);
+	r->key_file[0] = r->cert_file[0] = '\0';
+	if (status) {
+		/* The hook changes nothing when it fails (HOOKS.md): the
+		 * record stays as it is. */
+		hook_failed(r, "certificate", status, why);
+		return;
+	}
+	if (cert_store_commit(r->o->certs, r->cert) != ERR_OK) {
+		end(r, JOB_FAILED, "space", "the certificate was installed, "
+		    "but the agent could not record it (see the agent's log)");
+		return;
+	}
+	cert_time_text(ci->not_after, until, sizeof(until));
+	end(r, JOB_SUCCEEDED, NULL, "%s for %s, serial %s, valid until %s",
+	    r->rollback ? "reinstalled the previous certificate" :
+	    "installed the certificate", cert_name(r->o), ci->serial, until);
+}
+
+static void start_certificate(struct run *r)
+{
+	struct ops *o = r->o;
+	const char *dir = cstr(o, CONF_JOBS_WORK_DIR);
+	const char *args[3];
+
+	if (state_mkdirs(dir, 0700) != ERR_OK ||
+	    !state_path(dir, "certificate.pem", r->cert_file,
+			sizeof(r->cert_file)) ||
+	    !state_path(dir, "certificate.key", r->key_file,
+			sizeof(r->key_file))) {
+		end(r, JOB_FAILED, "space", "no work directory %s", dir);
+		return;
+	}
+	if (cert_pair_write(r->cert, r->cert_file, r->key_file) != ERR_OK) {
+		end(r, JOB_FAILED, "space", "cannot write the certificate into "
+		    "the work directory %s (see the agent's log)", dir);
+		return;
+	}
+	args[0] = r->cert_file;
+	args[1] = r->key_file;
+	args[2] = NULL;
+	report(r, "apply", 10, "%s for %s", r->rollback ?
+	       "reinstalling the previous certificate" :
+	       "installing the certificate", cert_name(o));
+	(void)run_hook(r, "certificate", args, 85, after_certificate);
+}
+
+/*
+ * Everything of a certificate job before it is accepted: its arguments and
+ * the whole of cert_verify() (or, for a rollback, the previous pair checked
+ * again: the CA or the name may have changed since, or it expired), so a
+ * refused certificate is "rejected" and the installed one untouched.
+ */
+static const char *check_certificate(struct run *r, const struct proto_msg *m,
+				     char *why, size_t cap)
+{
+	struct ops *o = r->o;
+	const char *ca = cstr(o, CONF_CERT_CA_FILE);
+	struct cert_req q = {
+		.ca_file = *ca ? ca : cstr(o, CONF_COM_CA_FILE),
+		.name = cert_name(o),
+		.now = (int64_t)now_wall(o),
+	};
+	struct cert_texts prev;
+	int nchain = proto_count(m, "args.chain");
+	const char *reason;
+	char key[32], text[200];
+	int64_t n;
+	err_t e;
+
+	/* Absent is false; anything but a boolean is refused. */
+	if (proto_str(m, "args.rollback") || proto_int(m, "args.rollback", &n)) {
+		snprintf(why, cap, "args.rollback: must be true or false");
+		return "invalid";
+	}
+	(void)proto_bool(m, "args.rollback", &r->rollback);
+	if (proto_str(m, "args.chain")) {
+		snprintf(why, cap, "args.chain: must be an array of PEM "
+			 "certificates");
+		return "invalid";
+	}
+	if (!r->rollback) {
+		if (nchain > CERT_CHAIN_MAX) {
+			snprintf(why, cap, "args.chain: at most %d intermediate "
+				 "certificates, got %d", CERT_CHAIN_MAX, nchain);
+			return "invalid";
+		}
+		q.cert = proto_str(m, "args.cert");
+		q.key = proto_str(m, "args.key");
+		for (int i = 0; i < nchain; i++) {
+			snprintf(key, sizeof(key), "args.chain.%d", i);
+			q.chain[i] = proto_str(m, key);
+		}
+		q.nchain = (size_t)nchain;
+		return cert_verify(&q, &r->cert, why, cap);
+	}
+	if (proto_str(m, "args.cert") || proto_str(m, "args.key") || nchain) {
+		snprintf(why, cap, "args.rollback reinstalls the previous "
+			 "certificate: cert, key and chain must not be given");
+		return "invalid";
+	}
+	e = cert_store_previous(o->certs, &prev, text, sizeof(text));
+	if (e == ERR_NOTFOUND) {
+		snprintf(why, cap, "there is no previous certificate to roll "
+			 "back to");
+		return "no_previous";
+	}
+	if (e) {
+		snprintf(why, cap, "the previous certificate cannot be "
+			 "reinstalled: %s", text);
+		return "no_previous";
+	}
+	q.cert = prev.cert;
+	q.key = prev.key;
+	for (size_t i = 0; i < prev.nchain; i++)
+		q.chain[i] = prev.chain[i];
+	q.nchain = prev.nchain;
+	reason = cert_verify(&q, &r->cert, text, sizeof(text));
+	cert_texts_clear(&prev);
+	if (reason)
+		snprintf(why, cap, "the previous certificate cannot be "
+			 "reinstalled: %s", text);
+	return reason;
+}
+
 /* ---- accepting a job -------------------------------------------------- */
 
 static bool element_ok(const char *s)
@@ -1196,6 +1358,8 @@ static const char *check_args(struct run *r, const struct proto_msg *m,
 		return NULL;
 	case OP_FETCH_LOGS:
 		return NULL;
+	case OP_CERTIFICATE:
+		return check_certificate(r, m, why, cap);
 	case OP_REFRESH_CUSTOM: {
 		int64_t n;
 
@@ -1342,6 +1506,9 @@ static void start(struct run *r)
 	case OP_UPGRADE:
 		start_upgrade_apply(r);
 		break;
+	case OP_CERTIFICATE:
+		start_certificate(r);
+		break;
 	case OP_REFRESH_CUSTOM:
 	case OP_FETCH_LOGS:
 		break;
@@ -1409,6 +1576,23 @@ bool ops_job(struct ops *o, const struct proto_msg *m)
 		snprintf(why, sizeof(why), "another operation runs: %s %s",
 			 o->run->rec.op, o->run->rec.local ? "(automatic)"
 							   : o->run->rec.id);
+	} else if (k == OP_CERTIFICATE) {
+		/*
+		 * Exclusive (busy above), though it takes seconds: the hook
+		 * replaces files a backup is archiving and a restore is
+		 * replacing (etc/ipoffice on a server) and has the services
+		 * reload their certificate, which must not race an upgrade
+		 * restarting them. Gated by its own setting, not
+		 * remoteupgrade.
+		 */
+		r->op = OP_CERTIFICATE;
+		if (!settings_get(o->settings, SET_CENTRALCERT)) {
+			reason = "not_allowed";
+			snprintf(why, sizeof(why), "certificate management is "
+				 "off on this system (setting centralcert)");
+		} else {
+			reason = check_args(r, m, why, sizeof(why));
+		}
 	} else if (!settings_get(o->settings, SET_REMOTEUPGRADE)) {
 		reason = "not_allowed";
 		snprintf(why, sizeof(why), "remote operations are off on this "
@@ -1439,6 +1623,11 @@ bool ops_job(struct ops *o, const struct proto_msg *m)
 const char *ops_current(const struct ops *o)
 {
 	return o->run ? o->run->rec.op : "idle";
+}
+
+bool ops_cert_info(const struct ops *o, struct cert_info *out)
+{
+	return o && cert_store_info(o->certs, out);
 }
 
 /* ---- the automatic backup --------------------------------------------- */
@@ -1676,7 +1865,10 @@ struct ops *ops_new(struct lws_context *ctx, const struct conf *c,
 
 		o->daily = daily_new(ctx, &dc);
 	}
-	if (!o->daily) {
+	if (o->daily)
+		o->certs = cert_store_new(conf_str(c, CONF_SYSTEM_STATE_DIR));
+	if (!o->certs) {
+		daily_free(o->daily);
 		free(o);
 		return NULL;
 	}
@@ -1718,5 +1910,6 @@ void ops_free(struct ops *o)
 	run_free(o->run);
 	run_free(o->side);
 	run_free(o->refresh);
+	cert_store_free(o->certs);
 	free(o);
 }

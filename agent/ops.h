@@ -1,9 +1,8 @@
 /*
- * ops — the job engine: runs COM's backup, restore, transfer, upgrade and
- * transfer_upgrade jobs and the automatic daily backup, one at a time
- * (PROTOCOL.md §2.6), and beside them fetch_logs and refresh_custom (the
- * logs and custom modules do the work) (the logs module does the
- * work).
+ * ops — the job engine: runs COM's backup, restore, transfer, upgrade,
+ * transfer_upgrade and certificate jobs and the automatic daily backup, one
+ * at a time (PROTOCOL.md §2.6), and beside them fetch_logs and
+ * refresh_custom (the logs and custom modules do the work).
  *
  * Each operation is a chain of steps — a platform hook (scripts/HOOKS.md),
  * an upload or a download (xfer) — driven by their callbacks inside the
@@ -24,6 +23,7 @@
 
 #include "err.h"
 
+struct cert_info;
 struct conf;
 struct custom;
 struct job_rec;
@@ -72,6 +72,12 @@ err_t ops_refresh_local(struct ops *o, bool prune, bool first, char *id,
 
 /* "idle" or the op in progress ("backup", ...). */
 const char *ops_current(const struct ops *o);
+
+/* The system certificate the agent installed for COM (op certificate,
+ * cert.h): its subject, issuer, serial and dates, as recorded in the
+ * agent's store (read at start, updated on each install or rollback).
+ * false when none is recorded. */
+bool ops_cert_info(const struct ops *o, struct cert_info *out);
 
 /* When the automatic backup is next looked at (wall clock); 0 when off. */
 time_t ops_next_auto(const struct ops *o);

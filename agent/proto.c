@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include <libwebsockets.h>
+#include <mbedtls/platform_util.h>
 
 #include "json.h"
 #include "proto.h"
@@ -518,6 +519,11 @@ out:
 
 void proto_msg_free(struct proto_msg *m)
 {
+	/* A value may be a secret (a certificate job's private key): wiped
+	 * before the memory is reused; all of it, as strings dropped while
+	 * parsing lie beyond text_used. About what calloc() cleared. */
+	if (m)
+		mbedtls_platform_zeroize(m->text, m->text_cap);
 	free(m);
 }
 

@@ -11,7 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cert.h"
+#include "alarm.h"
 #include "conf.h"
+#include "health.h"
 #include "job.h"
 #include "link.h"
 #include "logs.h"
@@ -109,6 +112,19 @@ static size_t render_json(const struct status_src *src,
 		proto_w_str(w, "vmpro", custom_vmpro(src->custom));
 		proto_w_end(w);
 	}
+	if (src->cert) {
+		proto_w_obj(w, "certificate");
+		proto_w_str(w, "subject", src->cert->subject);
+		proto_w_str(w, "issuer", src->cert->issuer);
+		proto_w_str(w, "serial", src->cert->serial);
+		proto_w_int(w, "not_before", src->cert->not_before);
+		proto_w_int(w, "not_after", src->cert->not_after);
+		proto_w_end(w);
+	} else {
+		proto_w_null(w, "certificate");
+	}
+	if (src->health)
+		health_describe(src->health, src->jobs, src->alarms, w);
 	if (src->logs)
 		logs_describe(src->logs, w);
 	streams_describe(src->streams, w);
@@ -197,6 +213,20 @@ static size_t render_text(const struct status_src *src,
 		line(&t, "Auto backup:", "off");
 	}
 	text_settings(&t, src->settings);
+	if (src->cert) {
+		char until[32];
+
+		/* Not fmt_time(): the date may be past the appliance's
+		 * 32-bit time_t. */
+		cert_time_text(src->cert->not_after, until, sizeof(until));
+		line(&t, "Certificate:", "%s, valid until %s",
+		     src->cert->subject, until);
+		line(&t, "", "serial %s, issued by %s", src->cert->serial,
+		     src->cert->issuer);
+	}
+	if (src->health && t.len + 1 < t.cap)
+		t.len += health_text(src->health, src->jobs, src->alarms,
+				     t.p + t.len, t.cap - t.len);
 	if (src->custom) {
 		const struct custom *cu = src->custom;
 
@@ -286,6 +316,48 @@ size_t status_render_jobs(const struct jobs *j, bool json, char *buf,
 		     r->reason, r->message[0] ? " - " : "", r->message, when,
 		     job_state_final(r->state) && !r->acked ?
 		     " [not yet acknowledged by COM]" : "");
+	}
+	return t.len;
+}
+
+static size_t alarms_json(const struct alarms *al, char *buf, size_t cap)
+{
+	struct proto_w *w = proto_w_new(cap - 2, 0);
+
+	if (!w)
+		return 0;
+	proto_w_begin(w, "alarms", 1);
+	proto_w_arr(w, "alarms");
+	for (size_t i = 0; i < alarms_count(al); i++) {
+		proto_w_obj(w, NULL);
+		alarm_put(w, alarms_at(al, i));
+		proto_w_end(w);
+	}
+	proto_w_end(w);
+	return finish_json(w, buf);
+}
+
+size_t status_render_alarms(const struct alarms *al, bool json, char *buf,
+			    size_t cap)
+{
+	struct tbuf t = { buf, 0, cap };
+	char first[32], last[32];
+
+	if (cap < 3)
+		return 0;
+	if (json)
+		return alarms_json(al, buf, cap);
+	buf[0] = '\0';
+	if (!alarms_count(al))
+		line(&t, "No alarms", "%s", "active");
+	for (size_t i = 0; i < alarms_count(al); i++) {
+		const struct alarm *x = alarms_at(al, i);
+
+		fmt_time((time_t)x->first, first, sizeof(first));
+		fmt_time((time_t)x->last, last, sizeof(last));
+		line(&t, alarm_severity_name(x->severity), "%s %s x%lu, first "
+		     "%s, last %s: %s", alarm_type_name(x->type), x->id,
+		     (unsigned long)x->count, first, last, x->text);
 	}
 	return t.len;
 }

@@ -9,7 +9,11 @@
 #include <stddef.h>
 #include <time.h>
 
+struct alarms;
+struct cert_info;
 struct conf;
+struct health;
+struct jobs;
 struct link;
 struct logs;
 struct settings;
@@ -27,6 +31,12 @@ struct status_src {
 	time_t next_auto_backup;	/* 0: none planned */
 	const struct logs *logs;	/* the syslog store; may be NULL */
 	const struct custom *custom;	/* custom files; may be NULL */
+	const struct health *health;	/* servers, service user; NULL */
+	const struct jobs *jobs;	/* the last operation; may be NULL */
+	const struct alarms *alarms;	/* may be NULL */
+	/* The system certificate the agent installed (ops_cert_info());
+	 * NULL: none recorded. */
+	const struct cert_info *cert;
 };
 
 /* Renders into buf (cap bytes, always NUL-terminated); returns the length. */
@@ -37,5 +47,10 @@ struct jobs;
 /* The job journal, newest first, for `comagent jobs`; same contract. */
 size_t status_render_jobs(const struct jobs *j, bool json, char *buf,
 			  size_t cap);
+
+/* The active alarms, in the order first raised, for `comagent alarm list`;
+ * same contract. */
+size_t status_render_alarms(const struct alarms *al, bool json, char *buf,
+			    size_t cap);
 
 #endif

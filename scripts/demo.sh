@@ -6,7 +6,8 @@
 # COM's proxy to an HTTPS service on this "PBX"), the PBX's syslog reaching
 # COM through "fetch new logs", COM's custom files (CustomData.xml applied at
 # the first connect, a three-folder refresh started by a technician on the
-# box, the manifest of what was installed), then stops everything, exits 0.
+# box, the manifest of what was installed), an alarm the PBX raises reaching
+# COM's alarm and customer lists, then stops everything, exits 0.
 #
 #   scripts/demo.sh PATH/TO/comagent
 set -euo pipefail
@@ -181,6 +182,21 @@ show_job J-demo-2
 echo "COM stores:"
 "$py" "$comsim" ctl --dir "$tmp/com" backups C1001 pbx-hq
 "$bin" jobs -c "$ini"
+
+step "The PBX raises an alarm: COM's alarm list and customer list show it"
+echo "\$ comagent alarm raise --type Trunk --severity major --id trunk-3 SIP trunk 3 out of service"
+"$bin" alarm -c "$ini" raise --type Trunk --severity major --id trunk-3 SIP trunk 3 out of service
+alarm_at_com() { "$py" "$comsim" ctl --dir "$tmp/com" alarms C1001 pbx-hq | grep -q '"trunk-3"'; }
+wait_for "the alarm at COM" 10 alarm_at_com
+echo "COM's alarm list:"
+"$py" "$comsim" ctl --dir "$tmp/com" alarms C1001 pbx-hq
+amber() { "$py" "$comsim" ctl --dir "$tmp/com" customer_list | grep -q '"amber"'; }
+wait_for "the customer list to show it" 10 amber
+echo "COM's customer list (amber: a major alarm is active):"
+"$py" "$comsim" ctl --dir "$tmp/com" customer_list
+echo "COM cannot clear it while it is active:"
+"$py" "$comsim" ctl --dir "$tmp/com" alarm_clear C1001 pbx-hq trunk-3 || true
+"$bin" alarm -c "$ini" clear --id trunk-3
 
 step "Remote support: turn on remoteaccess, then fetch a page through COM's proxy"
 "$bin" settings -c "$ini" set remoteaccess=1

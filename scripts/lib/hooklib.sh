@@ -536,6 +536,93 @@ upgrade_rollback() {
 			"$failed" >&2
 }
 
+# ---- certificate -----------------------------------------------------------------
+# The profile's certificate sets CERT_DIR (where the system's services read
+# their identity certificate, relative to the root) and defines
+# reload_services (how they learn of a new one; it dies on failure), then
+# calls hook_certificate. Each pair is a directory CERT_DIR/set-<hash> with
+# cert.pem and key.pem; CERT_DIR/current, a relative symbolic link, names
+# the one in use and is switched with one rename.
+hook_certificate() {
+	local profile=$1 cert key dir sum pair old d
+	shift
+	[ $# -eq 2 ] || die 2 "usage: certificate CERT_FILE KEY_FILE"
+	cert=$1 key=$2
+	[[ $cert == /* ]] || die 2 "CERT_FILE must be an absolute path: $cert"
+	[[ $key == /* ]] || die 2 "KEY_FILE must be an absolute path: $key"
+	hook_env "$profile"
+	umask 077	# the key; what the services read is opened up below
+
+	progress 10 checking
+	[ -f "$cert" ] || die 1 "no certificate file at $cert"
+	[ -f "$key" ] || die 1 "no key file at $key"
+	grep -q -- '^-----BEGIN CERTIFICATE-----' "$cert" ||
+		die 1 "not a PEM certificate: $cert"
+	grep -q -- '^-----BEGIN [A-Z ]*PRIVATE KEY-----' "$key" ||
+		die 1 "not a PEM private key: $key"
+	dir=$R/$CERT_DIR
+	if [ -e "$dir/current" ] || [ -L "$dir/current" ]; then
+		[ -L "$dir/current" ] || die 1 "$dir/current is not a symbolic link"
+		old=$(readlink -- "$dir/current") || die 1 "cannot read the link $dir/current"
+	else
+		old=
+	fi
+
+	progress 50 installing
+	# The pair's own name: the same files give the same set (a rerun).
+	sum=$(cat -- "$cert" "$key" | sha256sum | cut -c 1-16) ||
+		die 1 "cannot hash the certificate"
+	pair=set-$sum
+	if ! [ -d "$dir/$pair" ] || ! cmp -s -- "$cert" "$dir/$pair/cert.pem" ||
+		! cmp -s -- "$key" "$dir/$pair/key.pem"; then
+		# The services read it: what is made here is not 0700.
+		(umask 022 && mkdir -p -- "$dir") || die 1 "cannot create $dir"
+		rm -rf -- "$dir/.$pair.tmp"
+		tmp_add "$dir/.$pair.tmp"
+		mkdir -m 0755 -- "$dir/.$pair.tmp" || die 1 "cannot create $dir/.$pair.tmp"
+		if ! cp -- "$cert" "$dir/.$pair.tmp/cert.pem" ||
+			! chmod 0644 -- "$dir/.$pair.tmp/cert.pem"; then
+			die 1 "cannot copy the certificate to $dir"
+		fi
+		if ! cp -- "$key" "$dir/.$pair.tmp/key.pem" ||
+			! chmod 0600 -- "$dir/.$pair.tmp/key.pem"; then
+			die 1 "cannot copy the key to $dir"
+		fi
+		sync
+		rm -rf -- "${dir:?}/$pair"	# a broken earlier copy
+		mv -T -- "$dir/.$pair.tmp" "$dir/$pair" || die 1 "cannot rename to $dir/$pair"
+	fi
+
+	progress 80 switching
+	tmp_add "$dir/current.tmp"
+	rm -f -- "$dir/current.tmp"
+	ln -s -- "$pair" "$dir/current.tmp" || die 1 "cannot create $dir/current.tmp"
+	CERT_LINK=$dir/current CERT_OLD=$old
+	HOOK_ON_FAIL=certificate_rollback
+	mv -T -- "$dir/current.tmp" "$dir/current" || die 1 "cannot switch $dir/current to $pair"
+	sync
+	reload_services
+	HOOK_ON_FAIL=
+
+	# The new pair and the one before stay; older ones go.
+	for d in "$dir"/set-* "$dir"/.set-*.tmp; do
+		[ -e "$d" ] || continue
+		[ "${d##*/}" = "$pair" ] || [ "${d##*/}" = "$old" ] || rm -rf -- "$d"
+	done
+	progress 100 "done"
+}
+
+# Points current back where it was (or removes it) after a failed reload.
+certificate_rollback() {
+	if [ -n "$CERT_OLD" ]; then
+		ln -sfn -- "$CERT_OLD" "$CERT_LINK.tmp" &&
+			mv -T -- "$CERT_LINK.tmp" "$CERT_LINK" && return
+	else
+		rm -f -- "$CERT_LINK" && return
+	fi
+	printf 'certificate failed and %s could not be put back\n' "$CERT_LINK" >&2
+}
+
 # ---- restart-phones, reboot -------------------------------------------------------
 hook_restart_phones() {
 	hook_env "$1"

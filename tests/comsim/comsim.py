@@ -9,6 +9,7 @@
     comsim.py ctl --dir DIR agents | events [SINCE] | drop C S | stall C S |
                   unstall C S | job C S OP | send C S JSON | restart [MS] |
                   tunnels | proxy_account JSON | backups C S | uploads C S |
+                  customer_list | alarms C S | alarm_clear C S ID |
                   today [DATE|real] | upload_fault JSON | jobs C S |
                   library [JSON] | signing_keys [new] | download_fault JSON |
                   logs C S [FROM [TO]] | log_retention [DAYS] |
@@ -40,7 +41,15 @@ refresh_custom job; POST /job {"op":"refresh_custom","prune":true} issues
 a refresh.  Events custom_list (n: how many lists so far) and
 custom_download (level, name, offset, job).
 The last status message of each agent (customdata, custom_refresh, ...) is
-in GET /agents as "status".
+in GET /agents as "status".  GET /customer_list is COM's customer list: per
+system red / amber / green, COM's message (Connection successful, the
+wording of the first reason the agent reports, Not reachable or offline for
+the last N, a refusal's wording, Waiting for initial connection) and the
+status fields (servers, alarms by severity, last operation, reasons).
+Alarms (2.7): GET /alarms?customer=&system= is COM's list by type then
+severity, active and cleared; POST /alarm_clear {customer, system, alarm}
+asks the connected agent (alarm.clear) and removes the entry unless the
+alarm is still active (409).
 
 Python 3 asyncio + websockets 10.4 (legacy API); stdlib otherwise.  The test
 PKI is made with the `openssl` command.  See README.md in this folder.
@@ -177,6 +186,24 @@ def state_reason(state):
 
 def wording(reason):
     return REASONS.get(reason, "Connection failed")
+
+
+def _ago(secs):
+    """COM's "for the last N s|min|h"."""
+    secs = int(secs)
+    if secs < 120:
+        return "%d s" % secs
+    if secs < 7200:
+        return "%d min" % (secs // 60)
+    return "%d h" % (secs // 3600)
+
+
+# Alarms (PROTOCOL.md 2.7): COM's types in its list order, the severities
+# most severe first, the agent's id rule and cap.
+ALARM_TYPES = ("Configuration", "Trunk", "Link", "Service", "QoS", "Security")
+ALARM_SEVERITIES = ("critical", "major", "minor", "warning")
+ALARM_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+ALARM_MAX = 64
 
 
 # ---------------------------------------------------------------- test PKI
@@ -373,6 +400,8 @@ class Link:
         self.next_stream = 2     # comsim opens even ids (PROTOCOL.md section 3)
         self.violations = 0
         self.agent_ids = set()   # stream ids the agent opened (never reused)
+        self.alarm_sync = None   # {"count", "seen"} while an alarm.sync runs
+        self.pending = {}        # (request type, key) -> future of the agent's answer
 
     def take_id(self):
         i = self.next_id
@@ -446,6 +475,11 @@ class AgentRec:
         self.status = None       # the fields of the last status message
         self.status_at = None
         self.custom_lists = 0    # custom.list messages received
+        # COM's alarm list for the system (guide ch. 4): id -> entry, the
+        # agent's fields plus "active" and "cleared_at"
+        self.alarms = {}
+        self.refused = None      # the reason of the last refusal, until welcomed
+        self.down_since = None   # when the last welcomed link was lost
 
     def json(self):
         link = self.link
@@ -1751,6 +1785,9 @@ class ComSim:
                 a = self.agents.get((link.customer, link.system))
                 if a and a.link is link:
                     a.link = None
+                    a.down_since = time.time()
+                if a and link.alarm_sync is not None:
+                    link.alarm_sync = None   # a sync the link did not finish
 
     async def recv_checked(self, link, timeout=None):
         """The next frame; None when it broke a frame limit (link closed)."""
@@ -1856,6 +1893,9 @@ class ComSim:
             msg = {"type": "refused", "id": link.take_id(), "re": hello["id"],
                    "reason": reason, "message": wording(reason)}
             self.event("refused", link, reason=reason, message=wording(reason))
+            if customer is not None and system is not None and \
+                    isinstance(customer, str) and isinstance(system, str):
+                self.agent(customer, system).refused = reason
             try:
                 await self.send(link, msg)
             except websockets.exceptions.ConnectionClosed:
@@ -1869,6 +1909,8 @@ class ComSim:
         link.up = True
         a.link = link
         a.welcomes += 1
+        a.refused = None
+        a.down_since = None
         link.record = rec
         msg = {"type": "welcome", "id": link.take_id(), "re": hello["id"],
                "session": link.session, "max_streams": self.max_streams,
@@ -2981,6 +3023,12 @@ class ComSim:
             await self.reply(link, {"type": "ack", "re": mid})
         elif t == "custom.list":
             await self.on_custom_list(link, msg)
+        elif t in ("alarm", "alarm.sync"):
+            await self.on_alarm(link, msg)
+        elif t == "alarm.clear.result":
+            fut = link.pending.pop(("alarm.clear", msg.get("alarm")), None)
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
         elif t == "job.state":
             self.job_state(link, msg)
             if msg.get("state") in FINAL_JOB_STATES and \
@@ -2997,6 +3045,152 @@ class ComSim:
                                     "message": "hello after welcome"})
         else:
             await self.reply(link, {"type": "unsupported", "re": mid, "what": t})
+
+    # -- alarms (PROTOCOL.md 2.7, guide ch. 4)
+    async def on_alarm(self, link, msg):
+        a = self.agent(link.customer, link.system)
+        mid = msg["id"]
+        if msg["type"] == "alarm.sync":
+            n = msg.get("count")
+            if not _is_int(n) or not 0 <= n <= ALARM_MAX:
+                await self.reply(link, {"type": "error", "re": mid,
+                                        "code": "malformed",
+                                        "message": "count must be 0..%d" % ALARM_MAX})
+                return
+            link.alarm_sync = {"count": n, "seen": set()}
+            if n == 0:
+                self.alarm_sync_done(link, a)
+            await self.reply(link, {"type": "ack", "re": mid})
+            return
+        action, al = msg.get("action"), msg.get("alarm")
+        problem = None
+        if action not in ("raise", "clear") or not isinstance(al, dict):
+            problem = "action must be raise or clear, alarm an object"
+        elif not isinstance(al.get("id"), str) or not ALARM_ID_RE.fullmatch(al["id"]):
+            problem = "bad alarm id"
+        elif action == "raise" and (al.get("type") not in ALARM_TYPES or
+                                    al.get("severity") not in ALARM_SEVERITIES or
+                                    not isinstance(al.get("text"), str) or
+                                    not all(_is_int(al.get(k)) for k in
+                                            ("first", "last", "count"))):
+            problem = "raise needs type, severity, text, first, last, count"
+        if problem:
+            await self.reply(link, {"type": "error", "re": mid,
+                                    "code": "malformed", "message": problem})
+            return
+        now = time.time()
+        if action == "raise":
+            e = {k: al[k] for k in ("id", "type", "severity", "text",
+                                    "first", "last", "count")}
+            e.update(active=True, cleared_at=None)
+            a.alarms[al["id"]] = e
+            if msg.get("sync") is True and link.alarm_sync is not None:
+                link.alarm_sync["seen"].add(al["id"])
+                if len(link.alarm_sync["seen"]) >= link.alarm_sync["count"]:
+                    self.alarm_sync_done(link, a)
+        else:
+            e = a.alarms.get(al["id"])
+            if e is not None and e["active"]:
+                e.update(active=False, cleared_at=now)
+        self.event("alarm", link, action=action, alarm=al["id"],
+                   sync=msg.get("sync") is True)
+        await self.reply(link, {"type": "ack", "re": mid})
+
+    def alarm_sync_done(self, link, a):
+        """The agent's whole active set has arrived: whatever COM still had
+        active and the set lacks was cleared while the link was down."""
+        seen = link.alarm_sync["seen"]
+        link.alarm_sync = None
+        now = time.time()
+        for e in a.alarms.values():
+            if e["active"] and e["id"] not in seen:
+                e.update(active=False, cleared_at=now)
+        self.event("alarm_sync", link, active=sorted(seen))
+
+    def alarm_list(self, customer, system):
+        """COM's alarm list: by type, then severity, then last time."""
+        a = self.agents.get((customer, system))
+        out = list(a.alarms.values()) if a else []
+        return sorted(out, key=lambda e: (ALARM_TYPES.index(e["type"]),
+                                          ALARM_SEVERITIES.index(e["severity"]),
+                                          -e["last"], e["id"]))
+
+    async def admin_alarm_clear(self, body):
+        """A COM user clears an alarm from the list: only one the system no
+        longer has; the connected agent is asked, as it knows best."""
+        c, s, aid = body.get("customer"), body.get("system"), body.get("alarm")
+        if not all(isinstance(x, str) for x in (c, s, aid)):
+            return 400, {"error": "customer, system and alarm are required"}
+        a = self.agents.get((c, s))
+        e = a.alarms.get(aid) if a else None
+        link = self.current_link(c, s)
+        answer = None
+        if link is not None:
+            # Keyed by the alarm, registered before sending: the answer
+            # may be read before send() returns; ids are taken inside it.
+            fut = asyncio.get_running_loop().create_future()
+            key = ("alarm.clear", aid)
+            link.pending[key] = fut
+            try:
+                await self.send(link, {"type": "alarm.clear", "alarm": aid})
+                answer = await asyncio.wait_for(fut, 10)
+            except (asyncio.TimeoutError, websockets.exceptions.ConnectionClosed):
+                return 504, {"error": "the agent did not answer"}
+            finally:
+                if link.pending.get(key) is fut:
+                    del link.pending[key]
+        if answer is not None and answer.get("ok") is not True:
+            self.event("alarm_clear_refused", link, alarm=aid,
+                       reason=answer.get("reason"))
+            return 409, {"error": answer.get("message") or "refused",
+                         "reason": answer.get("reason")}
+        if answer is None and e is not None and e["active"]:
+            return 409, {"error": "the alarm is still active", "reason": "active"}
+        if e is not None:
+            del a.alarms[aid]
+        self.event("alarm_cleared", customer=c, system=s, alarm=aid)
+        return 200, {"cleared": aid, "known": e is not None}
+
+    def customer_list(self):
+        """COM's customer list (guide ch. 3): per system its connection
+        state (red / amber / green) and message, and what its status said."""
+        out = []
+        for a in self.agent_list_recs():
+            st = a.status or {}
+            link = a.link
+            connected = bool(link and link.up and not link.closed)
+            reasons = [r for r in st.get("reasons", []) if isinstance(r, str)] \
+                if connected else []
+            alarms = st.get("alarms") if isinstance(st.get("alarms"), dict) else {}
+            servers = st.get("servers") if isinstance(st.get("servers"), dict) else {}
+            if connected:
+                message = wording(reasons[0]) if reasons else "Connection successful"
+                bad = (alarms.get("critical") or 0) + (alarms.get("major") or 0)
+                color = "amber" if reasons or bad or \
+                    any(v != "up" for v in servers.values()) else "green"
+            elif a.refused:
+                message, color = wording(a.refused), "red"
+            elif a.down_since is not None:
+                message = "Not reachable or offline for the last %s" % \
+                    _ago(time.time() - a.down_since)
+                color = "red"
+            else:
+                message, color = "Waiting for initial connection", "red"
+            out.append({"customer": a.customer, "system": a.system,
+                        "state": color, "message": message,
+                        "profile": st.get("profile"), "version": st.get("version"),
+                        "operation": st.get("operation"),
+                        "last_operation": st.get("last_operation"),
+                        "servers": servers, "alarms": alarms,
+                        "service_user": st.get("service_user"),
+                        "reasons": reasons,
+                        "certificate": st.get("certificate")})
+        return out
+
+    def agent_list_recs(self):
+        keys = list(self.agents)
+        keys += [k for k in self.customers if k not in self.agents]
+        return [self.agents.get(k) or AgentRec(*k) for k in keys]
 
     # -- the remote-support proxy
     def proxy_head(self, conn):
@@ -3373,6 +3567,12 @@ class ComSim:
             return 200, [e for e in self.events if e["seq"] > since]
         if method == "GET" and path == "/customers":
             return 200, list(self.customers.values())
+        if method == "GET" and path == "/customer_list":
+            return 200, self.customer_list()
+        if method == "GET" and path == "/alarms":
+            return 200, self.alarm_list(params.get("customer"), params.get("system"))
+        if method == "POST" and path == "/alarm_clear":
+            return await self.admin_alarm_clear(body)
         if method == "GET" and path == "/health":
             return 200, {"ok": True, "port": self.port, "listening": bool(self.ws_servers)}
         if method == "GET" and path == "/tunnels":
@@ -4190,6 +4390,23 @@ class SimProcess:
     def tunnels(self):
         return self.admin("GET", "/tunnels")
 
+    def alarms(self, customer, system):
+        """GET /alarms: COM's alarm list of a system, by type and severity."""
+        return self.admin("GET", "/alarms?" + self._q(customer=customer, system=system))
+
+    def alarm_clear(self, customer, system, alarm):
+        """POST /alarm_clear: (status, answer)."""
+        return self.admin_status("POST", "/alarm_clear", {
+            "customer": customer, "system": system, "alarm": alarm})
+
+    def customer_list(self, customer=None, system=None):
+        """GET /customer_list, or the one entry of customer/system."""
+        rows = self.admin("GET", "/customer_list")
+        if customer is None:
+            return rows
+        return next((r for r in rows if r["customer"] == customer and
+                     r["system"] == system), None)
+
     @staticmethod
     def _q(**kw):
         return urllib.parse.urlencode(kw)
@@ -4476,6 +4693,16 @@ def ctl(args):
         req = ("POST", "/customers", json.loads(a[1]))
     elif cmd == "tunnels":
         req = ("GET", "/tunnels", None)
+    elif cmd == "customer_list":
+        req = ("GET", "/customer_list", None)
+    elif cmd == "alarms":
+        need(3)
+        req = ("GET", "/alarms?%s" % urllib.parse.urlencode(
+            {"customer": a[1], "system": a[2]}), None)
+    elif cmd == "alarm_clear":
+        need(4)
+        req = ("POST", "/alarm_clear", {"customer": a[1], "system": a[2],
+                                        "alarm": a[3]})
     elif cmd == "proxy_account":
         need(2)
         req = ("POST", "/proxy_accounts", json.loads(a[1]))
@@ -4536,7 +4763,8 @@ def ctl(args):
                  "upload_fault JSON | download_fault JSON | jobs C S | "
                  "pause|resume|stop JOB | library [JSON] | signing_keys [new] | "
                  "logs C S [FROM [TO]] | log_retention [DAYS] | "
-                 "custom_files C S | custom_file JSON | custom_list_fault JSON")
+                 "custom_files C S | custom_file JSON | custom_list_fault JSON | "
+                 "customer_list | alarms C S | alarm_clear C S ID")
     status, body = admin_call(info["admin_port"], *req)
     print(json.dumps(body, indent=2))
     return 0 if status == 200 else 1

@@ -229,6 +229,9 @@ def hookrun():
     # Byte 0: 1 = the three descriptors come with the request.
     put("hookrun", "backup", b"\x01hook backup\narg /var/lib/comagent/work/b.tar.gz\n"
         b"arg etc/ipoffice\nenv COMAGENT_ROOT=/\nenv COMAGENT_JOB=J-1\nend\n")
+    put("hookrun", "certificate", b"\x01hook certificate\n"
+        b"arg /var/lib/comagent/work/certificate.pem\n"
+        b"arg /var/lib/comagent/work/certificate.key\nenv COMAGENT_ROOT=/\nend\n")
     put("hookrun", "no_fds", b"\x00hook reboot\nend\n")
     put("hookrun", "bad", b"\x01hook evil\nenv PATH=/tmp\narg\nfoo bar\nend\nend\n")
     put("hookrun", "unterminated", b"\x01hook upgrade\narg x")

@@ -2,7 +2,8 @@
 (scripts/HOOKS.md §2: exactly the documented environment, working directory
 /, stdin /dev/null) on a temporary root: restore (round trips with backup,
 elements, unsafe archives, space, an interrupted run), transfer-check,
-upgrade, restart-phones and reboot — never with root /.
+upgrade, restart-phones, reboot and certificate (more of it in
+test_cert.py) — never with root /.
 
     /usr/bin/python3 -m pytest -q tests/integration/test_hooks.py
 """
@@ -26,7 +27,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 SCRIPTS = os.path.join(REPO, "scripts")
 LIB = os.path.join(SCRIPTS, "lib", "hooklib.sh")
 PROFILES = ("linux", "ip500v2")
-NEW_HOOKS = ("restore", "transfer-check", "upgrade", "restart-phones", "reboot")
+NEW_HOOKS = ("restore", "transfer-check", "upgrade", "restart-phones", "reboot",
+             "certificate")
 HOOKS = ("backup",) + NEW_HOOKS
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 BACKUP_DIRS = "etc/ipoffice var/lib/ipoffice"
@@ -280,7 +282,8 @@ def test_shellcheck():
 ARGS = {"restore": ["/nonexistent.tar.gz"],
         "transfer-check": ["/nonexistent-staging", "1"],
         "upgrade": ["/nonexistent-staging", "/nonexistent.json"],
-        "restart-phones": [], "reboot": []}
+        "restart-phones": [], "reboot": [],
+        "certificate": ["/nonexistent.pem", "/nonexistent.key"]}
 
 
 @pytest.mark.parametrize("hook", NEW_HOOKS)

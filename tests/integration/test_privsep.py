@@ -21,7 +21,7 @@ from test_jobs import job, linux_system, settings, start, wait_final
 NOBODY = (65534, 65534)
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HOOK_NAMES = ("backup", "restore", "transfer-check", "upgrade",
-              "restart-phones", "reboot")
+              "restart-phones", "reboot", "certificate")
 
 
 class Runner:
@@ -377,7 +377,9 @@ def test_systemd_units_verify_and_score(tmp_path):
     units = sorted(os.listdir(d))
     assert units == ["comagent-hooks.socket", "comagent-hooks@.service",
                      "comagent.service"]
-    r = subprocess.run(["systemd-analyze", "verify"] + units, cwd=d,
+    # --man=no: Documentation=man:comagent(8) is only there once installed
+    # (test_package.py verifies the installed units with it).
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no"] + units, cwd=d,
                        capture_output=True, text=True)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
     r = subprocess.run(["systemd-analyze", "security", "--offline=true",

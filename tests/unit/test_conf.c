@@ -1727,6 +1727,73 @@ static void test_null_errs_and_accessors(void **state)
 	assert_int_equal(conf_num(t->c, CONF_COM_URL), 0);
 }
 
+/* `comagent config-keys` (conf_print_keys, what comagent(8) is made from)
+ * shows for each profile-dependent key the default conf_load() gives it:
+ * its table and apply_platform()'s agree. */
+static void test_print_keys(void **state)
+{
+	static const struct { const char *key; enum conf_key k; bool path; }
+	pk[] = {
+		{ "state_dir", CONF_SYSTEM_STATE_DIR, true },
+		{ "control_socket", CONF_SYSTEM_CONTROL_SOCKET, true },
+		{ "file", CONF_LOG_FILE, true },
+		{ "max_size", CONF_LOG_MAX_SIZE, false },
+		{ "work_dir", CONF_JOBS_WORK_DIR, true },
+		{ "staging_dir", CONF_JOBS_STAGING_DIR, true },
+		{ "store_dir", CONF_LOGS_STORE_DIR, true },
+		{ "max_total", CONF_LOGS_MAX_TOTAL, false },
+		{ "max_day", CONF_LOGS_MAX_DAY, false },
+		{ "file_max", CONF_LOGS_FILE_MAX, false },
+		{ "phone_dir", CONF_CUSTOM_PHONE_DIR, true },
+		{ "template_dir", CONF_CUSTOM_TEMPLATE_DIR, true },
+	};
+	static const char *const profiles[] = { "ip500v2", "linux" };
+	struct tc *t = *state;
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+
+	assert_non_null(f);
+	conf_print_keys(f);
+	assert_int_equal(fclose(f), 0);
+	assert_non_null(strstr(out, "[com]\n  url\n      type:     URL"));
+	assert_non_null(strstr(out, "      flags:    required, secret"));
+	assert_non_null(strstr(out, "\n[network]\n"));
+	assert_non_null(strstr(out, "\n[tunnel NAME]\n"));
+	assert_non_null(strstr(out, "by application (ssh 22, rdp 3389, "
+				    "https 443)"));
+	/* A profile-dependent key platform_default() does not know. */
+	assert_null(strstr(out, "platform default ()"));
+	for (size_t p = 0; p < 2; p++) {
+		char extra[80], needle[80], want[300];
+
+		snprintf(extra, sizeof(extra), "[system]\nprofile = %s\n"
+			 "root = /r\n", profiles[p]);
+		assert_int_equal(with(t, extra), ERR_OK);
+		for (size_t i = 0; i < sizeof(pk) / sizeof(pk[0]); i++) {
+			const char *b, *v;
+			size_t n;
+
+			snprintf(needle, sizeof(needle), "\n  %s\n", pk[i].key);
+			b = strstr(out, needle);
+			assert_non_null(b);
+			b = strstr(b, "      default:  platform default (");
+			assert_non_null(b);
+			snprintf(needle, sizeof(needle), "%s: ", profiles[p]);
+			v = strstr(b, needle);
+			assert_non_null(v);
+			v += strlen(needle);
+			n = strcspn(v, ";)");
+			if (pk[i].path)
+				snprintf(want, sizeof(want), "/r/%.*s", (int)n, v);
+			else
+				snprintf(want, sizeof(want), "%.*s", (int)n, v);
+			assert_string_equal(conf_str(t->c, pk[i].k), want);
+		}
+	}
+	free(out);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1777,6 +1844,7 @@ int main(void)
 		T(test_tunnel_same_target),
 		T(test_tunnel_cap),
 		T(test_ip_canon),
+		T(test_print_keys),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
