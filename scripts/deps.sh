@@ -17,6 +17,8 @@ PKGS=(
   libcmocka-dev
   python3 python3-pytest python3-websockets python3-cryptography
   procps systemd
+  # the package's test (test_package.py): lintian, man -l, groff -ww
+  lintian man-db groff-base
   openssh-server openssh-client proxytunnel curl
 )
 case "${1:-}" in
