@@ -123,9 +123,10 @@ static const struct key_spec schema[CONF__COUNT] = {
 					 NULL },
 	[CONF_SYSTEM_ADDRESS] = { "system", "address", T_HOST, false,
 				  "127.0.0.1", 1, HOST_MAX, 0, NULL },
-	/* How often the [network] servers are probed (health.h). */
+	/* How often the [network] servers are probed (health.h); 0: never
+	 * (their state stays "unknown"). */
 	[CONF_SYSTEM_PROBE_INTERVAL] = DUR("system", "probe_interval", "60s",
-					   SEC, HOUR),
+					   0, HOUR),
 	[CONF_SERVICE_USER_NAME] = { "service_user", "name", T_STRING, false,
 				     "COMAdmin", 1, 255, 0, NULL },
 	[CONF_SERVICE_USER_PASSWORD] = { "service_user", "password", T_STRING,

@@ -422,7 +422,8 @@ void health_set_notify(struct health *h, health_notify_fn fn, void *arg)
 
 void health_start(struct health *h)
 {
-	if (h && h->ctx && h->vhost && h->n)
+	if (h && h->ctx && h->vhost && h->n &&
+	    conf_num(h->conf, CONF_SYSTEM_PROBE_INTERVAL))
 		lws_sul_schedule(h->ctx, 0, &h->sul_round, round_cb, 1);
 }
 

@@ -7,7 +7,8 @@
  * Servers: every [network] server is probed with a TCP connect to its
  * [services] webmanager port every [system] probe_interval: "up" when it
  * accepts, "down" when it refuses or does not answer within the tunnel
- * connect timeout, "unknown" before the first answer.
+ * connect timeout, "unknown" before the first answer (and always with
+ * probe_interval 0: no probes).
  *
  * The service user: the PBX (or an operator) records its state with
  * `comagent service-user set state=... missing=...`, kept in

@@ -299,6 +299,9 @@ class Agent:
                 "customer_id": customer,
                 "system_name": system,
                 "root": self.root,
+                # No probes of [network] servers unless a test asks: the
+                # tunnel tests count every connection those servers get.
+                "probe_interval": "0s",
             },
             "service_user": {"name": user, "password": password},
             "log": {"level": "debug"},
