@@ -940,6 +940,12 @@ class Soak:
             raise Unexpected("the first custom-files refresh: %r" % st)
         self.refresh_expected(prune=False)
         self.check_installed("the first refresh")
+        # The lanes compare the collector's welcome count before and after
+        # an operation: it polls comsim's events, so it must have counted
+        # the first link's welcome before any lane starts (CI saw a lane
+        # start at 0 and end at 1: "the link was lost").
+        self.wait_until(lambda: self.coll.welcomes >= 1, self.T(30),
+                        "the event collector to see the first welcome")
         print("soak: %s: agent pid %d connected after %.1fs; seed %d; %ds; work in %s"
               % (a.tool, self.agent.pid, now() - self.t_start, a.seed, a.seconds, self.tmp),
               flush=True)
