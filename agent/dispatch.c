@@ -34,7 +34,7 @@
 #define LOG_MODULE "dispatch"
 
 /* REQUIREMENTS §9 / issue: a warning this long before the installed
- * system certificate expires; looked at on every change and twice a day. */
+ * system certificate expires; looked at twice a day between jobs. */
 #define CERT_WARN_DAYS 90
 #define CERT_CHECK_US (12 * 3600 * LWS_USEC_PER_SEC)
 #define CERT_ALARM "cert-expiry"
@@ -95,7 +95,9 @@ static void put_cert(struct dispatch *d)
 
 /* The certificate-expiry alarm follows the installed certificate: raised
  * (warning; major once expired) within CERT_WARN_DAYS of its end, again
- * when the days left change, cleared when a newer one is installed. */
+ * when the days left change, cleared when a newer one is installed.
+ * Looked at when the agent starts, when a certificate job ends and every
+ * CERT_CHECK_US. */
 static void check_cert(struct dispatch *d)
 {
 	struct cert_info ci;
@@ -289,6 +291,11 @@ static void on_job_changed(void *arg, const struct job_rec *r, int64_t re)
 {
 	struct dispatch *d = arg;
 
+	/* A certificate job ends after the agent recorded what it installed
+	 * (or not): the expiry alarm follows that record. */
+	if (job_state_final(r->state) && !strcmp(r->op, "certificate"))
+		check_cert(d);
+
 	if (d->link)
 		send_job_state(d, d->link, re, r);
 }
@@ -299,9 +306,6 @@ static void on_job_changed(void *arg, const struct job_rec *r, int64_t re)
 static void on_busy(void *arg)
 {
 	struct dispatch *d = arg;
-
-	/* A certificate job that ended changed what is installed. */
-	check_cert(d);
 
 	if (d->link)
 		send_status(d, d->link);

@@ -452,20 +452,8 @@ void health_free(struct health *h)
 
 /* ---- what COM and the operator see ----------------------------------- */
 
-/* The newest job that ran and ended (a rejected one never ran). */
-static const struct job_rec *last_op(const struct jobs *j)
-{
-	for (size_t i = 0; j && i < jobs_count(j); i++) {
-		const struct job_rec *r = jobs_at(j, i);
-
-		if (job_state_final(r->state) && r->state != JOB_REJECTED)
-			return r;
-	}
-	return NULL;
-}
-
-/* COM's reason codes for what is wrong on this side, at most 8. */
-static size_t reasons(const struct health *h, const char **out)
+size_t health_reasons(const struct health *h,
+		      const char *out[HEALTH_REASONS_MAX])
 {
 	size_t n = 0;
 	unsigned m = h->user.missing;
@@ -487,12 +475,28 @@ static size_t reasons(const struct health *h, const char **out)
 	return n;
 }
 
+bool health_server(const struct health *h, size_t i, const char **name,
+		   const char **address, const char **state)
+{
+	if (!h || i >= h->n)
+		return false;
+	*name = h->probes[i].srv->name;
+	*address = h->probes[i].srv->address;
+	*state = srv_words[h->probes[i].state];
+	return true;
+}
+
+const char *health_user_word(const struct health *h)
+{
+	return user_words[h->user.state];
+}
+
 void health_describe(const struct health *h, const struct jobs *jobs,
 		     const struct alarms *alarms, struct proto_w *w)
 {
-	const struct job_rec *r = last_op(jobs);
-	const char *why[8];
-	size_t nr = reasons(h, why);
+	const struct job_rec *r = jobs_last_ended(jobs);
+	const char *why[HEALTH_REASONS_MAX];
+	size_t nr = health_reasons(h, why);
 
 	/* Names as keys: one field per server keeps a full network (16)
 	 * inside PROTOCOL.md's 64 fields per message. */
@@ -523,48 +527,4 @@ void health_describe(const struct health *h, const struct jobs *jobs,
 	for (size_t i = 0; i < nr; i++)
 		proto_w_str(w, NULL, why[i]);
 	proto_w_end(w);
-}
-
-size_t health_text(const struct health *h, const struct jobs *jobs,
-		   const struct alarms *alarms, char *buf, size_t cap)
-{
-	const struct job_rec *r = last_op(jobs);
-	const char *why[8];
-	size_t nr = reasons(h, why), off = 0;
-	int k;
-
-#define PUT(...)                                                        \
-	do {                                                            \
-		k = snprintf(buf + off, cap - off, __VA_ARGS__);        \
-		if (k < 0 || (size_t)k >= cap - off)                    \
-			goto full;                                      \
-		off += (size_t)k;                                       \
-	} while (0)
-	if (!cap)
-		return 0;
-	buf[0] = '\0';
-	/* The layout of status.c's lines: a 12-column label, a space. */
-	for (size_t i = 0; i < h->n; i++) {
-		const struct probe *p = &h->probes[i];
-
-		PUT("%-12s %s %s (%s)\n", "Server:", p->srv->name,
-		    srv_words[p->state], p->srv->address);
-	}
-	if (r)
-		PUT("%-12s %s %s%s%s\n", "Last op:", r->op,
-		    job_state_name(r->state), r->reason[0] ? ", " : "",
-		    r->reason);
-	PUT("%-12s %zu critical, %zu major, %zu minor, %zu warning\n",
-	    "Alarms:", alarms_count_severity(alarms, ALARM_CRITICAL),
-	    alarms_count_severity(alarms, ALARM_MAJOR),
-	    alarms_count_severity(alarms, ALARM_MINOR),
-	    alarms_count_severity(alarms, ALARM_WARNING));
-	PUT("%-12s %s\n", "Service user:", user_words[h->user.state]);
-	for (size_t i = 0; i < nr; i++)
-		PUT("%-12s %s\n", "To COM:", proto_reason_text(why[i]));
-#undef PUT
-	return off;
-full:
-	buf[off] = '\0';
-	return off;
 }

@@ -92,14 +92,22 @@ size_t health_user_render(const struct health_user_state *u, char *buf,
 
 /*
  * The fields COM's status message and `comagent status --json` share:
- * "servers", "last_operation", "alarms", "service_user", "reasons".
- * jobs and alarms may be NULL.
+ * "servers", "last_operation" (jobs_last_ended()), "alarms",
+ * "service_user", "reasons". jobs and alarms may be NULL.
  */
 void health_describe(const struct health *h, const struct jobs *jobs,
 		     const struct alarms *alarms, struct proto_w *w);
-/* The same for people, one "Label: value" line each, into buf (cap bytes,
- * NUL-terminated); returns the length written. */
-size_t health_text(const struct health *h, const struct jobs *jobs,
-		   const struct alarms *alarms, char *buf, size_t cap);
+
+/* For `comagent status` text: the i-th [network] server's name, address
+ * and state word ("up", "down", "unknown"); false past the end. */
+bool health_server(const struct health *h, size_t i, const char **name,
+		   const char **address, const char **state);
+/* The service user's state word ("ok", "locked", ...). */
+const char *health_user_word(const struct health *h);
+/* COM's reason codes (PROTOCOL.md §2.3) for what is wrong on this side,
+ * most important first, into out; returns how many. */
+#define HEALTH_REASONS_MAX 8
+size_t health_reasons(const struct health *h,
+		      const char *out[HEALTH_REASONS_MAX]);
 
 #endif

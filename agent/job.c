@@ -720,6 +720,17 @@ const struct job_rec *jobs_active(const struct jobs *j)
 	return NULL;
 }
 
+const struct job_rec *jobs_last_ended(const struct jobs *j)
+{
+	for (size_t i = 0; i < jobs_count(j); i++) {
+		const struct job_rec *r = jobs_at(j, i);
+
+		if (job_state_final(r->state) && r->state != JOB_REJECTED)
+			return r;
+	}
+	return NULL;
+}
+
 size_t jobs_count(const struct jobs *j)
 {
 	return j ? j->n : 0;

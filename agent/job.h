@@ -133,6 +133,10 @@ err_t jobs_ack(struct jobs *j, const char *id);
  * operation at a time). */
 const struct job_rec *jobs_active(const struct jobs *j);
 
+/* The newest job that ran and ended (a rejected one never ran), if any:
+ * the last operation COM's status reports. */
+const struct job_rec *jobs_last_ended(const struct jobs *j);
+
 /* Iteration, newest first: by created, then by insertion order. */
 size_t jobs_count(const struct jobs *j);
 const struct job_rec *jobs_at(const struct jobs *j, size_t i);

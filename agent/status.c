@@ -176,6 +176,31 @@ static void text_settings(struct tbuf *t, const struct settings *st)
 	line(t, "Settings on:", "%s", n ? list : "none");
 }
 
+/* What COM's customer list shows beyond the link (health.h). */
+static void text_health(struct tbuf *t, const struct status_src *src)
+{
+	const struct job_rec *r = jobs_last_ended(src->jobs);
+	const char *name, *address, *state, *why[HEALTH_REASONS_MAX];
+	size_t nr = health_reasons(src->health, why);
+	const struct alarms *al = src->alarms;
+
+	for (size_t i = 0; health_server(src->health, i, &name, &address,
+					 &state); i++)
+		line(t, "Server:", "%s %s (%s)", name, state, address);
+	if (r)
+		line(t, "Last op:", "%s %s%s%s", r->op,
+		     job_state_name(r->state), r->reason[0] ? ", " : "",
+		     r->reason);
+	line(t, "Alarms:", "%zu critical, %zu major, %zu minor, %zu warning",
+	     alarms_count_severity(al, ALARM_CRITICAL),
+	     alarms_count_severity(al, ALARM_MAJOR),
+	     alarms_count_severity(al, ALARM_MINOR),
+	     alarms_count_severity(al, ALARM_WARNING));
+	line(t, "Service user:", "%s", health_user_word(src->health));
+	for (size_t i = 0; i < nr; i++)
+		line(t, "To COM:", "%s", proto_reason_text(why[i]));
+}
+
 static size_t render_text(const struct status_src *src,
 			  const struct link_info *i, char *buf, size_t cap)
 {
@@ -224,9 +249,8 @@ static size_t render_text(const struct status_src *src,
 		line(&t, "", "serial %s, issued by %s", src->cert->serial,
 		     src->cert->issuer);
 	}
-	if (src->health && t.len + 1 < t.cap)
-		t.len += health_text(src->health, src->jobs, src->alarms,
-				     t.p + t.len, t.cap - t.len);
+	if (src->health)
+		text_health(&t, src);
 	if (src->custom) {
 		const struct custom *cu = src->custom;
 

@@ -211,11 +211,6 @@ def test_alarm_needs_running_agent(comsim, agent):
 def test_status_reports_health_and_changes(comsim, agent, tcp_server):
     sim = comsim()
     branch = tcp_server()
-    # A port nothing listens on: bind, note, close.
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    dead_port = s.getsockname()[1]
-    s.close()
     a = agent(sim, {"system": {"probe_interval": "1s"},
                     "services": {"webmanager": str(branch.port)},
                     "network": {"pbx-branch1": "127.0.0.1",
@@ -303,3 +298,28 @@ def test_customer_list_green_and_refused(comsim, agent):
     assert row["message"] in ("Authorization failed", "Not reachable / "
                               "not a valid primary IP Office"), row
     b.stop()
+
+
+def test_com_alarm_clear_answers(comsim, agent):
+    """COM's alarm.clear: an id the system does not have is ok; one
+    without an id is malformed; the agent's set never changes."""
+    sim = comsim()
+    a = agent(sim)
+    a.wait_connected(20)
+    assert raise_alarm(a, "svc-1", "service down", "Service").returncode == 0
+    seq = sim.last_seq()
+    sim.send({"type": "alarm.clear", "id": 900001, "alarm": "never-raised"})
+    m = sim.wait_message(lambda m: m["type"] == "alarm.clear.result" and
+                         m.get("re") == 900001, seq, 10, "the answer")
+    assert (m["ok"], m["alarm"]) == (True, "never-raised"), m
+    sim.send({"type": "alarm.clear", "id": 900002})
+    m = sim.wait_message(lambda m: m["type"] == "alarm.clear.result" and
+                         m.get("re") == 900002, seq, 10, "the answer")
+    assert (m["ok"], m["reason"]) == (False, "malformed"), m
+    sim.send({"type": "alarm.clear", "id": 900003, "alarm": "svc-1"})
+    m = sim.wait_message(lambda m: m["type"] == "alarm.clear.result" and
+                         m.get("re") == 900003, seq, 10, "the answer")
+    assert (m["ok"], m["reason"]) == (False, "active"), m
+    lst = json.loads(a.cli("alarm", "list", "--json").stdout)["alarms"]
+    assert [x["id"] for x in lst] == ["svc-1"]
+

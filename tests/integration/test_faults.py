@@ -61,7 +61,7 @@ from conftest import (DEFAULT_CUSTOMER, HOOKS_DIR, sanitizer_report,
 from faultrelay import FaultRelay
 import tunnelkit as tk
 from test_jobs import put
-from test_logs import free_port
+from tunnelkit import free_tcp_udp_port as free_port
 
 C, S = "C1001", "pbx-hq"
 SEED = int(os.environ.get("COMAGENT_TEST_SEED", "8"))

@@ -10,26 +10,10 @@ import time
 
 from conftest import wait_until
 from test_jobs import C, S, job, put, settings, wait_final
+# A syslog receiver takes TCP and UDP on one port.
+from tunnelkit import free_tcp_udp_port as free_port
 
 TZ = "Europe/Berlin"
-
-
-def free_port():
-    """A port free for both TCP and UDP on 127.0.0.1 right now."""
-    for _ in range(50):
-        t = socket.socket()
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-        except OSError:
-            t.close()
-            continue
-        t.close()
-        u.close()
-        return port
-    raise AssertionError("no free port")
 
 
 def start_logs(agent, sim, transfer=True, logs=None, env=None):

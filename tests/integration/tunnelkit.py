@@ -86,6 +86,25 @@ def free_port(host="127.0.0.1"):
         s.close()
 
 
+def free_tcp_udp_port(host="127.0.0.1"):
+    """A port free for both TCP and UDP on host right now (a syslog
+    receiver takes both)."""
+    for _ in range(50):
+        t = socket.socket()
+        t.bind((host, 0))
+        port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind((host, port))
+        except OSError:
+            t.close()
+            continue
+        t.close()
+        u.close()
+        return port
+    raise RuntimeError("no port free for both TCP and UDP")
+
+
 def pattern(size, seed=1):
     """A deterministic pseudo-random block (cheap to repeat)."""
     return random.Random(seed).randbytes(size)

@@ -877,7 +877,7 @@ class Soak:
         self.servers = [self.echo, self.sink, self.source]
         self.source_bytes = self.source_expected(self.p["source"])
         closed = tk.free_port()         # nothing listens there: unreachable
-        self.syslog_port = self.free_udp_tcp_port()
+        self.syslog_port = tk.free_tcp_udp_port()
         # custom files before the first connect
         for lv, part in (("provider", "phones"), ("reseller", "templates"),
                          ("system", "phones")):
@@ -953,23 +953,6 @@ class Soak:
     def agent_status(self):
         a = self.sim.agent(C, S) or {}
         return a.get("status") or {}
-
-    @staticmethod
-    def free_udp_tcp_port():
-        for _ in range(50):
-            t = socket.socket()
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                t.close()
-                continue
-            t.close()
-            u.close()
-            return port
-        raise SystemExit("soak: no free port")
 
     @staticmethod
     def source_expected(n):
